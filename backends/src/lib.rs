@@ -1,0 +1,139 @@
+//! Execution backends: one [`Backend`] trait, implemented once per level of virtualization.
+//! Every backend runs the same program bytes and returns a [`vbench_results::Sample`].
+#![deny(missing_docs)]
+
+pub mod native;
+pub mod planned;
+mod process;
+pub mod program;
+
+pub use program::Program;
+
+use std::ffi::OsString;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use vbench_results::Sample;
+
+/// Whether a backend can run on this machine, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// It can run here.
+    Available,
+    /// It cannot; the reason names what is missing (e.g. "no /dev/kvm", "not root").
+    Unavailable(String),
+}
+
+impl Availability {
+    /// True when available.
+    pub fn is_available(&self) -> bool {
+        matches!(self, Availability::Available)
+    }
+}
+
+/// Where a run's standard streams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// stdin is /dev/null; stdout is captured (bounded) for the result line; stderr keeps its tail.
+    Capture,
+    /// All three are the harness's own (`vbench exec`).
+    Inherit,
+}
+
+/// One run to make.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// What to run.
+    pub program: Program,
+    /// Its arguments, after argv\[0\].
+    pub args: Vec<OsString>,
+    /// Kill the run after this long.
+    pub timeout: Option<Duration>,
+    /// Standard streams.
+    pub stdio: Stdio,
+    /// Pin the run to this CPU.
+    pub cpu: Option<usize>,
+    /// Set by the harness on SIGINT/SIGTERM: the backend kills the run and returns promptly.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Invocation {
+    /// A captured run of `program` with `args` and no timeout, pinning or cancellation.
+    pub fn new(program: Program, args: Vec<OsString>) -> Self {
+        Invocation {
+            program,
+            args,
+            timeout: None,
+            stdio: Stdio::Capture,
+            cpu: None,
+            cancel: None,
+        }
+    }
+}
+
+/// What a run produced: the measurements and the captured standard output.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Measurements (the harness fills `report` from `stdout`).
+    pub sample: Sample,
+    /// Captured standard output, at most [`process::STDOUT_CAP`] bytes (empty for `Stdio::Inherit`).
+    pub stdout: Vec<u8>,
+}
+
+/// Errors a backend returns when it could not run the program at all. A program that ran and
+/// failed is not an error: its exit is in the sample.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot run here.
+    #[error("backend {backend} is unavailable: {reason}")]
+    Unavailable {
+        /// Backend name.
+        backend: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The program could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An operating-system call of the backend failed.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The argument is not acceptable to this backend.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A level of virtualization that can run a static x86-64 Linux program.
+pub trait Backend: Send + Sync {
+    /// Short name used on the command line and in results (`native`, `container`, `bt`, `kvm`).
+    fn name(&self) -> &'static str;
+    /// One line saying what the backend is.
+    fn describe(&self) -> &'static str;
+    /// Whether it can run here, with the reason when not.
+    fn availability(&self) -> Availability;
+    /// Runs the program once and measures it.
+    fn run(&self, inv: &Invocation) -> Result<Outcome, BackendError>;
+}
+
+/// Every backend vbench knows, in display order.
+pub fn all() -> Vec<Box<dyn Backend>> {
+    vec![
+        Box::new(native::Native),
+        Box::new(planned::Planned::CONTAINER),
+        Box::new(planned::Planned::BT),
+        Box::new(planned::Planned::KVM),
+    ]
+}
+
+/// Names of every backend, in display order.
+pub const NAMES: [&str; 4] = ["native", "container", "bt", "kvm"];

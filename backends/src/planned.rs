@@ -1,0 +1,51 @@
+//! Backends that are designed but not built yet. They say so through [`Availability`] and never
+//! produce numbers.
+
+use crate::{Availability, Backend, BackendError, Invocation, Outcome};
+
+/// A backend whose implementation has not landed; it is always unavailable.
+#[derive(Debug, Clone, Copy)]
+pub struct Planned {
+    name: &'static str,
+    describe: &'static str,
+    tracking: &'static str,
+}
+
+impl Planned {
+    /// The OS-level sandbox (namespaces + cgroups).
+    pub const CONTAINER: Planned = Planned {
+        name: "container",
+        describe: "the same binary in fresh namespaces under cgroup limits",
+        tracking: "not built yet (issue #3)",
+    };
+    /// The dynamic binary translator.
+    pub const BT: Planned = Planned {
+        name: "bt",
+        describe: "the same binary under vbench's dynamic binary translator",
+        tracking: "not built yet (issue #5)",
+    };
+    /// The micro-VM.
+    pub const KVM: Planned = Planned {
+        name: "kvm",
+        describe: "the same binary in vbench's micro-VM on KVM",
+        tracking: "not built yet (issue #4)",
+    };
+}
+
+impl Backend for Planned {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn describe(&self) -> &'static str {
+        self.describe
+    }
+    fn availability(&self) -> Availability {
+        Availability::Unavailable(self.tracking.to_string())
+    }
+    fn run(&self, _inv: &Invocation) -> Result<Outcome, BackendError> {
+        Err(BackendError::Unavailable {
+            backend: self.name,
+            reason: self.tracking.to_string(),
+        })
+    }
+}

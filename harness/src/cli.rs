@@ -1,0 +1,387 @@
+//! Command-line interface.
+
+use crate::plan::{self, Subject};
+use crate::{doctor, scheduler, workload};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use vbench_backends::{Backend, Invocation, Program, Stdio};
+use vbench_results::{Exit, FailureKind, RunStatus};
+use vbench_workloads::{ParamKind, TASKS};
+
+#[derive(Parser)]
+#[command(name = "vbench", version, about = "Measure what each level of virtualization costs: native, container, binary translation, KVM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmark workloads (or your own static binary after `--`) on one or more backends.
+    Run(RunArgs),
+    /// Run any static x86-64 binary under one backend, passing its stdio and exit status through.
+    Exec(ExecArgs),
+    /// List workloads with their parameters, and backends with their availability.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe this machine and warn about conditions that make numbers noisy.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the summary table of a results file.
+    Show {
+        /// The results file.
+        file: PathBuf,
+        /// Print the document as JSON instead (after checking it).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the embedded workload ELF to a file, to run it with other tools (hyperfine, qemu-user, ...).
+    WorkloadElf {
+        /// Where to write it (made executable).
+        out: PathBuf,
+    },
+}
+
+const BACKEND_CHOICES: [&str; 5] = ["native", "container", "bt", "kvm", "all"];
+
+#[derive(Args)]
+struct RunArgs {
+    /// Backend to run on; repeat for several, or `all`. Native is always added as the control.
+    #[arg(long = "backend", short = 'b', value_parser = BACKEND_CHOICES, default_value = "native")]
+    backends: Vec<String>,
+    /// Workload to run (see `vbench list`); repeatable. Default: every workload.
+    #[arg(long = "workload", short = 'w')]
+    workloads: Vec<String>,
+    /// Workload class to run: cpu, mem or sys; repeatable.
+    #[arg(long = "class", value_parser = ["cpu", "mem", "sys"])]
+    classes: Vec<String>,
+    /// Measured rounds (each cell runs once per round). Default 10, or 3 with --quick.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rounds: Option<u32>,
+    /// Warm-up runs per cell, discarded. Default 1.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    warmup: Option<u32>,
+    /// Small parameters and 3 rounds: a fast smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Results file. Default: vbench-results/run-<UTC time>.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the results document as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the round shuffles and the bootstrap.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Per-run timeout in seconds; a run over it is killed and reported.
+    #[arg(long, default_value_t = 120.0, value_parser = parse_secs)]
+    timeout: f64,
+    /// Pin every run to this CPU.
+    #[arg(long)]
+    pin: Option<usize>,
+    /// Your own static binary and its arguments, instead of the workloads.
+    #[arg(last = true)]
+    program: Vec<OsString>,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// Backend to run on.
+    #[arg(long = "backend", short = 'b', value_parser = ["native", "container", "bt", "kvm"], default_value = "native")]
+    backend: String,
+    /// Kill the program after this many seconds (exit status 124).
+    #[arg(long, value_parser = parse_secs)]
+    timeout: Option<f64>,
+    /// Pin to this CPU.
+    #[arg(long)]
+    pin: Option<usize>,
+    /// Print the measurements to stderr when the program ends.
+    #[arg(long)]
+    stats: bool,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    program: Vec<OsString>,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+    }
+}
+
+pub fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => run(a),
+        Command::Exec(a) => exec(a),
+        Command::List { json } => list(json),
+        Command::Doctor { json } => {
+            let r = doctor::report();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", doctor::render(&r));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { file, json } => {
+            let doc = vbench_results::load(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{}", vbench_reports::terminal::render(&doc));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::WorkloadElf { out } => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&out, workload::ELF).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", out.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn backend_index(all: &[Box<dyn Backend>], name: &str) -> usize {
+    all.iter().position(|b| b.name() == name).expect("clap restricts backend names")
+}
+
+/// A user's program: it must exist and be a file.
+fn user_program(path: &OsString) -> Result<Program> {
+    let p = PathBuf::from(path);
+    let meta = std::fs::metadata(&p).with_context(|| format!("program {}", p.display()))?;
+    if !meta.is_file() {
+        bail!("program {} is not a file", p.display());
+    }
+    Ok(Program::Path(p))
+}
+
+fn install_cancel() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, flag.clone()).context("installing signal handler")?;
+    }
+    Ok(flag)
+}
+
+fn default_out() -> PathBuf {
+    let secs = scheduler::now_ms() / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil-from-days (Howard Hinnant's algorithm), UTC
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from(format!(
+        "vbench-results/run-{y:04}{m:02}{d:02}-{:02}{:02}{:02}.json",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+fn run(a: RunArgs) -> Result<ExitCode> {
+    let all = vbench_backends::all();
+    let mut requested: Vec<usize> = Vec::new();
+    let mut add = |i: usize| {
+        if !requested.contains(&i) {
+            requested.push(i);
+        }
+    };
+    add(backend_index(&all, "native")); // the control
+    for b in &a.backends {
+        if b == "all" {
+            (0..all.len()).for_each(&mut add);
+        } else {
+            add(backend_index(&all, b));
+        }
+    }
+    let subject = if let Some((prog, args)) = a.program.split_first() {
+        if !a.workloads.is_empty() || !a.classes.is_empty() {
+            bail!("--workload/--class select built-in workloads; they cannot be combined with a program after `--`");
+        }
+        Subject::Custom {
+            program: user_program(prog)?,
+            args: args.to_vec(),
+        }
+    } else {
+        Subject::Tasks {
+            program: workload::program()?,
+            tasks: plan::select_tasks(&a.workloads, &a.classes)?,
+            quick: a.quick,
+        }
+    };
+    let plan = plan::build(&subject, &all, &requested);
+    for b in plan.backends.iter().filter(|b| !b.available) {
+        eprintln!("{}: unavailable: {}", b.name, b.reason.as_deref().unwrap_or("unknown"));
+    }
+    let out = a.out.unwrap_or_else(default_out);
+    let cancel = install_cancel()?;
+    let sched = scheduler::Schedule {
+        rounds: a.rounds.unwrap_or(if a.quick { 3 } else { 10 }),
+        warmup: a.warmup.unwrap_or(1),
+        quick: a.quick,
+        seed: a.seed,
+        timeout: Duration::from_secs_f64(a.timeout),
+        cpu: a.pin,
+        cancel,
+        out: &out,
+    };
+    let doc = scheduler::run(&plan, &all, &sched, doctor::report().environment)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", vbench_reports::terminal::render(&doc));
+    }
+    eprintln!("results written to {}", out.display());
+    Ok(if doc.status == RunStatus::Interrupted {
+        ExitCode::from(130)
+    } else if doc.failures.iter().any(|f| f.kind == FailureKind::ChecksumMismatch) {
+        ExitCode::from(3)
+    } else if !doc.failures.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn exec(a: ExecArgs) -> Result<ExitCode> {
+    let all = vbench_backends::all();
+    let backend = &all[backend_index(&all, &a.backend)];
+    if let vbench_backends::Availability::Unavailable(why) = backend.availability() {
+        bail!("backend {} is unavailable: {why}", backend.name());
+    }
+    let (prog, args) = a.program.split_first().expect("clap requires a program");
+    let cancel = install_cancel()?;
+    let inv = Invocation {
+        program: user_program(prog)?,
+        args: args.to_vec(),
+        timeout: a.timeout.map(Duration::from_secs_f64),
+        stdio: Stdio::Inherit,
+        cpu: a.pin,
+        cancel: Some(cancel),
+    };
+    let out = backend.run(&inv)?;
+    let s = &out.sample;
+    if a.stats {
+        eprintln!(
+            "vbench: {} on {}: {}, wall {}, user {}, sys {}, max rss {} KiB",
+            inv.program.name(),
+            backend.name(),
+            s.exit,
+            vbench_reports::fmt_ns(s.wall_ns as f64),
+            vbench_reports::fmt_ns(s.user_ns as f64),
+            vbench_reports::fmt_ns(s.sys_ns as f64),
+            s.max_rss_kib
+        );
+    }
+    Ok(ExitCode::from(match s.exit {
+        Exit::Code { code } => code as u8,
+        Exit::Signal { signal } => {
+            eprintln!("vbench: {} was {}", inv.program.name(), s.exit);
+            (128 + signal) as u8
+        }
+        Exit::Timeout { .. } => {
+            eprintln!("vbench: {} {}", inv.program.name(), s.exit);
+            124
+        }
+        Exit::Interrupted => 130,
+    }))
+}
+
+fn list(json: bool) -> Result<ExitCode> {
+    let all = vbench_backends::all();
+    if json {
+        let tasks: Vec<_> = TASKS
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name, "class": t.class.name(), "op": t.op, "summary": t.summary,
+                    "params": t.params.iter().map(|p| match p.kind {
+                        ParamKind::Int { default, quick, min, max } => serde_json::json!({
+                            "name": p.name, "default": default, "quick": quick, "min": min, "max": max, "help": p.help }),
+                        ParamKind::Str { default } => serde_json::json!({
+                            "name": p.name, "default": default, "help": p.help }),
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let backends: Vec<_> = all
+            .iter()
+            .map(|b| {
+                let av = b.availability();
+                serde_json::json!({
+                    "name": b.name(), "describe": b.describe(), "available": av.is_available(),
+                    "reason": match av { vbench_backends::Availability::Unavailable(r) => Some(r), _ => None },
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"workloads": tasks, "backends": backends}))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("workloads (parameters: name=default, quick value in parentheses):");
+    for t in TASKS {
+        let params: Vec<String> = t
+            .params
+            .iter()
+            .map(|p| match p.kind {
+                ParamKind::Int { default, quick, .. } => format!("{}={default} ({quick})", p.name),
+                ParamKind::Str { default } => format!("{}={default}", p.name),
+            })
+            .collect();
+        println!("  {:<14} {:<4} per {:<9} {}", t.name, t.class.name(), t.op, t.summary);
+        println!("  {:<14} {}", "", params.join("  "));
+    }
+    println!("\nbackends:");
+    for b in &all {
+        let status = match b.availability() {
+            vbench_backends::Availability::Available => "available".to_string(),
+            vbench_backends::Availability::Unavailable(r) => format!("unavailable: {r}"),
+        };
+        println!("  {:<10} {:<24} {}", b.name(), status, b.describe());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_out_is_dated() {
+        let p = default_out().display().to_string();
+        assert!(p.starts_with("vbench-results/run-20") && p.ends_with(".json"), "{p}");
+    }
+
+    #[test]
+    fn seconds_are_checked() {
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("abc").is_err());
+        assert_eq!(parse_secs("1.5"), Ok(1.5));
+    }
+}

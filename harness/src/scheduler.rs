@@ -1,0 +1,163 @@
+//! Warm-up, then interleaved rounds: every cell runs once per round, in a freshly shuffled
+//! order, so drift of the machine hits every backend alike. The results file is rewritten
+//! atomically at the start and after every round, so an interrupted run leaves a valid file.
+
+use crate::measure::run_once;
+use crate::plan::RunPlan;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vbench_backends::{Backend, Invocation, Stdio};
+use vbench_results::{
+    stats, write_atomic, Document, Environment, Failure, FailureKind, Plan, RunStatus, SampleRecord, Tool,
+    SCHEMA_VERSION,
+};
+
+/// How to schedule.
+pub struct Schedule<'a> {
+    pub rounds: u32,
+    pub warmup: u32,
+    pub quick: bool,
+    pub seed: u64,
+    pub timeout: Duration,
+    pub cpu: Option<usize>,
+    pub cancel: Arc<AtomicBool>,
+    pub out: &'a Path,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the plan and returns the final document (also written to `sched.out`).
+pub fn run(plan: &RunPlan, backends: &[Box<dyn Backend>], sched: &Schedule, environment: Environment) -> Result<Document> {
+    let mut doc = Document {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool {
+            name: "vbench".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        status: RunStatus::Running,
+        started_unix_ms: now_ms(),
+        finished_unix_ms: None,
+        environment,
+        plan: Plan {
+            rounds: sched.rounds,
+            warmup: sched.warmup,
+            quick: sched.quick,
+            seed: sched.seed,
+            timeout_ms: sched.timeout.as_millis() as u64,
+            backends: plan.backends.clone(),
+            cells: plan.cells.iter().map(|c| c.cell.clone()).collect(),
+        },
+        samples: Vec::new(),
+        summaries: Vec::new(),
+        failures: Vec::new(),
+    };
+    let save = |doc: &Document| write_atomic(sched.out, doc).with_context(|| "writing results");
+    save(&doc)?;
+
+    let total = u64::from(sched.warmup + sched.rounds) * plan.cells.len() as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(total);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+                .expect("valid template"),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(sched.seed);
+    let mut run_failures: Vec<Failure> = Vec::new();
+    let cancelled = || sched.cancel.load(Ordering::Relaxed);
+    let invocation = |i: usize| Invocation {
+        program: plan.cells[i].program.clone(),
+        args: plan.cells[i].argv.clone(),
+        timeout: Some(sched.timeout),
+        stdio: Stdio::Capture,
+        cpu: sched.cpu,
+        cancel: Some(sched.cancel.clone()),
+    };
+    let mut order: Vec<usize> = (0..plan.cells.len()).collect();
+    'rounds: for round in 0..sched.warmup + sched.rounds {
+        let warm = round < sched.warmup;
+        order.shuffle(&mut rng);
+        for &i in &order {
+            if cancelled() {
+                break 'rounds;
+            }
+            let cp = &plan.cells[i];
+            bar.set_message(format!(
+                "{} {} {}",
+                if warm { "warm-up" } else { "round" },
+                cp.cell.workload,
+                cp.cell.backend
+            ));
+            let result = run_once(backends[cp.backend].as_ref(), &invocation(i), cp.expects_report);
+            bar.inc(1);
+            if cancelled() {
+                break 'rounds; // this run was killed by the interruption: not a sample
+            }
+            let measured_round = (!warm).then(|| round - sched.warmup);
+            match result {
+                Ok(sample) => {
+                    if !sample.succeeded() {
+                        let tail = sample.stderr_tail.trim();
+                        run_failures.push(Failure {
+                            cell: i,
+                            round: measured_round,
+                            kind: FailureKind::BadExit,
+                            message: format!(
+                                "{} on {}: {}{}",
+                                cp.cell.workload,
+                                cp.cell.backend,
+                                sample.exit,
+                                if tail.is_empty() { String::new() } else { format!(": {tail}") }
+                            ),
+                        });
+                    }
+                    if let Some(r) = measured_round {
+                        doc.samples.push(SampleRecord { cell: i, round: r, sample });
+                    }
+                }
+                Err(message) => run_failures.push(Failure {
+                    cell: i,
+                    round: measured_round,
+                    kind: FailureKind::Error,
+                    message: format!("{} on {}: {message}", cp.cell.workload, cp.cell.backend),
+                }),
+            }
+        }
+        if !warm {
+            finish(&mut doc, &run_failures, sched.seed);
+            save(&doc)?;
+        }
+    }
+    bar.finish_and_clear();
+    doc.status = if cancelled() {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    };
+    finish(&mut doc, &run_failures, sched.seed);
+    save(&doc)?;
+    Ok(doc)
+}
+
+fn finish(doc: &mut Document, run_failures: &[Failure], seed: u64) {
+    let (summaries, checksum_failures) = stats::summarize(&doc.plan.cells, &doc.samples, seed);
+    doc.summaries = summaries;
+    doc.failures = run_failures.iter().cloned().chain(checksum_failures).collect();
+    doc.finished_unix_ms = Some(now_ms());
+}

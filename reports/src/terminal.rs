@@ -1,0 +1,106 @@
+//! The plain-text table printed at the end of `vbench run`.
+
+use crate::fmt_ns;
+use std::fmt::Write;
+use vbench_results::{Document, FailureKind, RunStatus};
+
+/// Renders the summary table, unavailable backends, and failures of `doc`.
+pub fn render(doc: &Document) -> String {
+    let header = [
+        "workload", "backend", "n", "time/op", "+-MAD", "95% CI", "vs native", "checksum",
+    ];
+    let mut rows: Vec<[String; 8]> = Vec::new();
+    for cell in &doc.plan.cells {
+        let Some(s) = doc.summary(cell.id) else {
+            rows.push([
+                cell.workload.clone(),
+                cell.backend.clone(),
+                "0".into(),
+                "no successful run".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+            continue;
+        };
+        let unit = if s.metric == "wall_ns" { "run" } else { cell.op.as_str() };
+        let overhead = match s.overhead {
+            Some(o) => format!("{:.2}x [{:.2}, {:.2}]", o.median, o.ci_low, o.ci_high),
+            None if cell.backend == "native" => "1 (control)".into(),
+            None => "-".into(),
+        };
+        let checksum = match (&s.checksum, s.checksum_matches_native, s.checksum_consistent) {
+            (_, _, false) => "DIFFERS BETWEEN RUNS".into(),
+            (_, Some(false), _) => "MISMATCH".into(),
+            (Some(c), Some(true), _) => format!("{} ok", short(c)),
+            (Some(c), None, _) => short(c),
+            (None, _, _) => "-".into(),
+        };
+        rows.push([
+            cell.workload.clone(),
+            cell.backend.clone(),
+            s.n.to_string(),
+            format!("{}/{unit}", fmt_ns(s.median_ns)),
+            fmt_ns(s.mad_ns),
+            format!("[{}, {}]", fmt_ns(s.ci_low_ns), fmt_ns(s.ci_high_ns)),
+            overhead,
+            checksum,
+        ]);
+    }
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cols: &[&str]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            let _ = write!(l, "{c:<w$}");
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &header);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(&mut out, &rule.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in &rows {
+        line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    for b in doc.plan.backends.iter().filter(|b| !b.available) {
+        let _ = writeln!(
+            out,
+            "{}: unavailable: {}",
+            b.name,
+            b.reason.as_deref().unwrap_or("unknown reason")
+        );
+    }
+    let mismatches = doc
+        .failures
+        .iter()
+        .filter(|f| f.kind == FailureKind::ChecksumMismatch)
+        .count();
+    if mismatches > 0 {
+        let _ = writeln!(
+            out,
+            "\n!!! CORRECTNESS FAILURE: {mismatches} checksum mismatch(es): a backend computed something different !!!"
+        );
+    }
+    for f in &doc.failures {
+        let round = f.round.map(|r| format!(" (round {r})")).unwrap_or_default();
+        let _ = writeln!(out, "FAILED{round}: {}", f.message);
+    }
+    if doc.status == RunStatus::Interrupted {
+        let _ = writeln!(out, "\nrun interrupted: results hold the completed rounds only");
+    }
+    out
+}
+
+fn short(c: &str) -> String {
+    c.chars().take(8).collect()
+}

@@ -1,0 +1,331 @@
+//! The versioned results document. Every field a report or a gate reads is here; bump
+//! [`SCHEMA_VERSION`] on any change that an older reader would misread.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The schema version this crate writes and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One results file: what ran, where, every raw sample, and the summaries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    /// Always [`SCHEMA_VERSION`] when written by this crate.
+    pub schema_version: u32,
+    /// The program that wrote the file.
+    pub tool: Tool,
+    /// Whether the run finished or was cut short.
+    pub status: RunStatus,
+    /// Wall-clock start of the run, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// Wall-clock end of the run (or of the last completed round for a partial file).
+    pub finished_unix_ms: Option<u64>,
+    /// The machine the run measured.
+    pub environment: Environment,
+    /// What was planned.
+    pub plan: Plan,
+    /// Every measured (non-warm-up) sample, in the order they ran.
+    pub samples: Vec<SampleRecord>,
+    /// One summary per cell that has samples.
+    pub summaries: Vec<CellSummary>,
+    /// Correctness failures and failed runs, loudly reported.
+    pub failures: Vec<Failure>,
+}
+
+/// The program that wrote a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tool {
+    /// `vbench`.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// How far a run got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still running: the file holds the rounds completed so far.
+    Running,
+    /// Every planned round completed.
+    Complete,
+    /// Stopped by a signal (SIGINT/SIGTERM); the file holds the completed rounds.
+    Interrupted,
+}
+
+/// The machine and its conditions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// Host name.
+    pub hostname: String,
+    /// `uname -sr`.
+    pub kernel: String,
+    /// CPU model name from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Logical CPUs online.
+    pub logical_cpus: usize,
+    /// Whether the CPU reports running under a hypervisor, and which one if known.
+    pub hypervisor: Option<String>,
+    /// /dev/kvm state and flavour (e.g. `vmx`, `svm`, `pvm (nested)`, `absent`).
+    pub kvm: String,
+    /// cgroup layout (`v1`, `v2`, `hybrid`, `none`).
+    pub cgroup: String,
+    /// Further facts (governor, SMT, ...), name to value.
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// The plan of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Measured rounds; each cell runs once per round.
+    pub rounds: u32,
+    /// Warm-up runs per cell, discarded.
+    pub warmup: u32,
+    /// Whether the quick parameter set was used.
+    pub quick: bool,
+    /// Seed of the round shuffles and the bootstrap.
+    pub seed: u64,
+    /// Per-run timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Every backend asked for, available or not.
+    pub backends: Vec<BackendStatus>,
+    /// The cells: workload x backend.
+    pub cells: Vec<Cell>,
+}
+
+/// A backend's availability as planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// Backend name.
+    pub name: String,
+    /// Whether it could run here.
+    pub available: bool,
+    /// Why not, when it could not.
+    pub reason: Option<String>,
+}
+
+/// One workload on one backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Index into [`Plan::cells`].
+    pub id: usize,
+    /// Workload name (catalogue task, or `custom:<file name>`).
+    pub workload: String,
+    /// `cpu`, `mem`, `sys`, or `custom`.
+    pub class: String,
+    /// Backend name.
+    pub backend: String,
+    /// The arguments the program ran with (after the program itself).
+    pub args: Vec<String>,
+    /// What one operation is (`call`, `pass`, `page`, ...; `run` for custom programs).
+    pub op: String,
+}
+
+/// One run of one cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// Cell id.
+    pub cell: usize,
+    /// Round number, from 0.
+    pub round: u32,
+    /// What the run measured.
+    pub sample: Sample,
+}
+
+/// What a backend measured for one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Wall time from start of launch to reaping, nanoseconds.
+    pub wall_ns: u64,
+    /// User CPU time, nanoseconds.
+    pub user_ns: u64,
+    /// System CPU time, nanoseconds.
+    pub sys_ns: u64,
+    /// Peak resident set size, KiB.
+    pub max_rss_kib: u64,
+    /// How the program ended.
+    pub exit: Exit,
+    /// The workload's own result line, when it printed one.
+    pub report: Option<WorkloadReport>,
+    /// Backend-specific start-up latency (e.g. clone to exec, VM create to first instruction).
+    pub startup_ns: Option<u64>,
+    /// Backend counters (VM exits by kind, translated blocks, cgroup throttling, ...).
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    /// Bytes the program wrote to standard output.
+    pub stdout_bytes: u64,
+    /// FNV-1a 64 of the captured standard output, as 16 hex digits: the checksum of a program
+    /// that prints no result line.
+    #[serde(default)]
+    pub stdout_digest: String,
+    /// The last bytes of standard error (bounded), for diagnosis.
+    #[serde(default)]
+    pub stderr_tail: String,
+}
+
+impl Sample {
+    /// Whether the program exited with status 0.
+    pub fn succeeded(&self) -> bool {
+        self.exit == Exit::Code { code: 0 }
+    }
+
+    /// The per-operation time of the measured loop when the workload reported one, else the
+    /// wall time of the whole run (custom programs): the statistic summaries are built on.
+    pub fn metric_ns(&self) -> f64 {
+        self.metric_loop().unwrap_or(self.wall_ns as f64)
+    }
+
+    /// The workload's own per-operation time, when it printed a result line.
+    pub fn metric_loop(&self) -> Option<f64> {
+        match &self.report {
+            Some(r) if r.iters > 0 => Some(r.ns as f64 / r.iters as f64),
+            _ => None,
+        }
+    }
+
+    /// What identifies the result: the workload's checksum, else the digest of its output.
+    pub fn checksum(&self) -> Option<&str> {
+        match &self.report {
+            Some(r) => Some(&r.checksum),
+            None if !self.stdout_digest.is_empty() => Some(&self.stdout_digest),
+            None => None,
+        }
+    }
+}
+
+/// How a program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Exit {
+    /// Exited with a status code.
+    Code {
+        /// The status.
+        code: i32,
+    },
+    /// Killed by a signal it did not handle.
+    Signal {
+        /// The signal number.
+        signal: i32,
+    },
+    /// Killed by the harness after the per-run timeout.
+    Timeout {
+        /// The timeout that expired, milliseconds.
+        after_ms: u64,
+    },
+    /// Killed by the harness because the run was interrupted.
+    Interrupted,
+}
+
+impl Default for Exit {
+    fn default() -> Self {
+        Exit::Code { code: 0 }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code { code } => write!(f, "exit status {code}"),
+            Exit::Signal { signal } => write!(f, "killed by signal {signal}"),
+            Exit::Timeout { after_ms } => write!(f, "timed out after {after_ms} ms"),
+            Exit::Interrupted => write!(f, "interrupted"),
+        }
+    }
+}
+
+/// The result line a workload printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadReport {
+    /// Task name.
+    pub task: String,
+    /// Task parameters other than `iters`, in the order printed.
+    pub params: Vec<(String, String)>,
+    /// Operations in the measured loop.
+    pub iters: u64,
+    /// Nanoseconds the measured loop took.
+    pub ns: u64,
+    /// Checksum of what the task computed.
+    pub checksum: String,
+}
+
+/// Statistics of one cell over its rounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellSummary {
+    /// Cell id.
+    pub cell: usize,
+    /// Successful samples summarised.
+    pub n: usize,
+    /// `loop_ns_per_op` (workload's own timing) or `wall_ns` (custom programs).
+    pub metric: String,
+    /// Median of the metric, nanoseconds.
+    pub median_ns: f64,
+    /// Median absolute deviation, nanoseconds (unscaled).
+    pub mad_ns: f64,
+    /// Bootstrap 95% confidence interval of the median, low end.
+    pub ci_low_ns: f64,
+    /// Bootstrap 95% confidence interval of the median, high end.
+    pub ci_high_ns: f64,
+    /// Samples further than 3 scaled MADs from the median.
+    pub outliers: usize,
+    /// Median wall time of a whole run, nanoseconds.
+    pub wall_median_ns: f64,
+    /// The checksum when every sample agreed, else `None`.
+    pub checksum: Option<String>,
+    /// Whether every sample of this cell printed the same checksum.
+    pub checksum_consistent: bool,
+    /// Whether the checksum equals the native cell's (None for native itself or without one).
+    pub checksum_matches_native: Option<bool>,
+    /// Overhead against native from paired samples of the same rounds.
+    pub overhead: Option<Ratio>,
+}
+
+/// A ratio with its bootstrap confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ratio {
+    /// Median of the per-round ratios.
+    pub median: f64,
+    /// 95% interval, low end.
+    pub ci_low: f64,
+    /// 95% interval, high end.
+    pub ci_high: f64,
+    /// Rounds in which both sides succeeded.
+    pub pairs: usize,
+}
+
+/// A failed run or a correctness failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Cell id.
+    pub cell: usize,
+    /// Round, when the failure belongs to one run.
+    pub round: Option<u32>,
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Kinds of [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The checksum differs from native's or between rounds: the backend computed something else.
+    ChecksumMismatch,
+    /// The program exited non-zero, by a signal, or timed out.
+    BadExit,
+    /// The backend could not run the program at all, or its output was malformed.
+    Error,
+}
+
+impl Document {
+    /// The cell with the given id.
+    pub fn cell(&self, id: usize) -> Option<&Cell> {
+        self.plan.cells.get(id).filter(|c| c.id == id)
+    }
+
+    /// The summary of the given cell.
+    pub fn summary(&self, id: usize) -> Option<&CellSummary> {
+        self.summaries.iter().find(|s| s.cell == id)
+    }
+}
