@@ -23,7 +23,15 @@ fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--locked", "-p", "vbench-workloads", "--bin", "vbench-workload"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vbench-workloads",
+            "--bin",
+            "vbench-workload",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         // The outer build's wrappers and flags (clippy, coverage, sanitizers) are not for the

@@ -46,7 +46,8 @@ impl Backend for Native {
                 cmd.pre_exec(move || {
                     let mut set: libc::cpu_set_t = std::mem::zeroed();
                     libc::CPU_SET(cpu, &mut set);
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
@@ -120,7 +121,12 @@ mod tests {
     #[test]
     fn reports_signals() {
         let out = Native.run(&sh("kill -SEGV $$")).unwrap();
-        assert_eq!(out.sample.exit, Exit::Signal { signal: libc::SIGSEGV });
+        assert_eq!(
+            out.sample.exit,
+            Exit::Signal {
+                signal: libc::SIGSEGV
+            }
+        );
     }
 
     #[test]
@@ -135,9 +141,7 @@ mod tests {
 
     #[test]
     fn flood_is_bounded() {
-        let out = Native
-            .run(&sh("head -c 5000000 /dev/zero"))
-            .unwrap();
+        let out = Native.run(&sh("head -c 5000000 /dev/zero")).unwrap();
         assert_eq!(out.sample.stdout_bytes, 5_000_000);
         assert_eq!(out.stdout.len(), crate::process::STDOUT_CAP);
     }
@@ -147,7 +151,10 @@ mod tests {
         let mut inv = sh("grep Cpus_allowed_list /proc/self/status");
         inv.cpu = Some(0);
         let out = Native.run(&inv).unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Cpus_allowed_list:\t0");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "Cpus_allowed_list:\t0"
+        );
     }
 
     #[test]

@@ -119,7 +119,13 @@ pub fn supervise(
             slice = slice.min(t.saturating_sub(start.elapsed()));
         }
         // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, slice.as_millis() as i32) };
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                slice.as_millis() as i32,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -182,7 +188,10 @@ impl Supervised {
             let room = STDOUT_CAP.saturating_sub(self.stdout.len());
             self.stdout.extend_from_slice(&b[..b.len().min(room)]);
         };
-        if stdout.as_ref().is_some_and(|fd| !drain(fd.as_raw_fd(), &mut keep_out)) {
+        if stdout
+            .as_ref()
+            .is_some_and(|fd| !drain(fd.as_raw_fd(), &mut keep_out))
+        {
             *stdout = None;
         }
         let tail = &mut self.stderr_tail;
@@ -191,7 +200,10 @@ impl Supervised {
             let excess = tail.len().saturating_sub(STDERR_TAIL);
             tail.drain(..excess);
         };
-        if stderr.as_ref().is_some_and(|fd| !drain(fd.as_raw_fd(), &mut keep_err)) {
+        if stderr
+            .as_ref()
+            .is_some_and(|fd| !drain(fd.as_raw_fd(), &mut keep_err))
+        {
             *stderr = None;
         }
     }

@@ -34,7 +34,8 @@ impl Program {
             let what = format!("{what} for {name}");
             move |source| BackendError::Os { what, source }
         };
-        let cname = CString::new(name).map_err(|_| BackendError::Invalid(format!("program name {name:?} has a NUL byte")))?;
+        let cname = CString::new(name)
+            .map_err(|_| BackendError::Invalid(format!("program name {name:?} has a NUL byte")))?;
         // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd or -1.
         let raw = unsafe {
             libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
@@ -46,7 +47,8 @@ impl Program {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut file = File::from(fd);
         file.write_all(&bytes).map_err(os("writing memfd"))?;
-        let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        let seals =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
         // SAFETY: fcntl on an fd we own, with integer arguments only.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
             return Err(os("sealing memfd")(std::io::Error::last_os_error()));
@@ -106,7 +108,10 @@ mod tests {
         assert_eq!(std::fs::read(p.exec_path()).unwrap(), b"hello");
         assert_eq!(&*p.bytes().unwrap(), b"hello");
         // sealed: no one can change what the backends execute
-        let mut f = std::fs::OpenOptions::new().write(true).open(p.exec_path()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(p.exec_path())
+            .unwrap();
         assert!(f.write_all(b"x").is_err());
         assert_eq!(p.name(), "img");
     }

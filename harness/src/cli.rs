@@ -15,7 +15,11 @@ use vbench_results::{Exit, FailureKind, RunStatus};
 use vbench_workloads::{ParamKind, TASKS};
 
 #[derive(Parser)]
-#[command(name = "vbench", version, about = "Measure what each level of virtualization costs: native, container, binary translation, KVM")]
+#[command(
+    name = "vbench",
+    version,
+    about = "Measure what each level of virtualization costs: native, container, binary translation, KVM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -148,7 +152,8 @@ pub fn main() -> Result<ExitCode> {
         }
         Command::WorkloadElf { out } => {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::write(&out, workload::ELF).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::write(&out, workload::ELF)
+                .with_context(|| format!("writing {}", out.display()))?;
             std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("making {} executable", out.display()))?;
             Ok(ExitCode::SUCCESS)
@@ -157,7 +162,9 @@ pub fn main() -> Result<ExitCode> {
 }
 
 fn backend_index(all: &[Box<dyn Backend>], name: &str) -> usize {
-    all.iter().position(|b| b.name() == name).expect("clap restricts backend names")
+    all.iter()
+        .position(|b| b.name() == name)
+        .expect("clap restricts backend names")
 }
 
 /// A user's program: it must exist and be a file.
@@ -172,7 +179,11 @@ fn user_program(path: &OsString) -> Result<Program> {
 
 fn install_cancel() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, flag.clone()).context("installing signal handler")?;
     }
     Ok(flag)
@@ -232,7 +243,11 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     };
     let plan = plan::build(&subject, &all, &requested);
     for b in plan.backends.iter().filter(|b| !b.available) {
-        eprintln!("{}: unavailable: {}", b.name, b.reason.as_deref().unwrap_or("unknown"));
+        eprintln!(
+            "{}: unavailable: {}",
+            b.name,
+            b.reason.as_deref().unwrap_or("unknown")
+        );
     }
     let out = a.out.unwrap_or_else(default_out);
     let cancel = install_cancel()?;
@@ -255,7 +270,11 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     eprintln!("results written to {}", out.display());
     Ok(if doc.status == RunStatus::Interrupted {
         ExitCode::from(130)
-    } else if doc.failures.iter().any(|f| f.kind == FailureKind::ChecksumMismatch) {
+    } else if doc
+        .failures
+        .iter()
+        .any(|f| f.kind == FailureKind::ChecksumMismatch)
+    {
         ExitCode::from(3)
     } else if !doc.failures.is_empty() {
         ExitCode::from(1)
@@ -335,7 +354,12 @@ fn list(json: bool) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"workloads": tasks, "backends": backends}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"workloads": tasks, "backends": backends})
+            )?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("workloads (parameters: name=default, quick value in parentheses):");
@@ -348,7 +372,13 @@ fn list(json: bool) -> Result<ExitCode> {
                 ParamKind::Str { default } => format!("{}={default}", p.name),
             })
             .collect();
-        println!("  {:<14} {:<4} per {:<9} {}", t.name, t.class.name(), t.op, t.summary);
+        println!(
+            "  {:<14} {:<4} per {:<9} {}",
+            t.name,
+            t.class.name(),
+            t.op,
+            t.summary
+        );
         println!("  {:<14} {}", "", params.join("  "));
     }
     println!("\nbackends:");
@@ -375,7 +405,10 @@ mod tests {
     #[test]
     fn default_out_is_dated() {
         let p = default_out().display().to_string();
-        assert!(p.starts_with("vbench-results/run-20") && p.ends_with(".json"), "{p}");
+        assert!(
+            p.starts_with("vbench-results/run-20") && p.ends_with(".json"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ fn hypervisor() -> Option<String> {
     for r in [h.ebx, h.ecx, h.edx] {
         sig.extend_from_slice(&r.to_le_bytes());
     }
-    let name = String::from_utf8_lossy(&sig).trim_end_matches('\0').to_string();
+    let name = String::from_utf8_lossy(&sig)
+        .trim_end_matches('\0')
+        .to_string();
     Some(match name.as_str() {
         "KVMKVMKVM" => "KVM (KVMKVMKVM)".into(),
         "" => "unknown".into(),
@@ -48,7 +50,11 @@ fn hypervisor() -> Option<String> {
 /// `/dev/kvm` state and flavour.
 pub fn kvm_flavour(cpuinfo: &str) -> String {
     const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
-    let file = match fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return "absent (no /dev/kvm)".into(),
         Err(e) => return format!("unusable (/dev/kvm: {e})"),
@@ -56,7 +62,11 @@ pub fn kvm_flavour(cpuinfo: &str) -> String {
     // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an integer.
     let api = unsafe { libc::ioctl(file.as_raw_fd(), KVM_GET_API_VERSION, 0) };
     let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
-    let has = |m: &str| modules.lines().any(|l| l.split_whitespace().next() == Some(m));
+    let has = |m: &str| {
+        modules
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(m))
+    };
     let flags = cpuinfo_field(cpuinfo, "flags").unwrap_or_default();
     let flag = |f: &str| flags.split_whitespace().any(|x| x == f);
     let kind = if has("kvm_pvm") {
@@ -93,7 +103,10 @@ pub fn cgroup_layout() -> String {
                 })
                 .unwrap_or_default();
             if fstype("/sys/fs/cgroup/unified") == Some(CGROUP2_SUPER_MAGIC) {
-                format!("hybrid (v1 controllers, empty cgroup2 at unified): {}", sorted(v1))
+                format!(
+                    "hybrid (v1 controllers, empty cgroup2 at unified): {}",
+                    sorted(v1)
+                )
             } else {
                 format!("v1: {}", sorted(v1))
             }
@@ -115,15 +128,23 @@ pub fn report() -> Report {
     // SAFETY: valid out-pointer.
     unsafe { libc::uname(&mut uts) };
     let cstr = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut extra = BTreeMap::new();
     let governor = read_trim("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor");
     extra.insert(
         "governor".to_string(),
-        governor.clone().unwrap_or_else(|| "none (no cpufreq: frequency set by the host)".into()),
+        governor
+            .clone()
+            .unwrap_or_else(|| "none (no cpufreq: frequency set by the host)".into()),
     );
     let smt = read_trim("/sys/devices/system/cpu/smt/active");
     let siblings = cpuinfo_field(&cpuinfo, "siblings");
@@ -149,8 +170,20 @@ pub fn report() -> Report {
     let euid = unsafe { libc::geteuid() };
     extra.insert("euid".into(), euid.to_string());
     let flags = cpuinfo_field(&cpuinfo, "flags").unwrap_or_default();
-    let want = ["fsgsbase", "umip", "avx512f", "vmx", "svm", "constant_tsc", "nonstop_tsc"];
-    let have: Vec<&str> = want.iter().copied().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
+    let want = [
+        "fsgsbase",
+        "umip",
+        "avx512f",
+        "vmx",
+        "svm",
+        "constant_tsc",
+        "nonstop_tsc",
+    ];
+    let have: Vec<&str> = want
+        .iter()
+        .copied()
+        .filter(|f| flags.split_whitespace().any(|x| x == *f))
+        .collect();
     extra.insert("cpu_flags".into(), have.join(","));
     extra.insert(
         "perf_event_paranoid".into(),
@@ -159,7 +192,12 @@ pub fn report() -> Report {
 
     let environment = Environment {
         hostname: cstr(&uts.nodename),
-        kernel: format!("{} {} {}", cstr(&uts.sysname), cstr(&uts.release), cstr(&uts.machine)),
+        kernel: format!(
+            "{} {} {}",
+            cstr(&uts.sysname),
+            cstr(&uts.release),
+            cstr(&uts.machine)
+        ),
         cpu_model: cpuinfo_field(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into()),
         logical_cpus: logical,
         hypervisor: hypervisor(),
@@ -168,7 +206,11 @@ pub fn report() -> Report {
         extra,
     };
     let mut namespaces: Vec<String> = fs::read_dir("/proc/self/ns")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     namespaces.sort();
 
@@ -189,21 +231,30 @@ pub fn report() -> Report {
         }
     }
     if smt.as_deref() == Some("1") {
-        warnings.push("SMT is active: a sibling hyperthread shares the core's execution units".into());
+        warnings
+            .push("SMT is active: a sibling hyperthread shares the core's execution units".into());
     }
     if environment.extra.get("turbo").map(String::as_str) == Some("on") {
         warnings.push("turbo boost is on: frequency depends on temperature and load".into());
     }
-    if let Some(l1) = load.split_whitespace().next().and_then(|l| l.parse::<f64>().ok()) {
+    if let Some(l1) = load
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<f64>().ok())
+    {
         if l1 > 0.5 * logical as f64 {
-            warnings.push(format!("1-minute load average is {l1:.2}: other work is running on this machine"));
+            warnings.push(format!(
+                "1-minute load average is {l1:.2}: other work is running on this machine"
+            ));
         }
     }
     if environment.kvm.contains("pvm") {
         warnings.push("KVM is nested through kvm_pvm: every guest syscall forwarded to the VMM costs a nested VM exit (a true cost of nested virtualization)".into());
     }
     if euid != 0 {
-        warnings.push("not root: the container backend's cgroups and some namespaces need privileges".into());
+        warnings.push(
+            "not root: the container backend's cgroups and some namespaces need privileges".into(),
+        );
     }
     Report {
         environment,
@@ -221,7 +272,10 @@ pub fn render(r: &Report) -> String {
     kv("logical cpus", &e.logical_cpus.to_string());
     kv("kernel", &e.kernel);
     kv("hostname", &e.hostname);
-    kv("hypervisor", e.hypervisor.as_deref().unwrap_or("none (bare metal)"));
+    kv(
+        "hypervisor",
+        e.hypervisor.as_deref().unwrap_or("none (bare metal)"),
+    );
     kv("/dev/kvm", &e.kvm);
     kv("cgroup", &e.cgroup);
     kv("namespaces", &r.namespaces.join(","));
@@ -246,7 +300,10 @@ mod tests {
     #[test]
     fn cpuinfo_fields() {
         let c = "processor\t: 0\nmodel name\t: Test CPU @ 2GHz\nflags\t\t: fpu vmx\n";
-        assert_eq!(cpuinfo_field(c, "model name").as_deref(), Some("Test CPU @ 2GHz"));
+        assert_eq!(
+            cpuinfo_field(c, "model name").as_deref(),
+            Some("Test CPU @ 2GHz")
+        );
         assert_eq!(cpuinfo_field(c, "nope"), None);
     }
 

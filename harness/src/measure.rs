@@ -15,7 +15,11 @@ pub fn fnv1a_hex(bytes: &[u8]) -> String {
 
 /// Runs `inv` on `backend`. Returns the sample, or a message when the backend could not run
 /// it or its output is malformed (`expects_report`: the program must print a result line).
-pub fn run_once(backend: &dyn Backend, inv: &Invocation, expects_report: bool) -> Result<Sample, String> {
+pub fn run_once(
+    backend: &dyn Backend,
+    inv: &Invocation,
+    expects_report: bool,
+) -> Result<Sample, String> {
     let out = backend.run(inv).map_err(|e| e.to_string())?;
     let mut sample = out.sample;
     sample.stdout_digest = fnv1a_hex(&out.stdout);

@@ -16,7 +16,10 @@ pub enum Subject {
         quick: bool,
     },
     /// A user's static binary and its arguments.
-    Custom { program: Program, args: Vec<OsString> },
+    Custom {
+        program: Program,
+        args: Vec<OsString>,
+    },
 }
 
 /// One cell and how to run it.
@@ -40,7 +43,10 @@ pub fn select_tasks(names: &[String], classes: &[String]) -> Result<Vec<&'static
     for n in names {
         if vbench_workloads::find(n).is_none() {
             let known: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
-            bail!("unknown workload {n:?}; known workloads: {}", known.join(", "));
+            bail!(
+                "unknown workload {n:?}; known workloads: {}",
+                known.join(", ")
+            );
         }
     }
     let mut want_classes = Vec::new();
@@ -62,7 +68,9 @@ pub fn task_args(task: &Task, quick: bool) -> Vec<String> {
     let mut args = vec![task.name.to_string()];
     for p in task.params {
         let v = match p.kind {
-            ParamKind::Int { default, quick: q, .. } => (if quick { q } else { default }).to_string(),
+            ParamKind::Int {
+                default, quick: q, ..
+            } => (if quick { q } else { default }).to_string(),
             ParamKind::Str { default } => default.to_string(),
         };
         args.push(format!("{}={v}", p.name));
@@ -93,7 +101,12 @@ pub fn build(subject: &Subject, all: &[Box<dyn Backend>], requested: &[usize]) -
         }
     }
     let mut cells = Vec::new();
-    let mut push = |workload: String, class: String, op: String, program: &Program, args: Vec<OsString>, expects_report: bool| {
+    let mut push = |workload: String,
+                    class: String,
+                    op: String,
+                    program: &Program,
+                    args: Vec<OsString>,
+                    expects_report: bool| {
         for &b in &usable {
             let id = cells.len();
             cells.push(CellPlan {
@@ -102,7 +115,10 @@ pub fn build(subject: &Subject, all: &[Box<dyn Backend>], requested: &[usize]) -
                     workload: workload.clone(),
                     class: class.clone(),
                     backend: all[b].name().into(),
-                    args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+                    args: args
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect(),
                     op: op.clone(),
                 },
                 backend: b,
@@ -113,10 +129,24 @@ pub fn build(subject: &Subject, all: &[Box<dyn Backend>], requested: &[usize]) -
         }
     };
     match subject {
-        Subject::Tasks { program, tasks, quick } => {
+        Subject::Tasks {
+            program,
+            tasks,
+            quick,
+        } => {
             for t in tasks {
-                let args = task_args(t, *quick).into_iter().map(OsString::from).collect();
-                push(t.name.into(), t.class.name().into(), t.op.into(), program, args, true);
+                let args = task_args(t, *quick)
+                    .into_iter()
+                    .map(OsString::from)
+                    .collect();
+                push(
+                    t.name.into(),
+                    t.class.name().into(),
+                    t.op.into(),
+                    program,
+                    args,
+                    true,
+                );
             }
         }
         Subject::Custom { program, args } => {
@@ -125,7 +155,14 @@ pub fn build(subject: &Subject, all: &[Box<dyn Backend>], requested: &[usize]) -
                 .and_then(|p| p.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| program.name());
-            push(format!("custom:{name}"), "custom".into(), "run".into(), program, args.clone(), false);
+            push(
+                format!("custom:{name}"),
+                "custom".into(),
+                "run".into(),
+                program,
+                args.clone(),
+                false,
+            );
         }
     }
     RunPlan { cells, backends }
@@ -143,7 +180,10 @@ mod tests {
         let one = select_tasks(&["sha256".into()], &[]).unwrap();
         assert_eq!(one.len(), 1);
         let e = select_tasks(&["nope".into()], &[]).unwrap_err().to_string();
-        assert!(e.contains("unknown workload \"nope\"") && e.contains("sha256"), "{e}");
+        assert!(
+            e.contains("unknown workload \"nope\"") && e.contains("sha256"),
+            "{e}"
+        );
         assert!(select_tasks(&[], &["gpu".into()]).is_err());
     }
 
@@ -159,11 +199,17 @@ mod tests {
     fn unavailable_backends_get_no_cells() {
         let all = vbench_backends::all();
         let program = Program::Path("/bin/true".into());
-        let subject = Subject::Custom { program, args: vec![] };
+        let subject = Subject::Custom {
+            program,
+            args: vec![],
+        };
         let plan = build(&subject, &all, &[0, 3]);
         assert_eq!(plan.backends.len(), 2);
         assert!(plan.backends[0].available);
-        assert_eq!(plan.cells.len(), usize::from(all[3].availability().is_available()) + 1);
+        assert_eq!(
+            plan.cells.len(),
+            usize::from(all[3].availability().is_available()) + 1
+        );
         assert_eq!(plan.cells[0].cell.workload, "custom:true");
     }
 }

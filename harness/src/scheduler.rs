@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vbench_backends::{Backend, Invocation, Stdio};
 use vbench_results::{
-    stats, write_atomic, Document, Environment, Failure, FailureKind, Plan, RunStatus, SampleRecord, Tool,
-    SCHEMA_VERSION,
+    stats, write_atomic, Document, Environment, Failure, FailureKind, Plan, RunStatus,
+    SampleRecord, Tool, SCHEMA_VERSION,
 };
 
 /// How to schedule.
@@ -40,7 +40,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// Runs the plan and returns the final document (also written to `sched.out`).
-pub fn run(plan: &RunPlan, backends: &[Box<dyn Backend>], sched: &Schedule, environment: Environment) -> Result<Document> {
+pub fn run(
+    plan: &RunPlan,
+    backends: &[Box<dyn Backend>],
+    sched: &Schedule,
+    environment: Environment,
+) -> Result<Document> {
     let mut doc = Document {
         schema_version: SCHEMA_VERSION,
         tool: Tool {
@@ -71,8 +76,10 @@ pub fn run(plan: &RunPlan, backends: &[Box<dyn Backend>], sched: &Schedule, envi
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(total);
         b.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .expect("valid template"),
         );
         b
     } else {
@@ -104,7 +111,11 @@ pub fn run(plan: &RunPlan, backends: &[Box<dyn Backend>], sched: &Schedule, envi
                 cp.cell.workload,
                 cp.cell.backend
             ));
-            let result = run_once(backends[cp.backend].as_ref(), &invocation(i), cp.expects_report);
+            let result = run_once(
+                backends[cp.backend].as_ref(),
+                &invocation(i),
+                cp.expects_report,
+            );
             bar.inc(1);
             if cancelled() {
                 break 'rounds; // this run was killed by the interruption: not a sample
@@ -123,12 +134,20 @@ pub fn run(plan: &RunPlan, backends: &[Box<dyn Backend>], sched: &Schedule, envi
                                 cp.cell.workload,
                                 cp.cell.backend,
                                 sample.exit,
-                                if tail.is_empty() { String::new() } else { format!(": {tail}") }
+                                if tail.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": {tail}")
+                                }
                             ),
                         });
                     }
                     if let Some(r) = measured_round {
-                        doc.samples.push(SampleRecord { cell: i, round: r, sample });
+                        doc.samples.push(SampleRecord {
+                            cell: i,
+                            round: r,
+                            sample,
+                        });
                     }
                 }
                 Err(message) => run_failures.push(Failure {
@@ -158,6 +177,10 @@ pub fn run(plan: &RunPlan, backends: &[Box<dyn Backend>], sched: &Schedule, envi
 fn finish(doc: &mut Document, run_failures: &[Failure], seed: u64) {
     let (summaries, checksum_failures) = stats::summarize(&doc.plan.cells, &doc.samples, seed);
     doc.summaries = summaries;
-    doc.failures = run_failures.iter().cloned().chain(checksum_failures).collect();
+    doc.failures = run_failures
+        .iter()
+        .cloned()
+        .chain(checksum_failures)
+        .collect();
     doc.finished_unix_ms = Some(now_ms());
 }

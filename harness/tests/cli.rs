@@ -25,14 +25,25 @@ fn unknown_backend_is_a_usage_error() {
         .args(["run", "--backend", "vmware"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("invalid value 'vmware'").and(predicate::str::contains("native")));
+        .stderr(
+            predicate::str::contains("invalid value 'vmware'")
+                .and(predicate::str::contains("native")),
+        );
 }
 
 #[test]
 fn bad_numbers_are_usage_errors() {
-    vbench().args(["run", "--rounds", "0"]).assert().code(2).stderr(predicate::str::contains("--rounds"));
+    vbench()
+        .args(["run", "--rounds", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--rounds"));
     vbench().args(["run", "--timeout", "-1"]).assert().code(2);
-    vbench().args(["exec"]).assert().code(2).stderr(predicate::str::contains("PROGRAM"));
+    vbench()
+        .args(["exec"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("PROGRAM"));
 }
 
 #[test]
@@ -43,7 +54,10 @@ fn unknown_workload_names_the_known_ones() {
         .args(["run", "--workload", "nope"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("unknown workload \"nope\"").and(predicate::str::contains("sha256")));
+        .stderr(
+            predicate::str::contains("unknown workload \"nope\"")
+                .and(predicate::str::contains("sha256")),
+        );
     // nothing was written for a refused run
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -71,7 +85,10 @@ fn quick_native_run_covers_every_class_with_stable_checksums() {
     assert_eq!(doc.status, RunStatus::Complete);
     assert!(doc.failures.is_empty(), "{:?}", doc.failures);
     for class in ["cpu", "mem", "sys"] {
-        assert!(doc.plan.cells.iter().any(|c| c.class == class), "no {class} cell");
+        assert!(
+            doc.plan.cells.iter().any(|c| c.class == class),
+            "no {class} cell"
+        );
     }
     assert_eq!(doc.summaries.len(), doc.plan.cells.len());
     for s in &doc.summaries {
@@ -88,17 +105,35 @@ fn unavailable_backends_are_reported_not_invented() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
     let assert = vbench()
-        .args(["run", "--backend", "all", "--quick", "--rounds", "2", "--workload", "getpid", "--json", "--out"])
+        .args([
+            "run",
+            "--backend",
+            "all",
+            "--quick",
+            "--rounds",
+            "2",
+            "--workload",
+            "getpid",
+            "--json",
+            "--out",
+        ])
         .arg(&out)
         .assert()
         .success();
     let printed: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
     let doc = load(&out).unwrap();
-    assert_eq!(printed["plan"]["cells"].as_array().unwrap().len(), doc.plan.cells.len());
+    assert_eq!(
+        printed["plan"]["cells"].as_array().unwrap().len(),
+        doc.plan.cells.len()
+    );
     for b in &doc.plan.backends {
         if !b.available {
             assert!(b.reason.as_deref().is_some_and(|r| !r.is_empty()));
-            assert!(doc.plan.cells.iter().all(|c| c.backend != b.name), "{} has cells", b.name);
+            assert!(
+                doc.plan.cells.iter().all(|c| c.backend != b.name),
+                "{} has cells",
+                b.name
+            );
         }
     }
     assert_eq!(doc.plan.backends.len(), 4);
@@ -188,9 +223,18 @@ fn list_and_doctor() {
         .assert()
         .success()
         .stdout(predicate::str::contains("sha256").and(predicate::str::contains("native")));
-    let out = vbench().args(["list", "--json"]).assert().success().get_output().stdout.clone();
+    let out = vbench()
+        .args(["list", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["workloads"].as_array().unwrap().len(), vbench_workloads::TASKS.len());
+    assert_eq!(
+        v["workloads"].as_array().unwrap().len(),
+        vbench_workloads::TASKS.len()
+    );
     vbench()
         .arg("doctor")
         .assert()
@@ -205,15 +249,34 @@ fn workload_elf_validates_its_arguments() {
     vbench().arg("workload-elf").arg(&elf).assert().success();
     let bytes = std::fs::read(&elf).unwrap();
     assert_eq!(&bytes[..4], b"\x7fELF");
-    Command::new(&elf).assert().code(2).stderr(predicate::str::contains("usage"));
-    Command::new(&elf).arg("nosuchtask").assert().code(2).stderr(predicate::str::contains("nosuchtask"));
-    Command::new(&elf).args(["getpid", "iters=abc"]).assert().code(2);
-    Command::new(&elf).args(["getpid", "bogus=1"]).assert().code(2).stderr(predicate::str::contains("bogus"));
+    Command::new(&elf)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("usage"));
+    Command::new(&elf)
+        .arg("nosuchtask")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nosuchtask"));
+    Command::new(&elf)
+        .args(["getpid", "iters=abc"])
+        .assert()
+        .code(2);
+    Command::new(&elf)
+        .args(["getpid", "bogus=1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("bogus"));
     Command::new(&elf)
         .args(["getpid", "iters=1000"])
         .assert()
         .success()
-        .stdout(predicate::str::is_match(r"^VBENCH task=getpid iters=1000 ns=\d+ checksum=[0-9a-f]{16}\n$").unwrap());
+        .stdout(
+            predicate::str::is_match(
+                r"^VBENCH task=getpid iters=1000 ns=\d+ checksum=[0-9a-f]{16}\n$",
+            )
+            .unwrap(),
+        );
 }
 
 #[test]
@@ -243,7 +306,17 @@ fn sigint_leaves_a_valid_partial_file_and_nothing_else() {
     let out = dir.path().join("r.json");
     let bin = assert_cmd::cargo::cargo_bin("vbench");
     let mut child = std::process::Command::new(bin)
-        .args(["run", "--workload", "getpid", "--workload", "intmix", "--quick", "--rounds", "100000", "--out"])
+        .args([
+            "run",
+            "--workload",
+            "getpid",
+            "--workload",
+            "intmix",
+            "--quick",
+            "--rounds",
+            "100000",
+            "--out",
+        ])
         .arg(&out)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -276,9 +349,14 @@ fn sigint_leaves_a_valid_partial_file_and_nothing_else() {
         .filter(|e| {
             let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string));
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string));
             cmd.starts_with("vbench-workload\0") && ppid.as_deref() == Some("1")
         })
         .count();
-    assert_eq!(orphans, 0, "a workload process survived the interrupted run");
+    assert_eq!(
+        orphans, 0,
+        "a workload process survived the interrupted run"
+    );
 }

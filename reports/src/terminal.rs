@@ -7,7 +7,14 @@ use vbench_results::{Document, FailureKind, RunStatus};
 /// Renders the summary table, unavailable backends, and failures of `doc`.
 pub fn render(doc: &Document) -> String {
     let header = [
-        "workload", "backend", "n", "time/op", "+-MAD", "95% CI", "vs native", "checksum",
+        "workload",
+        "backend",
+        "n",
+        "time/op",
+        "+-MAD",
+        "95% CI",
+        "vs native",
+        "checksum",
     ];
     let mut rows: Vec<[String; 8]> = Vec::new();
     for cell in &doc.plan.cells {
@@ -24,13 +31,21 @@ pub fn render(doc: &Document) -> String {
             ]);
             continue;
         };
-        let unit = if s.metric == "wall_ns" { "run" } else { cell.op.as_str() };
+        let unit = if s.metric == "wall_ns" {
+            "run"
+        } else {
+            cell.op.as_str()
+        };
         let overhead = match s.overhead {
             Some(o) => format!("{:.2}x [{:.2}, {:.2}]", o.median, o.ci_low, o.ci_high),
             None if cell.backend == "native" => "1 (control)".into(),
             None => "-".into(),
         };
-        let checksum = match (&s.checksum, s.checksum_matches_native, s.checksum_consistent) {
+        let checksum = match (
+            &s.checksum,
+            s.checksum_matches_native,
+            s.checksum_consistent,
+        ) {
             (_, _, false) => "DIFFERS BETWEEN RUNS".into(),
             (_, Some(false), _) => "MISMATCH".into(),
             (Some(c), Some(true), _) => format!("{} ok", short(c)),
@@ -68,7 +83,10 @@ pub fn render(doc: &Document) -> String {
     };
     line(&mut out, &header);
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    line(&mut out, &rule.iter().map(String::as_str).collect::<Vec<_>>());
+    line(
+        &mut out,
+        &rule.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     for r in &rows {
         line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
     }
@@ -96,7 +114,10 @@ pub fn render(doc: &Document) -> String {
         let _ = writeln!(out, "FAILED{round}: {}", f.message);
     }
     if doc.status == RunStatus::Interrupted {
-        let _ = writeln!(out, "\nrun interrupted: results hold the completed rounds only");
+        let _ = writeln!(
+            out,
+            "\nrun interrupted: results hold the completed rounds only"
+        );
     }
     out
 }

@@ -72,7 +72,9 @@ fn parse_fields(rest: &str) -> Result<WorkloadReport, LineError> {
     let mut take = |key: &'static str| map.remove(key).ok_or(LineError::Missing(key));
     let task = take("task")?;
     let num = |key: &'static str, value: String| {
-        value.parse::<u64>().map_err(|_| LineError::Number { key, value })
+        value
+            .parse::<u64>()
+            .map_err(|_| LineError::Number { key, value })
     };
     let iters = num("iters", take("iters")?)?;
     let ns = num("ns", take("ns")?)?;

@@ -101,9 +101,9 @@ pub fn summarize(
         ok.entry(s.cell).or_default().insert(s.round, s);
     }
     let native_of = |cell: &Cell| {
-        cells.iter().find(|c| {
-            c.backend == "native" && c.workload == cell.workload && c.args == cell.args
-        })
+        cells
+            .iter()
+            .find(|c| c.backend == "native" && c.workload == cell.workload && c.args == cell.args)
     };
     let checksum_of = |id: usize| -> (Option<String>, bool) {
         let Some(rounds) = ok.get(&id) else {
@@ -162,7 +162,10 @@ pub fn summarize(
             if let Some(base) = ok.get(&native.id) {
                 let pairs: Vec<(f64, f64)> = rounds
                     .iter()
-                    .filter_map(|(r, s)| base.get(r).map(|b| (s.sample.metric_ns(), b.sample.metric_ns())))
+                    .filter_map(|(r, s)| {
+                        base.get(r)
+                            .map(|b| (s.sample.metric_ns(), b.sample.metric_ns()))
+                    })
                     .collect();
                 overhead = ratio(&pairs, seed.rotate_left(17));
             }

@@ -189,7 +189,10 @@ mod tests {
 
     #[test]
     fn newer_schema_is_refused_as_newer() {
-        let text = format!("{{\"schema_version\": {}, \"future\": true}}", SCHEMA_VERSION + 1);
+        let text = format!(
+            "{{\"schema_version\": {}, \"future\": true}}",
+            SCHEMA_VERSION + 1
+        );
         let e = parse(Path::new("n.json"), &text).unwrap_err();
         assert!(matches!(e, ResultsError::Newer { .. }), "{e}");
         assert!(e.to_string().contains("newer"));
