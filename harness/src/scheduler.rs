@@ -1,6 +1,7 @@
 //! Warm-up, then interleaved rounds: every cell runs once per round, in a freshly shuffled
 //! order, so drift of the machine hits every backend alike. The results file is rewritten
-//! atomically at the start and after every round, so an interrupted run leaves a valid file.
+//! atomically at the start, after a completed round when the last write is older than
+//! [`SAVE_EVERY`], and at the end (also of an interrupted run), so it is always a valid file.
 
 use crate::measure::run_once;
 use crate::plan::RunPlan;
@@ -13,12 +14,16 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vbench_backends::{Backend, Invocation, Stdio};
 use vbench_results::{
     stats, write_atomic, Document, Environment, Failure, FailureKind, Plan, RunStatus,
     SampleRecord, Tool, SCHEMA_VERSION,
 };
+
+/// Least time between two writes of the partial results (writing after every round would
+/// make a many-round run of a short program quadratic in the file size).
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How to schedule.
 pub struct Schedule<'a> {
@@ -71,6 +76,7 @@ pub fn run(
     };
     let save = |doc: &Document| write_atomic(sched.out, doc).with_context(|| "writing results");
     save(&doc)?;
+    let mut saved_at = Instant::now();
 
     let total = u64::from(sched.warmup + sched.rounds) * plan.cells.len() as u64;
     let bar = if std::io::stderr().is_terminal() {
@@ -158,9 +164,10 @@ pub fn run(
                 }),
             }
         }
-        if !warm {
+        if !warm && saved_at.elapsed() >= SAVE_EVERY {
             finish(&mut doc, &run_failures, sched.seed);
             save(&doc)?;
+            saved_at = Instant::now();
         }
     }
     bar.finish_and_clear();

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Measures vbench's per-run overhead on the native backend against hyperfine's, side by side in
+# one run: both tools run the same near-empty static binary (the workload ELF, `getpid iters=1`)
+# the same number of times, alternating in blocks so machine drift hits both alike.
+# Prints, per tool: the median wall time per run that the tool itself reports, and the elapsed
+# time per run of the whole tool invocation (what the harness's own bookkeeping costs).
+# Usage: scripts/overhead-vs-hyperfine.sh [RUNS] [BLOCKS]   (needs: hyperfine, python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-300}
+blocks=${2:-3}
+command -v hyperfine >/dev/null || { echo "hyperfine is not installed (apt-get install hyperfine)" >&2; exit 2; }
+cargo build --release --locked -q -p vbench
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+vb=target/release/vbench
+$vb workload-elf "$tmp/wl"
+now() { date +%s%N; }
+for b in $(seq 1 "$blocks"); do
+    t0=$(now)
+    hyperfine -N --style none --warmup 10 --runs "$runs" --export-json "$tmp/h$b.json" "$tmp/wl getpid iters=1" >/dev/null
+    t1=$(now)
+    $vb run --warmup 10 --rounds "$runs" --out "$tmp/v$b.json" -- "$tmp/wl" getpid iters=1 >/dev/null 2>&1
+    t2=$(now)
+    echo "$((t1 - t0)) $((t2 - t1))" >>"$tmp/elapsed"
+done
+python3 - "$tmp" "$runs" "$blocks" <<'PY'
+import json, statistics, sys
+tmp, runs, blocks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+el = [tuple(map(int, l.split())) for l in open(f"{tmp}/elapsed")]
+hw, vw = [], []
+for b in range(1, blocks + 1):
+    h = json.load(open(f"{tmp}/h{b}.json"))["results"][0]["times"]
+    hw.append(statistics.median(h) * 1e6)
+    v = json.load(open(f"{tmp}/v{b}.json"))["samples"]
+    vw.append(statistics.median(s["sample"]["wall_ns"] for s in v) / 1e3)
+he = [e[0] / (runs + 10) / 1e3 for e in el]
+ve = [e[1] / (runs + 10) / 1e3 for e in el]
+for b in range(blocks):
+    print(f"block {b+1}: hyperfine {hw[b]:.1f} us ({he[b]:.1f} elapsed), vbench {vw[b]:.1f} us ({ve[b]:.1f} elapsed)")
+print(f"{runs} runs x {blocks} blocks of `workload getpid iters=1`, medians over blocks")
+print(f"{'tool':<10} {'reported wall/run (us)':>24} {'elapsed/run incl. tool (us)':>28}")
+print(f"{'hyperfine':<10} {statistics.median(hw):>24.1f} {statistics.median(he):>28.1f}")
+print(f"{'vbench':<10} {statistics.median(vw):>24.1f} {statistics.median(ve):>28.1f}")
+print(f"ratio vbench/hyperfine: reported {statistics.median(vw)/statistics.median(hw):.3f}, elapsed {statistics.median(ve)/statistics.median(he):.3f}")
+PY
