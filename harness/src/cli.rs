@@ -387,7 +387,7 @@ fn list(json: bool) -> Result<ExitCode> {
             vbench_backends::Availability::Available => "available".to_string(),
             vbench_backends::Availability::Unavailable(r) => format!("unavailable: {r}"),
         };
-        println!("  {:<10} {:<24} {}", b.name(), status, b.describe());
+        println!("  {:<10} {:<58} {}", b.name(), b.describe(), status);
     }
     Ok(ExitCode::SUCCESS)
 }

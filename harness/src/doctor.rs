@@ -61,12 +61,8 @@ pub fn kvm_flavour(cpuinfo: &str) -> String {
     };
     // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an integer.
     let api = unsafe { libc::ioctl(file.as_raw_fd(), KVM_GET_API_VERSION, 0) };
-    let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
-    let has = |m: &str| {
-        modules
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(m))
-    };
+    // /proc/modules is absent when modules are built in; /sys/module lists both kinds.
+    let has = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
     let flags = cpuinfo_field(cpuinfo, "flags").unwrap_or_default();
     let flag = |f: &str| flags.split_whitespace().any(|x| x == f);
     let kind = if has("kvm_pvm") {

@@ -59,7 +59,11 @@ fn malformed(path: &Path, e: serde_json::Error) -> ResultsError {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
-        message: e.to_string(),
+        // serde_json appends " at line L column C"; the variant carries the position itself
+        message: match e.to_string().rsplit_once(" at line ") {
+            Some((msg, _)) => msg.to_string(),
+            None => e.to_string(),
+        },
     }
 }
 
