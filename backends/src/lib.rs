@@ -2,6 +2,7 @@
 //! Every backend runs the same program bytes and returns a [`vbench_results::Sample`].
 #![deny(missing_docs)]
 
+pub mod container;
 pub mod native;
 pub mod planned;
 mod process;
@@ -127,9 +128,21 @@ pub trait Backend: Send + Sync {
 
 /// Every backend vbench knows, in display order.
 pub fn all() -> Vec<Box<dyn Backend>> {
+    all_with(&Config::default())
+}
+
+/// Settings of the backends that have any.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The container backend's.
+    pub container: container::ContainerConfig,
+}
+
+/// Every backend, configured.
+pub fn all_with(cfg: &Config) -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(native::Native),
-        Box::new(planned::Planned::CONTAINER),
+        Box::new(container::Container::new(cfg.container.clone())),
         Box::new(planned::Planned::BT),
         Box::new(planned::Planned::KVM),
     ]

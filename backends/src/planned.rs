@@ -12,12 +12,6 @@ pub struct Planned {
 }
 
 impl Planned {
-    /// The OS-level sandbox (namespaces + cgroups).
-    pub const CONTAINER: Planned = Planned {
-        name: "container",
-        describe: "the same binary in fresh namespaces under cgroup limits",
-        tracking: "not built yet (issue #3)",
-    };
     /// The dynamic binary translator.
     pub const BT: Planned = Planned {
         name: "bt",

@@ -1,0 +1,610 @@
+//! The child side of the container: container init and the payload it forks. Runs right after a
+//! raw `clone` and therefore never allocates, never takes a lock, and never returns: every
+//! string and table it needs is prepared in [`Spec`] before the clone.
+
+use super::{ContainerConfig, Fd, Namespace, CLONE_NEWTIME};
+use crate::BackendError;
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// Where the new root's tmpfs is mounted before pivot_root (inside the private mount namespace).
+const STAGE: &str = "/tmp";
+
+/// Capabilities the payload keeps: Docker's default set.
+const KEEP_CAPS: [u32; 14] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
+
+/// Syscalls the payload may not make (EPERM), in the spirit of Docker's default profile.
+const DENIED: &[libc::c_long] = &[
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_ptrace,
+    libc::SYS_bpf,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_setns,
+    libc::SYS_unshare,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_syslog,
+    libc::SYS_vhangup,
+    libc::SYS_lookup_dcookie,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsmount,
+    libc::SYS_fsconfig,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+];
+
+/// Namespace flags `clone` may not carry in the payload.
+const NS_FLAGS: [libc::c_int; 8] = [
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWCGROUP,
+    CLONE_NEWTIME,
+];
+
+/// Builds the payload's seccomp filters: the deny list plus namespace-creating `clone` (EPERM),
+/// and `clone3` (ENOSYS, whose flags a BPF filter cannot inspect; libc then falls back to clone).
+pub fn seccomp_programs() -> Result<[BpfProgram; 2], BackendError> {
+    let err = |e: seccompiler::BackendError| BackendError::Invalid(format!("seccomp filter: {e}"));
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|s| (*s, vec![])).collect();
+    let mut clone_rules = Vec::new();
+    for f in NS_FLAGS {
+        let cond = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(f as u64),
+            f as u64,
+        )
+        .map_err(err)?;
+        clone_rules.push(SeccompRule::new(vec![cond]).map_err(err)?);
+    }
+    rules.insert(libc::SYS_clone, clone_rules);
+    let deny = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(err)?;
+    let clone3 = SeccompFilter::new(
+        [(libc::SYS_clone3, vec![])].into(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(err)?;
+    let compile = |f: SeccompFilter| {
+        BpfProgram::try_from(f).map_err(|e| BackendError::Invalid(format!("seccomp filter: {e}")))
+    };
+    Ok([compile(deny)?, compile(clone3)?])
+}
+
+/// What the parent passes in to build a [`Spec`].
+pub struct SpecInput<'a> {
+    pub cfg: &'a ContainerConfig,
+    pub program_name: &'a str,
+    pub exec_fallback: PathBuf,
+    pub bytes: &'a [u8],
+    pub args: &'a [OsString],
+    pub go: Fd,
+    pub go_w: Fd,
+    pub report: Fd,
+    pub stdin: Option<Fd>,
+    pub stdout: Option<Fd>,
+    pub stderr: Option<Fd>,
+    pub close_in_child: [Option<Fd>; 3],
+}
+
+/// Everything the child needs, prepared before the clone.
+pub struct Spec {
+    user: bool,
+    mount: bool,
+    pid: bool,
+    uts: bool,
+    cgroup: bool,
+    time: bool,
+    go: Fd,
+    go_w: Fd,
+    report: Fd,
+    stdin: Option<Fd>,
+    stdout: Option<Fd>,
+    stderr: Option<Fd>,
+    close_in_child: [Option<Fd>; 3],
+    stage: CString,
+    stage_opts: CString,
+    dirs: [CString; 4],
+    dev_targets: [CString; 3],
+    dev_sources: [CString; 3],
+    prog_staged: CString,
+    old_root: CString,
+    old_proc: CString,
+    proc_: CString,
+    root: CString,
+    timens_path: CString,
+    timens: Vec<u8>,
+    time_offset_ns: u64,
+    hostname: Vec<u8>,
+    exec_path: CString,
+    bytes_ptr: *const u8,
+    bytes_len: usize,
+    _argv: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp: Vec<*const libc::c_char>,
+    seccomp: [BpfProgram; 2],
+    cap_last: u32,
+    keep_caps: u64,
+}
+
+fn c(s: impl Into<Vec<u8>>) -> Result<CString, BackendError> {
+    CString::new(s).map_err(|_| BackendError::Invalid("a path or argument has a NUL byte".into()))
+}
+
+impl Spec {
+    pub fn new(i: SpecInput) -> Result<Spec, BackendError> {
+        let cfg = i.cfg;
+        let base = std::path::Path::new(i.program_name)
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| b"program".to_vec());
+        let mut prog_in_root = b"/".to_vec();
+        prog_in_root.extend_from_slice(&base);
+        let staged = |p: &str| c(format!("{STAGE}{p}"));
+        let mut argv_c = vec![c(base.clone())?];
+        for a in i.args {
+            argv_c.push(c(a.as_bytes())?);
+        }
+        let envp_c = vec![c("PATH=/usr/bin:/bin")?, c("HOME=/")?];
+        let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        let mut prog_staged = STAGE.as_bytes().to_vec();
+        prog_staged.extend_from_slice(&prog_in_root);
+        let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40);
+        let has = |n| cfg.namespaces.contains(&n);
+        Ok(Spec {
+            user: has(Namespace::User),
+            mount: has(Namespace::Mount),
+            pid: has(Namespace::Pid),
+            uts: has(Namespace::Uts),
+            cgroup: has(Namespace::Cgroup),
+            time: has(Namespace::Time),
+            go: i.go,
+            go_w: i.go_w,
+            report: i.report,
+            stdin: i.stdin,
+            stdout: i.stdout,
+            stderr: i.stderr,
+            close_in_child: i.close_in_child,
+            stage: c(STAGE)?,
+            stage_opts: c(format!(
+                "mode=755,size={}",
+                (i.bytes.len() as u64 + (64 << 20))
+            ))?,
+            dirs: [
+                staged("/proc")?,
+                staged("/dev")?,
+                staged("/old_root")?,
+                staged("/tmp")?,
+            ],
+            dev_targets: [
+                staged("/dev/null")?,
+                staged("/dev/zero")?,
+                staged("/dev/urandom")?,
+            ],
+            dev_sources: [c("/dev/null")?, c("/dev/zero")?, c("/dev/urandom")?],
+            prog_staged: c(prog_staged)?,
+            old_root: c("/old_root")?,
+            old_proc: c("/old_root/proc")?,
+            proc_: c("/proc")?,
+            root: c("/")?,
+            timens_path: c("/proc/self/timens_offsets")?,
+            timens: format!("monotonic {0} 0\nboottime {0} 0\n", cfg.time_offset_secs).into_bytes(),
+            time_offset_ns: if has(Namespace::Time) {
+                cfg.time_offset_secs.max(0) as u64 * 1_000_000_000
+            } else {
+                0
+            },
+            hostname: cfg.hostname.as_bytes().to_vec(),
+            exec_path: if has(Namespace::Mount) {
+                c(prog_in_root)?
+            } else {
+                c(i.exec_fallback.as_os_str().as_bytes())?
+            },
+            bytes_ptr: i.bytes.as_ptr(),
+            bytes_len: i.bytes.len(),
+            argv: ptrs(&argv_c),
+            _argv: argv_c,
+            envp: ptrs(&envp_c),
+            _envp: envp_c,
+            seccomp: seccomp_programs()?,
+            cap_last,
+            keep_caps: KEEP_CAPS.iter().fold(0u64, |m, c| m | 1 << c),
+        })
+    }
+}
+
+/// Writes `parts` to the report pipe (no allocation).
+unsafe fn say(s: &Spec, parts: &[&[u8]]) {
+    for p in parts {
+        // SAFETY: writing a valid slice to a pipe fd we hold.
+        unsafe { libc::write(s.report, p.as_ptr().cast(), p.len()) };
+    }
+}
+
+fn fmt_u64(mut v: u64, buf: &mut [u8; 24]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Reports a failed step with errno and exits.
+unsafe fn fail(s: &Spec, what: &str) -> ! {
+    // SAFETY: reading errno of this thread.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut buf = [0u8; 24];
+    // SAFETY: strerror returns a pointer to a NUL-terminated static string.
+    let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(errno)) };
+    // SAFETY: see `say`.
+    unsafe {
+        say(
+            s,
+            &[
+                b"E",
+                what.as_bytes(),
+                b": ",
+                msg.to_bytes(),
+                b" (errno ",
+                fmt_u64(errno as u64, &mut buf),
+                b")\n",
+            ],
+        );
+        libc::_exit(127)
+    }
+}
+
+/// `fail`s when a system call returned a negative value; used only inside the child's unsafe
+/// blocks.
+macro_rules! check {
+    ($s:expr, $e:expr, $what:expr) => {
+        if $e < 0 {
+            fail($s, $what)
+        }
+    };
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Container init. Never returns.
+///
+/// # Safety
+/// Must be called only in the child of a fork-like clone, with `s` built for it.
+pub unsafe fn init(s: &Spec) -> ! {
+    // SAFETY: (whole function) raw system calls on fds and NUL-terminated strings prepared in
+    // `s`, in a single-threaded child that owns its copy of the address space.
+    unsafe {
+        for fd in s.close_in_child.iter().flatten() {
+            libc::close(*fd);
+        }
+        libc::close(s.go_w);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        let mut b = 0u8;
+        if libc::read(s.go, (&mut b as *mut u8).cast(), 1) != 1 {
+            libc::_exit(1); // vbench gave up on us (or died)
+        }
+        libc::close(s.go);
+        if s.user {
+            // Become the namespace's root (host uid `id_base`): files we create must be owned
+            // by an id that is mapped in the namespace.
+            check!(
+                s,
+                libc::setresgid(0, 0, 0),
+                "setresgid(0) in the user namespace"
+            );
+            check!(
+                s,
+                libc::setresuid(0, 0, 0),
+                "setresuid(0) in the user namespace"
+            );
+            // Changing ids made us non-dumpable, which gives /proc/self to the host's root.
+            libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+        }
+        if s.cgroup {
+            check!(
+                s,
+                libc::unshare(libc::CLONE_NEWCGROUP),
+                "unshare(CLONE_NEWCGROUP)"
+            );
+        }
+        if s.mount {
+            build_root(s);
+        }
+        if s.uts {
+            check!(
+                s,
+                libc::sethostname(s.hostname.as_ptr().cast(), s.hostname.len()),
+                "sethostname"
+            );
+        }
+        if s.time {
+            check!(s, libc::unshare(CLONE_NEWTIME), "unshare(CLONE_NEWTIME)");
+            let fd = libc::open(s.timens_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            check!(s, fd, "open /proc/self/timens_offsets");
+            let n = libc::write(fd, s.timens.as_ptr().cast(), s.timens.len());
+            check!(s, n as i32, "writing the time namespace's offsets");
+            libc::close(fd);
+        }
+        for (from, to) in [(s.stdin, 0), (s.stdout, 1), (s.stderr, 2)] {
+            if let Some(fd) = from {
+                check!(s, libc::dup2(fd, to), "dup2");
+                libc::close(fd);
+            }
+        }
+        // The payload: a fork-like clone (no libc atfork handlers, which could take locks).
+        let child = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0);
+        check!(s, child as i32, "fork of the payload");
+        if child == 0 {
+            payload(s);
+        }
+        // Init keeps no copy of the output pipes: the payload alone holds them.
+        libc::close(1);
+        libc::close(2);
+        let mut buf = [0u8; 24];
+        loop {
+            let mut st = 0;
+            let w = libc::waitpid(-1, &mut st, 0);
+            if w < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                libc::_exit(126);
+            }
+            if w as libc::c_long == child {
+                if libc::WIFSIGNALED(st) {
+                    let sig = libc::WTERMSIG(st);
+                    say(s, &[b"K", fmt_u64(sig as u64, &mut buf), b"\n"]);
+                    libc::_exit(128 + sig);
+                }
+                let code = libc::WEXITSTATUS(st);
+                say(s, &[b"X", fmt_u64(code as u64, &mut buf), b"\n"]);
+                libc::_exit(code);
+            }
+        }
+    }
+}
+
+/// The minimal root: a tmpfs holding the program, a fresh /proc and three device nodes bound
+/// from the host, entered with pivot_root; the old root is detached.
+unsafe fn build_root(s: &Spec) {
+    // SAFETY: (whole function) as in `init`.
+    unsafe {
+        let null = std::ptr::null::<libc::c_char>();
+        check!(
+            s,
+            libc::mount(
+                null,
+                s.root.as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null()
+            ),
+            "making / private"
+        );
+        check!(
+            s,
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                s.stage.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                s.stage_opts.as_ptr().cast()
+            ),
+            "mounting the root tmpfs"
+        );
+        for (i, d) in s.dirs.iter().enumerate() {
+            let mode = if i == 3 { 0o1777 } else { 0o755 };
+            check!(s, libc::mkdir(d.as_ptr(), mode), "mkdir in the new root");
+        }
+        for (t, src) in s.dev_targets.iter().zip(&s.dev_sources) {
+            let fd = libc::open(
+                t.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o666,
+            );
+            check!(s, fd, "creating a /dev node's mount point");
+            libc::close(fd);
+            check!(
+                s,
+                libc::mount(
+                    src.as_ptr(),
+                    t.as_ptr(),
+                    null,
+                    libc::MS_BIND,
+                    std::ptr::null()
+                ),
+                "binding a /dev node"
+            );
+        }
+        let fd = libc::open(
+            s.prog_staged.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o755,
+        );
+        check!(s, fd, "creating the program in the new root");
+        let mut off = 0;
+        while off < s.bytes_len {
+            let n = libc::write(fd, s.bytes_ptr.add(off).cast(), s.bytes_len - off);
+            check!(s, n as i32, "writing the program into the new root");
+            off += n as usize;
+        }
+        libc::close(fd);
+        check!(s, libc::chdir(s.stage.as_ptr()), "chdir to the new root");
+        check!(
+            s,
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c"old_root".as_ptr()) as i32,
+            "pivot_root"
+        );
+        check!(s, libc::chdir(s.root.as_ptr()), "chdir /");
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        if libc::mount(
+            c"proc".as_ptr(),
+            s.proc_.as_ptr(),
+            c"proc".as_ptr(),
+            flags,
+            std::ptr::null(),
+        ) < 0
+        {
+            // Without a pid namespace of our own the kernel refuses a new proc instance in a user
+            // namespace; bind the host's instead (it shows host processes, as configured).
+            if s.pid {
+                fail(s, "mounting /proc");
+            }
+            check!(
+                s,
+                libc::mount(
+                    s.old_proc.as_ptr(),
+                    s.proc_.as_ptr(),
+                    null,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null()
+                ),
+                "binding the host's /proc"
+            );
+        }
+        check!(
+            s,
+            libc::umount2(s.old_root.as_ptr(), libc::MNT_DETACH),
+            "detaching the old root"
+        );
+        check!(s, libc::rmdir(s.old_root.as_ptr()), "removing /old_root");
+    }
+}
+
+/// The payload: drop privileges, install seccomp, exec. Never returns.
+unsafe fn payload(s: &Spec) -> ! {
+    // SAFETY: (whole function) as in `init`.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        for cap in 0..=s.cap_last {
+            if s.keep_caps & (1 << cap) == 0 {
+                check!(
+                    s,
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0),
+                    "dropping a capability from the bounding set"
+                );
+            }
+        }
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let lo = s.keep_caps as u32;
+        let hi = (s.keep_caps >> 32) as u32;
+        let mut hdr = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let data = [
+            Data {
+                effective: lo,
+                permitted: lo,
+                inheritable: 0,
+            },
+            Data {
+                effective: hi,
+                permitted: hi,
+                inheritable: 0,
+            },
+        ];
+        check!(
+            s,
+            libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) as i32,
+            "capset"
+        );
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        check!(
+            s,
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+            "no_new_privs"
+        );
+        for prog in &s.seccomp {
+            if seccompiler::apply_filter(prog).is_err() {
+                fail(s, "installing the seccomp filter");
+            }
+        }
+        let mut buf = [0u8; 24];
+        let t = monotonic_ns().saturating_sub(s.time_offset_ns);
+        say(s, &[b"S", fmt_u64(t, &mut buf), b"\n"]);
+        libc::execve(s.exec_path.as_ptr(), s.argv.as_ptr(), s.envp.as_ptr());
+        fail(s, "execve of the program")
+    }
+}

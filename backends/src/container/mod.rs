@@ -1,0 +1,490 @@
+//! The `container` backend: the program in fresh namespaces (any of pid, mount, net, uts, ipc,
+//! user, cgroup, time), in a minimal root on tmpfs entered with pivot_root, with a small
+//! capability set, no_new_privs and a seccomp filter, under cgroup limits.
+//!
+//! Process model (as crun with `--init`): vbench `clone`s a container init (pid 1 in the new
+//! pid namespace). vbench writes its uid/gid maps and moves it into the run's cgroup, then lets
+//! it go. Init enters a new cgroup namespace (so its cgroup is the namespace root) and builds
+//! the root file system, then a new time namespace with the configured offsets, and forks the
+//! payload, which drops privileges, installs the seccomp filter and execs the program. Init
+//! reaps every process of the container and forwards the payload's exit to vbench through a
+//! report pipe. Killing init (timeout, ^C) kills the whole pid namespace; the cgroup is removed
+//! after every run, and stale ones of killed vbench processes at start-up.
+//!
+//! The child side of `clone` runs without allocating: everything it needs (paths, argv, the
+//! seccomp program) is built before the clone, so it is safe even when other threads hold the
+//! allocator's lock.
+
+pub mod cgroup;
+mod child;
+
+use crate::process::{supervise, Pipes};
+use crate::{Availability, Backend, BackendError, Invocation, Outcome, Stdio};
+use cgroup::{Layout, Limits};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+use vbench_results::{Exit, Sample};
+
+/// A namespace type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Namespace {
+    /// Process ids: the program's init is pid 1 and host processes are invisible.
+    Pid,
+    /// Mounts: a private tmpfs root entered with pivot_root.
+    Mount,
+    /// Network: only a loopback interface.
+    Net,
+    /// Host and domain name.
+    Uts,
+    /// System V IPC and POSIX message queues.
+    Ipc,
+    /// Users: container root is an unprivileged host uid.
+    User,
+    /// cgroup view: the run's cgroup is the root.
+    Cgroup,
+    /// Monotonic and boot-time clocks with an offset.
+    Time,
+}
+
+impl Namespace {
+    /// All eight, in display order.
+    pub const ALL: [Namespace; 8] = [
+        Namespace::Pid,
+        Namespace::Mount,
+        Namespace::Net,
+        Namespace::Uts,
+        Namespace::Ipc,
+        Namespace::User,
+        Namespace::Cgroup,
+        Namespace::Time,
+    ];
+
+    /// Name as on the command line and in /proc/self/ns.
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::Pid => "pid",
+            Namespace::Mount => "mnt",
+            Namespace::Net => "net",
+            Namespace::Uts => "uts",
+            Namespace::Ipc => "ipc",
+            Namespace::User => "user",
+            Namespace::Cgroup => "cgroup",
+            Namespace::Time => "time",
+        }
+    }
+
+    /// Parses a name (`mount` is accepted for `mnt`).
+    pub fn parse(s: &str) -> Option<Namespace> {
+        let s = if s == "mount" { "mnt" } else { s };
+        Namespace::ALL.into_iter().find(|n| n.name() == s)
+    }
+
+    fn clone_flag(self) -> libc::c_int {
+        match self {
+            Namespace::Pid => libc::CLONE_NEWPID,
+            Namespace::Mount => libc::CLONE_NEWNS,
+            Namespace::Net => libc::CLONE_NEWNET,
+            Namespace::Uts => libc::CLONE_NEWUTS,
+            Namespace::Ipc => libc::CLONE_NEWIPC,
+            Namespace::User => libc::CLONE_NEWUSER,
+            Namespace::Cgroup => libc::CLONE_NEWCGROUP,
+            Namespace::Time => CLONE_NEWTIME,
+        }
+    }
+}
+
+/// Not in every libc release.
+pub const CLONE_NEWTIME: libc::c_int = 0x80;
+
+/// Parses a comma-separated namespace list (`all` for every type, `none` for none).
+pub fn parse_namespaces(s: &str) -> Result<Vec<Namespace>, String> {
+    match s.trim() {
+        "all" => return Ok(Namespace::ALL.to_vec()),
+        "none" | "" => return Ok(vec![]),
+        _ => {}
+    }
+    let mut v = Vec::new();
+    for part in s.split(',') {
+        let n = Namespace::parse(part.trim()).ok_or_else(|| {
+            format!(
+                "unknown namespace {part:?}; namespaces are {} (or all, none)",
+                Namespace::ALL.map(Namespace::name).join(",")
+            )
+        })?;
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Parses a byte size with an optional K/M/G suffix (binary).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n >= 1 << 20)
+        .ok_or_else(|| format!("{s:?} is not a size of at least 1M (e.g. 512M, 2G)"))
+}
+
+/// Container settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerConfig {
+    /// Namespaces to create.
+    pub namespaces: Vec<Namespace>,
+    /// cgroup limits.
+    pub limits: Limits,
+    /// First host uid/gid that container ids map to (container root = this uid).
+    pub id_base: u32,
+    /// Offset of CLOCK_MONOTONIC and CLOCK_BOOTTIME inside the time namespace, seconds.
+    pub time_offset_secs: i64,
+    /// Host name inside the uts namespace.
+    pub hostname: String,
+}
+
+/// Default memory limit of a run.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+/// Default task limit of a run.
+pub const DEFAULT_PIDS: u64 = 256;
+
+impl Default for ContainerConfig {
+    fn default() -> Self {
+        ContainerConfig {
+            namespaces: Namespace::ALL.to_vec(),
+            limits: Limits {
+                memory: Some(DEFAULT_MEMORY),
+                cpus: None,
+                pids: Some(DEFAULT_PIDS),
+                cpuset: None,
+            },
+            id_base: 100_000,
+            time_offset_secs: 1_000_000,
+            hostname: "vbench".into(),
+        }
+    }
+}
+
+impl ContainerConfig {
+    fn has(&self, n: Namespace) -> bool {
+        self.namespaces.contains(&n)
+    }
+}
+
+/// The container backend.
+#[derive(Debug)]
+pub struct Container {
+    config: ContainerConfig,
+    layout: OnceLock<Result<Layout, String>>,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Container {
+    /// A container backend with `config`.
+    pub fn new(config: ContainerConfig) -> Self {
+        Container {
+            config,
+            layout: OnceLock::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ContainerConfig {
+        &self.config
+    }
+
+    /// The host's cgroup layout, detected once; stale cgroups of killed runs are removed then.
+    fn layout(&self) -> Result<&Layout, String> {
+        self.layout
+            .get_or_init(|| {
+                let l = Layout::host().map_err(|e| e.to_string())?;
+                for p in l.remove_stale() {
+                    eprintln!(
+                        "vbench: removed stale cgroup {} of an earlier run",
+                        p.display()
+                    );
+                }
+                Ok(l)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn os(what: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
+    move |source| BackendError::Os {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// CLOCK_MONOTONIC now, nanoseconds.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Backend for Container {
+    fn name(&self) -> &'static str {
+        "container"
+    }
+
+    fn describe(&self) -> &'static str {
+        "the same binary in fresh namespaces under cgroup limits"
+    }
+
+    fn availability(&self) -> Availability {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Availability::Unavailable("not root (cgroups and namespaces need root)".into());
+        }
+        for n in &self.config.namespaces {
+            let p = format!("/proc/self/ns/{}", n.name());
+            if !std::path::Path::new(&p).exists() {
+                return Availability::Unavailable(format!(
+                    "kernel has no {} namespace ({p} missing)",
+                    n.name()
+                ));
+            }
+        }
+        match self.layout() {
+            Ok(_) => Availability::Available,
+            Err(e) => Availability::Unavailable(format!("cgroups: {e}")),
+        }
+    }
+
+    fn run(&self, inv: &Invocation) -> Result<Outcome, BackendError> {
+        let layout = self.layout().map_err(|reason| BackendError::Unavailable {
+            backend: "container",
+            reason,
+        })?;
+        let cfg = &self.config;
+        let bytes = inv.program.bytes()?;
+        let name = format!(
+            "{}{}-{}",
+            cgroup::PREFIX,
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let cg = layout
+            .create(&name, &cfg.limits)
+            .map_err(|e| BackendError::Os {
+                what: "creating the run's cgroup".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+
+        let (go_r, go_w) = pipe().map_err(os("pipe"))?;
+        let (rep_r, rep_w) = pipe().map_err(os("pipe"))?;
+        let capture = inv.stdio == Stdio::Capture;
+        let (out_pipe, err_pipe) = if capture {
+            (
+                Some(pipe().map_err(os("pipe"))?),
+                Some(pipe().map_err(os("pipe"))?),
+            )
+        } else {
+            (None, None)
+        };
+        let dev_null = std::fs::File::open("/dev/null").map_err(os("/dev/null"))?;
+        let spec = child::Spec::new(child::SpecInput {
+            cfg,
+            program_name: &inv.program.name(),
+            exec_fallback: inv.program.exec_path(),
+            bytes: &bytes,
+            args: &inv.args,
+            go: go_r.as_raw_fd(),
+            go_w: go_w.as_raw_fd(),
+            report: rep_w.as_raw_fd(),
+            stdin: capture.then(|| dev_null.as_raw_fd()),
+            stdout: out_pipe.as_ref().map(|p| p.1.as_raw_fd()),
+            stderr: err_pipe.as_ref().map(|p| p.1.as_raw_fd()),
+            close_in_child: [
+                Some(rep_r.as_raw_fd()),
+                out_pipe.as_ref().map(|p| p.0.as_raw_fd()),
+                err_pipe.as_ref().map(|p| p.0.as_raw_fd()),
+            ],
+        })?;
+
+        let flags = cfg
+            .namespaces
+            .iter()
+            .filter(|n| !matches!(n, Namespace::Cgroup | Namespace::Time)) // entered by init
+            .fold(0, |f, n| f | n.clone_flag());
+        let clone_ns = monotonic_ns();
+        let start = Instant::now();
+        // SAFETY: a fork-like clone (no new stack: the child continues on a copy of ours). The
+        // child runs only `child::init`, which never returns and does not allocate.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        if pid < 0 {
+            return Err(os("clone")(std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: we are the freshly cloned child; `spec` was built for it.
+            unsafe { child::init(&spec) }
+        }
+        let pid = pid as libc::pid_t;
+        drop(go_r);
+        drop(rep_w);
+        let (out_r, err_r) = (out_pipe.map(|p| p.0), err_pipe.map(|p| p.0));
+        // (the write ends of stdout/stderr dropped with the tuples' second halves)
+        let released = (|| -> Result<(), BackendError> {
+            if cfg.has(Namespace::User) {
+                let map = format!("0 {} 65536\n", cfg.id_base);
+                let w = |f: &str, v: &str| {
+                    std::fs::write(format!("/proc/{pid}/{f}"), v)
+                        .map_err(os("writing the user namespace's id maps"))
+                };
+                w("setgroups", "deny")?;
+                w("uid_map", &map)?;
+                w("gid_map", &map)?;
+            }
+            cg.add(pid).map_err(|e| BackendError::Os {
+                what: "moving the container into its cgroup".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            // SAFETY: writing one byte from a stack variable to our pipe.
+            if unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
+                return Err(os("releasing the container")(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            Ok(())
+        })();
+        drop(go_w);
+        if let Err(e) = released {
+            // SAFETY: our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let mut st = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            return Err(e);
+        }
+        let sup = supervise(
+            pid,
+            Pipes {
+                stdout: out_r,
+                stderr: err_r,
+            },
+            inv.timeout,
+            inv.cancel.as_deref(),
+            false,
+        )
+        .map_err(os("supervising the container"))?;
+        let wall = sup.reaped_at.unwrap_or_else(Instant::now) - start;
+        let mut report = String::new();
+        let _ = std::fs::File::from(rep_r).read_to_string(&mut report);
+        let mut counters: BTreeMap<String, u64> = cg.stats();
+        drop(cg.remove());
+        let mut exit = sup.exit;
+        let mut startup_ns = None;
+        for line in report.lines() {
+            if let Some(msg) = line.strip_prefix('E') {
+                return Err(BackendError::Os {
+                    what: "container set-up".into(),
+                    source: std::io::Error::other(msg.to_string()),
+                });
+            } else if let Some(v) = line.strip_prefix('S').and_then(|v| v.parse::<u64>().ok()) {
+                let d = v.saturating_sub(clone_ns);
+                startup_ns = Some(d);
+                counters.insert("container.clone_to_exec_ns".into(), d);
+            } else if let Some(v) = line.strip_prefix('X').and_then(|v| v.parse().ok()) {
+                if matches!(exit, Exit::Code { .. } | Exit::Signal { .. }) {
+                    exit = Exit::Code { code: v };
+                }
+            } else if let Some(v) = line.strip_prefix('K').and_then(|v| v.parse().ok()) {
+                if matches!(exit, Exit::Code { .. } | Exit::Signal { .. }) {
+                    exit = Exit::Signal { signal: v };
+                }
+            }
+        }
+        if startup_ns.is_none() && matches!(exit, Exit::Code { .. } | Exit::Signal { .. }) {
+            return Err(BackendError::Os {
+                what: "container set-up".into(),
+                source: std::io::Error::other(format!(
+                    "container init ended ({exit}) before the program started"
+                )),
+            });
+        }
+        Ok(Outcome {
+            sample: Sample {
+                wall_ns: wall.as_nanos() as u64,
+                user_ns: sup.user_ns,
+                sys_ns: sup.sys_ns,
+                max_rss_kib: sup.max_rss_kib,
+                exit,
+                report: None,
+                startup_ns,
+                counters,
+                stdout_bytes: sup.stdout_bytes,
+                stdout_digest: String::new(),
+                stderr_tail: String::from_utf8_lossy(&sup.stderr_tail).into_owned(),
+            },
+            stdout: sup.stdout,
+        })
+    }
+}
+
+/// Raw fd helper for the child module.
+pub(crate) type Fd = RawFd;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_lists() {
+        assert_eq!(parse_namespaces("all").unwrap().len(), 8);
+        assert_eq!(parse_namespaces("none").unwrap(), vec![]);
+        assert_eq!(
+            parse_namespaces("net,pid,mount,pid").unwrap(),
+            vec![Namespace::Pid, Namespace::Mount, Namespace::Net]
+        );
+        let e = parse_namespaces("pid,vm").unwrap_err();
+        assert!(e.contains("\"vm\"") && e.contains("cgroup"), "{e}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert!(parse_bytes("12").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999G").is_err());
+    }
+}

@@ -1,0 +1,404 @@
+//! Privileged tests of the container backend: real namespaces, cgroups and processes.
+//! They skip only when not root *and* VBENCH_REQUIRE_PRIVILEGED is unset; CI sets it.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use vbench_backends::container::cgroup::Limits;
+use vbench_backends::container::{Container, ContainerConfig, Namespace};
+use vbench_backends::{Backend, Invocation, Outcome, Program};
+use vbench_results::Exit;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Containers of these tests run one at a time: the limit tests measure shares of the machine,
+/// and the clean-up test counts this process's cgroups.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Whether privileged tests can run (then holding the serialising lock); panics when they
+/// cannot but are required.
+fn privileged() -> Option<MutexGuard<'static, ()>> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let busybox = Path::new(BUSYBOX).exists();
+    if root && busybox {
+        return Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    let why = if root {
+        "busybox-static is not installed"
+    } else {
+        "not root"
+    };
+    if std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_some() {
+        panic!("privileged test required (VBENCH_REQUIRE_PRIVILEGED) but {why}");
+    }
+    eprintln!("skipping privileged test: {why}");
+    None
+}
+
+fn container(cfg: ContainerConfig) -> Container {
+    let c = Container::new(cfg);
+    assert!(c.availability().is_available(), "{:?}", c.availability());
+    c
+}
+
+fn busybox(c: &Container, args: &[&str]) -> Outcome {
+    let mut inv = Invocation::new(
+        Program::Path(BUSYBOX.into()),
+        args.iter().map(OsString::from).collect(),
+    );
+    inv.timeout = Some(Duration::from_secs(60));
+    c.run(&inv).unwrap()
+}
+
+fn sh(c: &Container, script: &str) -> (String, Outcome) {
+    let o = busybox(c, &["sh", "-c", script]);
+    (String::from_utf8_lossy(&o.stdout).into_owned(), o)
+}
+
+fn host_sh(script: &str) -> String {
+    let o = std::process::Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn pid_namespace_hides_host_processes() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    // a glob, not a pipeline: no extra processes while /proc is listed
+    let (out, o) = sh(&c, "echo self=$$; cd /proc; echo [0-9]*");
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    // init is pid 1, the payload pid 2; nothing else exists
+    assert!(out.starts_with("self=2\n"), "{out}");
+    assert_eq!(out.lines().nth(1).unwrap().trim(), "1 2", "{out}");
+    assert!(o.sample.startup_ns.unwrap() > 0);
+    assert!(o.sample.counters.contains_key("container.clone_to_exec_ns"));
+}
+
+#[test]
+fn uts_mount_net_and_root_are_isolated() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    let host_name = host_sh("hostname");
+    // container init sets the name inside the uts namespace (the payload lacks CAP_SYS_ADMIN)
+    let (out, o) = sh(&c, "hostname; ls /; ip -o link 2>&1 || ifconfig -a");
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("vbench"));
+    assert_ne!(host_name.trim(), "vbench");
+    assert_eq!(
+        host_sh("hostname"),
+        host_name,
+        "hostname leaked to the host"
+    );
+    // the root holds only what vbench put there
+    let rest: Vec<&str> = lines.collect();
+    let root: Vec<&str> = rest
+        .iter()
+        .take_while(|l| !l.contains(':'))
+        .copied()
+        .collect();
+    assert_eq!(root, ["busybox", "dev", "proc", "tmp"], "{out}");
+    let links = rest[root.len()..].join("\n");
+    assert!(links.contains("lo"), "{links}");
+    assert!(
+        !links.contains("eth") && !links.contains("ens"),
+        "host interface visible: {links}"
+    );
+}
+
+#[test]
+fn user_namespace_maps_root_to_unprivileged_uid() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    let (out, o) = sh(
+        &c,
+        "id -u; cat /proc/self/uid_map; touch /tmp/x && stat -c %u /tmp/x",
+    );
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "0");
+    assert_eq!(
+        l[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+}
+
+#[test]
+fn cgroup_and_time_namespaces() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    let (out, o) = sh(&c, "cat /proc/self/cgroup; cat /proc/uptime");
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    for l in out.lines().filter(|l| l.contains(":/")) {
+        let path = l.rsplit(':').next().unwrap();
+        assert_eq!(path, "/", "cgroup namespace root not at /: {l}");
+    }
+    let inner_up: f64 = out
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let host_up: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        inner_up - host_up > 999_000.0,
+        "boottime offset not seen inside: {inner_up} vs {host_up}"
+    );
+}
+
+#[test]
+fn ipc_namespace_hides_host_segments() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    // a SysV segment on the host
+    // SAFETY: shmget with constant arguments; the segment is removed below.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0);
+    let c = container(ContainerConfig::default());
+    let (out, _) = sh(&c, "cat /proc/sysvipc/shm");
+    // SAFETY: removing the segment we created.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    assert!(
+        !out.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string())),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn seccomp_and_capabilities_are_applied() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    let (out, o) = sh(&c, "mount -t tmpfs x /tmp 2>&1; echo rc=$?; grep -E 'CapBnd|NoNewPrivs|Seccomp:' /proc/self/status");
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    assert!(
+        out.contains("rc=1") || out.contains("rc=255"),
+        "mount was not refused: {out}"
+    );
+    assert!(
+        out.to_lowercase().contains("permission denied") || out.contains("not permitted"),
+        "{out}"
+    );
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+}
+
+#[test]
+fn memory_limit_oom_kills_with_peak_near_the_limit() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let limit = 64u64 << 20;
+    let c = container(ContainerConfig {
+        limits: Limits {
+            memory: Some(limit),
+            ..ContainerConfig::default().limits
+        },
+        ..ContainerConfig::default()
+    });
+    // a workload that keeps allocating: busybox dd reading into a growing buffer
+    let o = busybox(
+        &c,
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        ],
+    );
+    let peak = o.sample.counters["cgroup.memory_peak_bytes"];
+    assert!(
+        o.sample.counters["cgroup.oom_kills"] >= 1,
+        "{:?}",
+        o.sample.counters
+    );
+    assert!(!o.sample.succeeded());
+    assert!(
+        (peak as f64) >= 0.95 * limit as f64 && peak <= limit,
+        "peak {peak} vs limit {limit}"
+    );
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig {
+        limits: Limits {
+            pids: Some(10),
+            ..ContainerConfig::default().limits
+        },
+        ..ContainerConfig::default()
+    });
+    let (out, o) = sh(&c, "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do sleep 5 & done 2>&1; echo started; kill $(jobs -p) 2>/dev/null; true");
+    let hits = o
+        .sample
+        .counters
+        .get("cgroup.pids_limit_hits")
+        .copied()
+        .unwrap_or(0);
+    let err = &o.sample.stderr_tail;
+    assert!(
+        err.contains("can't fork") || out.contains("can't fork"),
+        "no fork failed: {out} {err}"
+    );
+    if let Some(peak) = o.sample.counters.get("cgroup.pids_peak") {
+        assert!(*peak <= 10, "pids peak {peak} over the limit");
+    }
+    let _ = hits;
+}
+
+#[test]
+fn cpu_quota_throttles() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig {
+        limits: Limits {
+            cpus: Some(0.2),
+            ..ContainerConfig::default().limits
+        },
+        ..ContainerConfig::default()
+    });
+    let o = busybox(
+        &c,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done",
+        ],
+    );
+    assert!(o.sample.succeeded());
+    let cpu = o.sample.counters["cgroup.cpu_usage_ns"] as f64;
+    let wall = o.sample.wall_ns as f64;
+    assert!(
+        o.sample.counters["cgroup.cpu_throttled_periods"] > 0,
+        "{:?}",
+        o.sample.counters
+    );
+    assert!(cpu / wall < 0.35, "share {} with a 0.2 quota", cpu / wall);
+}
+
+#[test]
+fn timeout_kills_the_container_and_removes_its_cgroup() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    let mut inv = Invocation::new(
+        Program::Path(BUSYBOX.into()),
+        vec!["sleep".into(), "30".into()],
+    );
+    inv.timeout = Some(Duration::from_millis(300));
+    let o = c.run(&inv).unwrap();
+    assert_eq!(o.sample.exit, Exit::Timeout { after_ms: 300 });
+    // no cgroup of this process is left in any hierarchy
+    let mine = format!("vbench-{}-", std::process::id());
+    for parent in vbench_backends::container::cgroup::Layout::host()
+        .unwrap()
+        .parents()
+    {
+        let left: Vec<_> = std::fs::read_dir(&parent)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&mine))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "left behind in {}: {left:?}",
+            parent.display()
+        );
+    }
+}
+
+#[test]
+fn selected_namespaces_only() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig {
+        namespaces: vec![Namespace::Mount, Namespace::Uts],
+        ..ContainerConfig::default()
+    });
+    let (out, o) = sh(&c, "id -u; hostname");
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    assert_eq!(out, "0\nvbench\n");
+}
+
+#[test]
+fn exit_status_and_signals_pass_through() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    let (_, o) = sh(&c, "exit 5");
+    assert_eq!(o.sample.exit, Exit::Code { code: 5 });
+    let (_, o) = sh(&c, "kill -SEGV $$");
+    assert_eq!(
+        o.sample.exit,
+        Exit::Signal {
+            signal: libc::SIGSEGV
+        }
+    );
+    let inv = Invocation::new(Program::Path("/nonexistent".into()), vec![]);
+    assert!(c.run(&inv).is_err());
+}
