@@ -10,6 +10,10 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+use vbench_backends::container::cgroup::Limits;
+use vbench_backends::container::{
+    parse_bytes, parse_namespaces, ContainerConfig, Namespace, DEFAULT_PIDS,
+};
 use vbench_backends::{Backend, Invocation, Program, Stdio};
 use vbench_results::{Exit, FailureKind, RunStatus};
 use vbench_workloads::{ParamKind, TASKS};
@@ -95,9 +99,76 @@ struct RunArgs {
     /// Pin every run to this CPU.
     #[arg(long)]
     pin: Option<usize>,
+    #[command(flatten)]
+    container: ContainerOpts,
     /// Your own static binary and its arguments, instead of the workloads.
     #[arg(last = true)]
     program: Vec<OsString>,
+}
+
+/// Settings of the container backend.
+#[derive(Args, Clone)]
+struct ContainerOpts {
+    /// Namespaces the container gets: a comma-separated list of pid,mnt,net,uts,ipc,user,cgroup,time, or all, or none.
+    #[arg(long = "container-ns", default_value = "all", value_parser = parse_ns)]
+    container_ns: NsList,
+    /// Container memory hard limit (no swap), e.g. 512M, 2G.
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    memory: u64,
+    /// Container CPU quota as a fraction of one CPU, e.g. 0.5.
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<f64>,
+    /// Container task limit.
+    #[arg(long, default_value_t = DEFAULT_PIDS, value_parser = clap::value_parser!(u64).range(1..=4_194_304))]
+    pids: u64,
+    /// Container cpuset, e.g. 0 or 0-1.
+    #[arg(long, value_parser = parse_cpuset)]
+    cpuset: Option<String>,
+}
+
+impl ContainerOpts {
+    fn config(&self) -> vbench_backends::Config {
+        vbench_backends::Config {
+            container: ContainerConfig {
+                namespaces: self.container_ns.0.clone(),
+                limits: Limits {
+                    memory: Some(self.memory),
+                    cpus: self.cpus,
+                    pids: Some(self.pids),
+                    cpuset: self.cpuset.clone(),
+                },
+                ..ContainerConfig::default()
+            },
+        }
+    }
+}
+
+/// A parsed `--container-ns` list.
+#[derive(Clone)]
+struct NsList(Vec<Namespace>);
+
+fn parse_ns(s: &str) -> Result<NsList, String> {
+    parse_namespaces(s).map(NsList)
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.01 && v <= 1024.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a CPU fraction in [0.01, 1024]")),
+    }
+}
+
+fn parse_cpuset(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.split(',').all(|part| {
+            let mut it = part.splitn(2, '-');
+            it.all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a cpuset list like 0 or 0-1 or 0,2"))
+    }
 }
 
 #[derive(Args)]
@@ -114,6 +185,8 @@ struct ExecArgs {
     /// Print the measurements to stderr when the program ends.
     #[arg(long)]
     stats: bool,
+    #[command(flatten)]
+    container: ContainerOpts,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     program: Vec<OsString>,
@@ -211,7 +284,7 @@ fn default_out() -> PathBuf {
 }
 
 fn run(a: RunArgs) -> Result<ExitCode> {
-    let all = vbench_backends::all();
+    let all = vbench_backends::all_with(&a.container.config());
     let mut requested: Vec<usize> = Vec::new();
     let mut add = |i: usize| {
         if !requested.contains(&i) {
@@ -284,7 +357,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
 }
 
 fn exec(a: ExecArgs) -> Result<ExitCode> {
-    let all = vbench_backends::all();
+    let all = vbench_backends::all_with(&a.container.config());
     let backend = &all[backend_index(&all, &a.backend)];
     if let vbench_backends::Availability::Unavailable(why) = backend.availability() {
         bail!("backend {} is unavailable: {why}", backend.name());

@@ -1,0 +1,246 @@
+//! Privileged integration tests of `vbench` with the container backend: real namespaces and
+//! cgroups. Skipped only when not root and VBENCH_REQUIRE_PRIVILEGED is unset (CI sets it).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vbench_backends::container::cgroup::Layout;
+use vbench_results::{load, RunStatus};
+
+const BUSYBOX: &str = "/bin/busybox";
+
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root && Path::new(BUSYBOX).exists();
+    if !ok {
+        let why = if root {
+            "busybox-static is not installed"
+        } else {
+            "not root"
+        };
+        assert!(
+            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
+            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but {why}"
+        );
+        eprintln!("skipping privileged test: {why}");
+    }
+    ok
+}
+
+fn vbench() -> Command {
+    Command::cargo_bin("vbench").unwrap()
+}
+
+/// cgroups named after `pid` in any hierarchy vbench uses.
+fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("vbench-{pid}-");
+    Layout::host()
+        .unwrap()
+        .parents()
+        .into_iter()
+        .flat_map(|p| {
+            std::fs::read_dir(p)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+        })
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect()
+}
+
+#[test]
+fn every_workload_computes_the_same_in_the_container() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    vbench()
+        .args([
+            "run",
+            "--backend",
+            "container",
+            "--quick",
+            "--rounds",
+            "2",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("container"));
+    let doc = load(&out).unwrap();
+    assert!(doc.failures.is_empty(), "{:?}", doc.failures);
+    let containers: Vec<_> = doc
+        .plan
+        .cells
+        .iter()
+        .filter(|c| c.backend == "container")
+        .collect();
+    assert_eq!(containers.len(), vbench_workloads::TASKS.len());
+    for c in containers {
+        let s = doc.summary(c.id).unwrap();
+        assert_eq!(s.checksum_matches_native, Some(true), "{}", c.workload);
+        assert!(s.overhead.is_some());
+    }
+    let startups: Vec<_> = doc
+        .samples
+        .iter()
+        .filter(|r| doc.plan.cells[r.cell].backend == "container")
+        .map(|r| r.sample.startup_ns.unwrap())
+        .collect();
+    assert!(startups.iter().all(|s| *s > 0));
+}
+
+#[test]
+fn exec_timeout_leaves_no_cgroup_and_no_process() {
+    if !privileged() {
+        return;
+    }
+    let bin = assert_cmd::cargo::cargo_bin("vbench");
+    let t = Instant::now();
+    let child = std::process::Command::new(bin)
+        .args([
+            "exec",
+            "--backend",
+            "container",
+            "--timeout",
+            "0.5",
+            "--",
+            BUSYBOX,
+            "sleep",
+            "30",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert_eq!(cgroups_of(pid), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn exec_passes_output_and_status_through_the_container() {
+    if !privileged() {
+        return;
+    }
+    vbench()
+        .args([
+            "exec",
+            "--backend",
+            "container",
+            "--",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo pid=$$ host=$(hostname); exit 3",
+        ])
+        .assert()
+        .code(3)
+        .stdout("pid=2 host=vbench\n");
+}
+
+#[test]
+fn interrupted_container_run_cleans_up() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let bin = assert_cmd::cargo::cargo_bin("vbench");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "run",
+            "--backend",
+            "container",
+            "--workload",
+            "intmix",
+            "--quick",
+            "--rounds",
+            "100000",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !load(&out).is_ok_and(|d| !d.samples.is_empty()) {
+        assert!(Instant::now() < deadline, "no round completed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(load(&out).unwrap().status, RunStatus::Interrupted);
+    assert_eq!(cgroups_of(child.id()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn stale_cgroups_of_killed_runs_are_removed_at_start_up() {
+    if !privileged() {
+        return;
+    }
+    // a pid that cannot be alive: above the kernel's pid_max
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stale: Vec<PathBuf> = Layout::host()
+        .unwrap()
+        .parents()
+        .into_iter()
+        .map(|p| p.join(format!("vbench-{}-0", max + 1)))
+        .collect();
+    for d in &stale {
+        std::fs::create_dir(d).unwrap();
+    }
+    vbench()
+        .args(["exec", "--backend", "container", "--", BUSYBOX, "true"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("removed stale cgroup"));
+    for d in &stale {
+        assert!(!d.exists(), "{} still there", d.display());
+    }
+}
+
+#[test]
+fn bad_container_options_are_usage_errors() {
+    vbench()
+        .args(["run", "--container-ns", "pid,vm"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown namespace \"vm\""));
+    vbench()
+        .args(["run", "--cpus", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--cpus"));
+    vbench()
+        .args(["run", "--memory", "12"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--memory"));
+    vbench()
+        .args(["run", "--cpuset", "a-b"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cpuset"));
+}
