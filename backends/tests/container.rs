@@ -373,7 +373,7 @@ fn container_root_is_an_unprivileged_uid_on_the_host() {
                 .filter_map(|e| e.ok())
                 .find_map(|e| {
                     let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-                    if cmd != b"busybox\0sleep\02\0" {
+                    if cmd != b"busybox\x00sleep\x002\x00" {
                         return None;
                     }
                     let status = std::fs::read_to_string(e.path().join("status")).ok()?;
@@ -434,7 +434,7 @@ fn a_crash_leaves_nothing_behind() {
     let sleepers = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\030\0"))
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0030\x00"))
         .count();
     assert_eq!(sleepers, 0);
 }
