@@ -1,0 +1,427 @@
+//! The self-contained HTML page: inline CSS, inline SVG charts, no network and no external
+//! assets (a Content-Security-Policy forbids any load, so a stray one shows as a console error).
+//!
+//! Opened as `index.html?selfcheck`, the page checks itself after layout and writes the verdict
+//! into `<pre id="selfcheck">` and the document title: `.ci/check-report.sh` reads it through
+//! headless Chromium. It fails on a script or console error, a blocked load, a (nearly) blank
+//! page, a missing or empty chart, text outside its SVG's box, and overlapping labels.
+
+use crate::charts::Chart;
+use crate::compare::{Comparison, Verdict, NOISE};
+use crate::tables::{self, Table};
+use crate::view::View;
+use std::fmt::Write;
+use vbench_results::{Document, RunStatus};
+
+/// HTML-escapes text for element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+const STYLE: &str = r#"
+body { font-family: sans-serif; color: #222; max-width: 1000px; margin: 0 auto; padding: 16px 24px 48px; line-height: 1.45; }
+h1 { margin-bottom: 4px; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: 4px; margin-top: 36px; }
+.status { padding: 8px 12px; border-radius: 4px; background: #e8f4e8; border: 1px solid #9c9; }
+.status.bad { background: #fde8e8; border-color: #d88; font-weight: bold; }
+nav a { margin-right: 12px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.bad td { background: #fde8e8; }
+figure.chart { margin: 12px 0 20px; }
+figure.chart svg { display: block; max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 14px; color: #444; margin-top: 4px; }
+.note { color: #555; font-style: italic; }
+pre { background: #f6f6f6; padding: 8px 12px; overflow-x: auto; }
+.wrap { overflow-x: auto; }
+"#;
+
+/// Runs when the page is opened with `?selfcheck`; see the module documentation.
+const SELFCHECK: &str = r#"
+(function () {
+  var errors = [];
+  window.addEventListener('error', function (e) { errors.push('script error: ' + e.message); });
+  document.addEventListener('securitypolicyviolation', function (e) {
+    errors.push('blocked load of ' + e.blockedURI + ' (' + e.violatedDirective + ')');
+  });
+  var origError = console.error;
+  console.error = function () {
+    errors.push('console.error: ' + Array.prototype.join.call(arguments, ' '));
+    origError.apply(console, arguments);
+  };
+  // After load, and a moment more so that late errors and blocked loads are reported too.
+  window.addEventListener('load', function () { setTimeout(selfcheck, 200); });
+  function selfcheck() {
+    if (location.search.indexOf('selfcheck') < 0) return;
+    var problems = errors.slice();
+    var text = (document.body.innerText || '').trim();
+    if (text.length < 200) problems.push('blank page: ' + text.length + ' characters of text');
+    var want = parseInt(document.body.getAttribute('data-charts'), 10);
+    var figs = document.querySelectorAll('figure.chart');
+    if (figs.length !== want) problems.push('expected ' + want + ' charts, found ' + figs.length);
+    var texts = 0;
+    figs.forEach(function (f) {
+      var svg = f.querySelector('svg');
+      if (!svg) { problems.push(f.id + ': no svg'); return; }
+      var box = svg.getBoundingClientRect();
+      if (box.width < 100 || box.height < 50) problems.push(f.id + ': drawn only ' + box.width + 'x' + box.height);
+      if (svg.querySelectorAll('rect').length < 3) problems.push(f.id + ': no marks drawn');
+      var labels = [];
+      svg.querySelectorAll('text').forEach(function (t) {
+        var s = t.textContent.trim();
+        if (!s) return;
+        texts++;
+        var r = t.getBoundingClientRect();
+        if (r.width === 0) problems.push(f.id + ': text "' + s + '" has no width');
+        if (r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5)
+          problems.push(f.id + ': text "' + s + '" overflows the SVG viewBox');
+        labels.push([r, s]);
+      });
+      if (labels.length === 0) problems.push(f.id + ': no text');
+      for (var i = 0; i < labels.length; i++) for (var j = i + 1; j < labels.length; j++) {
+        var a = labels[i][0], b = labels[j][0];
+        var w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+        var h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+        if (w > 1 && h > 3) problems.push(f.id + ': labels "' + labels[i][1] + '" and "' + labels[j][1] + '" overlap');
+      }
+    });
+    var out = document.createElement('pre');
+    out.id = 'selfcheck';
+    out.textContent = problems.length
+      ? 'SELFCHECK FAIL\n' + problems.join('\n')
+      : 'SELFCHECK OK: ' + figs.length + ' charts, ' + texts + ' chart labels, ' + text.length + ' characters of text';
+    document.body.appendChild(out);
+    document.title = problems.length ? 'SELFCHECK FAIL' : 'SELFCHECK OK';
+  }
+})();
+"#;
+
+fn is_num(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_digit())
+}
+
+fn table(o: &mut String, t: &Table) {
+    o.push_str("<div class=\"wrap\"><table>\n<tr>");
+    for h in &t.head {
+        let _ = write!(o, "<th>{}</th>", esc(h));
+    }
+    o.push_str("</tr>\n");
+    for r in &t.rows {
+        let bad = r.iter().any(|c| c.contains("WRONG RESULT"));
+        o.push_str(if bad { "<tr class=\"bad\">" } else { "<tr>" });
+        for c in r {
+            if is_num(c) {
+                let _ = write!(o, "<td class=\"num\">{}</td>", esc(c));
+            } else {
+                let _ = write!(o, "<td>{}</td>", esc(c));
+            }
+        }
+        o.push_str("</tr>\n");
+    }
+    o.push_str("</table></div>\n");
+}
+
+fn figure(o: &mut String, c: &Chart) {
+    let svg = c.svg.replacen(
+        "<svg ",
+        &format!("<svg role=\"img\" aria-label=\"{}\" ", esc(&c.title)),
+        1,
+    );
+    let _ = write!(
+        o,
+        "<figure class=\"chart\" id=\"chart-{name}\">\n{svg}\n<figcaption>{cap} <a href=\"{name}.svg\">({name}.svg)</a></figcaption>\n</figure>\n",
+        name = esc(&c.name),
+        cap = esc(&c.caption),
+    );
+}
+
+fn head(o: &mut String, title: &str, charts: usize) {
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{STYLE}</style>\n<script>{SELFCHECK}</script>\n</head>\n<body data-charts=\"{charts}\">\n",
+        esc(title)
+    );
+}
+
+fn tail(o: &mut String) {
+    o.push_str("</body>\n</html>\n");
+}
+
+fn section(o: &mut String, id: &str, title: &str) {
+    let _ = write!(o, "<section id=\"{id}\">\n<h2>{}</h2>\n", esc(title));
+}
+
+fn para(o: &mut String, class: &str, text: &str) {
+    if class.is_empty() {
+        let _ = writeln!(o, "<p>{}</p>", esc(text));
+    } else {
+        let _ = writeln!(o, "<p class=\"{class}\">{}</p>", esc(text));
+    }
+}
+
+/// The page of one run, with `charts` from [`crate::charts::for_document`].
+pub fn render(doc: &Document, charts: &[Chart]) -> String {
+    let view = View::new(doc);
+    let chart = |name: &str| charts.iter().find(|c| c.name == name);
+    let mut o = String::new();
+    head(
+        &mut o,
+        &format!(
+            "vbench report: {} ({})",
+            doc.environment.hostname,
+            tables::utc(doc.started_unix_ms)
+        ),
+        charts.len(),
+    );
+    o.push_str("<h1>vbench report</h1>\n");
+    let bad = doc.status != RunStatus::Complete || !doc.failures.is_empty();
+    para(
+        &mut o,
+        if bad { "status bad" } else { "status" },
+        &view.status_line(),
+    );
+    let mut toc = vec![("backends", "Backends")];
+    if tables::overhead(&view).is_some() {
+        toc.push(("overhead", "Overhead"));
+    }
+    toc.push(("costs", "Cost per operation"));
+    if tables::startup(&view).is_some() {
+        toc.push(("startup", "Start-up"));
+    }
+    toc.push(("noise", "Noise"));
+    if tables::counters(&view).is_some() {
+        toc.push(("counters", "Counters"));
+    }
+    toc.extend([
+        ("failures", "Failures"),
+        ("environment", "Environment"),
+        ("reproduce", "Reproduce"),
+    ]);
+    o.push_str("<nav>");
+    for (id, t) in &toc {
+        let _ = write!(o, "<a href=\"#{id}\">{t}</a>");
+    }
+    o.push_str("</nav>\n");
+
+    section(&mut o, "backends", "Backends");
+    para(&mut o, "", "Every backend asked for; one that could not run on this machine is listed with the reason and appears in no chart.");
+    table(&mut o, &tables::backends(&view));
+    o.push_str("</section>\n");
+
+    if let Some(t) = tables::overhead(&view) {
+        section(&mut o, "overhead", "Overhead against native");
+        if let Some(c) = chart("overhead") {
+            figure(&mut o, c);
+        }
+        table(&mut o, &t);
+        o.push_str("</section>\n");
+    } else {
+        section(&mut o, "overhead", "Overhead against native");
+        para(
+            &mut o,
+            "note",
+            "No backend other than the native control ran, so there is no overhead to show.",
+        );
+        o.push_str("</section>\n");
+    }
+
+    section(&mut o, "costs", "Cost per operation");
+    if let Some(c) = chart("cost") {
+        figure(&mut o, c);
+    }
+    para(&mut o, "", "An lmbench-style table: median time of one operation of each workload's measured loop on every backend (null system call, read, write, open/close, page touch, memory bandwidth, pointer-chase latency, CPU kernels); memory passes also show bytes per pass over time.");
+    table(&mut o, &tables::costs(&view));
+    o.push_str("</section>\n");
+
+    if let Some(t) = tables::startup(&view) {
+        section(&mut o, "startup", "Start-up latency");
+        if let Some(c) = chart("startup") {
+            figure(&mut o, c);
+        }
+        para(&mut o, "", "Backends that measure their own start-up (clone to exec, VM creation to first instruction) report it directly; for every backend the wall time of a run minus its measured loop, on the workload with the least of it, bounds launch plus exit from above.");
+        table(&mut o, &t);
+        o.push_str("</section>\n");
+    }
+
+    section(&mut o, "noise", "Noise");
+    if let Some(c) = chart("distribution") {
+        figure(&mut o, c);
+    }
+    let warnings = view.noise_warnings();
+    if warnings.is_empty() {
+        para(
+            &mut o,
+            "",
+            "No cell had outliers or a median absolute deviation above 5% of its median.",
+        );
+    } else {
+        para(&mut o, "", "Warnings: these numbers are noisy; more rounds, pinning (--pin) or a quieter machine will tighten them.");
+        o.push_str("<ul>\n");
+        for w in &warnings {
+            let _ = writeln!(o, "<li>{}</li>", esc(w));
+        }
+        o.push_str("</ul>\n");
+    }
+    o.push_str("</section>\n");
+
+    if let Some(t) = tables::counters(&view) {
+        section(&mut o, "counters", "Backend counters");
+        if let Some(c) = chart("counters") {
+            figure(&mut o, c);
+        }
+        para(&mut o, "", "Median per run, per cell.");
+        table(&mut o, &t);
+        o.push_str("</section>\n");
+    }
+
+    section(&mut o, "failures", "Failures");
+    if doc.failures.is_empty() {
+        para(
+            &mut o,
+            "",
+            "None: every run exited cleanly and every checksum agreed with native's.",
+        );
+    } else {
+        para(&mut o, "", "A wrong result (checksum differing from native's) means the backend computed something else: its timings are meaningless.");
+        table(&mut o, &tables::failures(doc));
+    }
+    o.push_str("</section>\n");
+
+    section(&mut o, "environment", "Environment");
+    table(&mut o, &tables::environment(doc));
+    o.push_str("</section>\n");
+
+    section(&mut o, "reproduce", "Reproduce");
+    para(
+        &mut o,
+        "",
+        "The same plan on another machine (numbers will differ; checksums must not):",
+    );
+    let _ = writeln!(o, "<pre><code>{}</code></pre>", esc(&view.reproduce()));
+    o.push_str("</section>\n");
+    tail(&mut o);
+    o
+}
+
+/// The page of a comparison, with `charts` from [`crate::charts::for_comparison`].
+pub fn render_compare(cmp: &Comparison, charts: &[Chart]) -> String {
+    let mut o = String::new();
+    head(&mut o, "vbench comparison", charts.len());
+    o.push_str("<h1>vbench comparison</h1>\n");
+    let slower = cmp
+        .rows
+        .iter()
+        .filter(|c| c.verdict == Verdict::Slower)
+        .count();
+    let faster = cmp
+        .rows
+        .iter()
+        .filter(|c| c.verdict == Verdict::Faster)
+        .count();
+    let bad = slower > 0
+        || cmp.base.status != RunStatus::Complete
+        || cmp.new.status != RunStatus::Complete;
+    para(
+        &mut o,
+        if bad { "status bad" } else { "status" },
+        &format!(
+            "{} cells compared: {slower} slower, {faster} faster, the rest within noise (a change counts only when its whole 95% interval lies more than {:.0}% from no change).",
+            cmp.rows.len(),
+            NOISE * 100.0
+        ),
+    );
+    for (label, d) in [("Base", cmp.base), ("New", cmp.new)] {
+        para(
+            &mut o,
+            "",
+            &format!(
+                "{label}: started {}. {}",
+                tables::utc(d.started_unix_ms),
+                View::new(d).status_line()
+            ),
+        );
+    }
+    section(&mut o, "change", "Change per cell");
+    for c in charts {
+        figure(&mut o, c);
+    }
+    table(&mut o, &tables::changes(cmp));
+    if !cmp.unmatched.is_empty() {
+        para(&mut o, "", "Not compared:");
+        o.push_str("<ul>\n");
+        for u in &cmp.unmatched {
+            let _ = writeln!(o, "<li>{}</li>", esc(u));
+        }
+        o.push_str("</ul>\n");
+    }
+    o.push_str("</section>\n");
+    section(&mut o, "environment", "Environments");
+    if cmp.base.environment != cmp.new.environment {
+        para(&mut o, "status bad", "The two runs were made on different machines or conditions: compare the environments before trusting a change.");
+    }
+    o.push_str("<h3>Base</h3>\n");
+    table(&mut o, &tables::environment(cmp.base));
+    o.push_str("<h3>New</h3>\n");
+    table(&mut o, &tables::environment(cmp.new));
+    o.push_str("</section>\n");
+    tail(&mut o);
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture;
+
+    #[test]
+    fn the_page_holds_every_section_and_nothing_external() {
+        let doc = fixture::document();
+        let charts = crate::charts::for_document(&doc).unwrap();
+        let page = render(&doc, &charts);
+        for needle in [
+            "INTERRUPTED",
+            "CORRECTNESS FAILURE",
+            "unavailable: not built yet (issue #5)",
+            "id=\"chart-overhead\"",
+            "id=\"chart-counters\"",
+            "vm_exits.hypercall",
+            "WRONG RESULT",
+            "killed by signal 11",
+            "vbench run --backend container --backend bt --backend kvm",
+        ] {
+            assert!(page.contains(needle), "missing {needle}");
+        }
+        assert!(page.contains(&format!("data-charts=\"{}\"", charts.len())));
+        assert_eq!(
+            page.matches("<figure class=\"chart\"").count(),
+            charts.len()
+        );
+        // no network: nothing is loaded from elsewhere
+        for bad in ["src=\"http", "href=\"http", "url(", "@import", "<link"] {
+            assert!(!page.contains(bad), "page loads something: {bad}");
+        }
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            esc("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! Markdown: fits a CI job summary or a lab write-up. Same sections as the HTML page, without
+//! the charts.
+
+use crate::compare::{Comparison, NOISE};
+use crate::tables::{self, Table};
+use crate::view::View;
+use std::fmt::Write;
+use vbench_results::{Document, RunStatus};
+
+fn esc(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn table(out: &mut String, t: &Table) {
+    let row = |out: &mut String, cells: &[String]| {
+        let cells: Vec<String> = cells.iter().map(|c| esc(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    };
+    row(out, &t.head);
+    let _ = writeln!(
+        out,
+        "|{}|",
+        t.head.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
+    for r in &t.rows {
+        row(out, r);
+    }
+    out.push('\n');
+}
+
+/// The Markdown report of one run.
+pub fn render(doc: &Document) -> String {
+    let view = View::new(doc);
+    let mut o = String::new();
+    let _ = writeln!(o, "# vbench report\n");
+    let bold = doc.status != RunStatus::Complete || !doc.failures.is_empty();
+    if bold {
+        let _ = writeln!(o, "**{}**\n", view.status_line());
+    } else {
+        let _ = writeln!(o, "{}\n", view.status_line());
+    }
+
+    let _ = writeln!(o, "## Backends\n");
+    table(&mut o, &tables::backends(&view));
+
+    let _ = writeln!(o, "## Overhead against native\n");
+    match tables::overhead(&view) {
+        Some(t) => {
+            let _ = writeln!(
+                o,
+                "Median of the per-round ratios of time per operation (backend / native, same round), with its 95% bootstrap confidence interval.\n"
+            );
+            table(&mut o, &t);
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "No backend other than the native control ran, so there is no overhead to show.\n"
+            );
+        }
+    }
+
+    let _ = writeln!(o, "## Cost per operation\n");
+    let _ = writeln!(
+        o,
+        "Median time of one operation of each workload's measured loop; memory passes also show bytes per pass over time.\n"
+    );
+    table(&mut o, &tables::costs(&view));
+
+    if let Some(t) = tables::startup(&view) {
+        let _ = writeln!(o, "## Start-up latency\n");
+        table(&mut o, &t);
+    }
+
+    let _ = writeln!(o, "## Noise\n");
+    let warnings = view.noise_warnings();
+    if warnings.is_empty() {
+        let _ = writeln!(
+            o,
+            "No cell had outliers or a median absolute deviation above 5% of its median.\n"
+        );
+    } else {
+        for w in &warnings {
+            let _ = writeln!(o, "- {}", esc(w));
+        }
+        o.push('\n');
+    }
+
+    if let Some(t) = tables::counters(&view) {
+        let _ = writeln!(o, "## Backend counters\n");
+        let _ = writeln!(o, "Median per run.\n");
+        table(&mut o, &t);
+    }
+
+    let _ = writeln!(o, "## Failures\n");
+    if doc.failures.is_empty() {
+        let _ = writeln!(
+            o,
+            "None: every run exited cleanly and every checksum agreed with native's.\n"
+        );
+    } else {
+        table(&mut o, &tables::failures(doc));
+    }
+
+    let _ = writeln!(o, "## Environment\n");
+    table(&mut o, &tables::environment(doc));
+
+    let _ = writeln!(o, "## Reproduce\n");
+    let _ = writeln!(o, "```sh\n{}\n```", view.reproduce());
+    o
+}
+
+/// The Markdown report of a comparison.
+pub fn render_compare(cmp: &Comparison) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# vbench comparison\n");
+    let base = View::new(cmp.base);
+    let new = View::new(cmp.new);
+    let _ = writeln!(
+        o,
+        "Base: started {}. {}\n",
+        tables::utc(cmp.base.started_unix_ms),
+        base.status_line()
+    );
+    let _ = writeln!(
+        o,
+        "New: started {}. {}\n",
+        tables::utc(cmp.new.started_unix_ms),
+        new.status_line()
+    );
+    let slower = cmp
+        .rows
+        .iter()
+        .filter(|c| c.verdict == crate::compare::Verdict::Slower)
+        .count();
+    let faster = cmp
+        .rows
+        .iter()
+        .filter(|c| c.verdict == crate::compare::Verdict::Faster)
+        .count();
+    let _ = writeln!(
+        o,
+        "{} cells compared: {slower} slower, {faster} faster, the rest within noise (a change counts only when its whole 95% interval lies more than {:.0}% from no change).\n",
+        cmp.rows.len(),
+        NOISE * 100.0
+    );
+    table(&mut o, &tables::changes(cmp));
+    if !cmp.unmatched.is_empty() {
+        let _ = writeln!(o, "## Not compared\n");
+        for u in &cmp.unmatched {
+            let _ = writeln!(o, "- {}", esc(u));
+        }
+        o.push('\n');
+    }
+    if cmp.base.environment != cmp.new.environment {
+        let _ = writeln!(
+            o,
+            "**The two runs were made on different machines or conditions**: compare the environments before trusting a change.\n"
+        );
+        let _ = writeln!(o, "### Base environment\n");
+        table(&mut o, &tables::environment(cmp.base));
+        let _ = writeln!(o, "### New environment\n");
+        table(&mut o, &tables::environment(cmp.new));
+    }
+    o
+}

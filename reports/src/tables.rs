@@ -1,0 +1,331 @@
+//! The tables every text report shows, as plain cells; Markdown and HTML only lay them out.
+
+use crate::compare::Comparison;
+use crate::fmt_ns;
+use crate::view::{params, throughput_gib_s, View};
+use vbench_results::{Document, FailureKind};
+
+/// A table: header and rows of plain text.
+pub struct Table {
+    pub head: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+/// Every backend asked for, and whether it ran.
+pub fn backends(view: &View) -> Table {
+    let rows = view
+        .doc
+        .plan
+        .backends
+        .iter()
+        .map(|b| {
+            let cells = view
+                .doc
+                .plan
+                .cells
+                .iter()
+                .filter(|c| c.backend == b.name)
+                .count();
+            let status = if b.available {
+                format!("ran ({cells} cells)")
+            } else {
+                format!(
+                    "unavailable: {}",
+                    b.reason.as_deref().unwrap_or("no reason given")
+                )
+            };
+            vec![b.name.clone(), status]
+        })
+        .collect();
+    Table {
+        head: vec![s("backend"), s("status")],
+        rows,
+    }
+}
+
+/// Overhead ratio against native, workloads by backends; `None` when nothing but native ran.
+pub fn overhead(view: &View) -> Option<Table> {
+    let others = view.others();
+    if others.is_empty() || !view.has_overheads() {
+        return None;
+    }
+    let mut head = vec![s("workload")];
+    head.extend(others.iter().map(|b| format!("{b} (95% CI)")));
+    let rows = view
+        .workloads
+        .iter()
+        .map(|w| {
+            let mut r = vec![w.to_string()];
+            for b in &others {
+                r.push(match view.summary(w, b) {
+                    Some(sm) => match sm.overhead {
+                        Some(o) => {
+                            format!("{:.2}x [{:.2}, {:.2}]", o.median, o.ci_low, o.ci_high)
+                        }
+                        None => s("no paired rounds"),
+                    },
+                    None if view.cell(w, b).is_some() => s("no successful run"),
+                    None => s("-"),
+                });
+            }
+            r
+        })
+        .collect();
+    Some(Table { head, rows })
+}
+
+/// lmbench-style absolute costs: one row per workload, one column per backend that ran.
+pub fn costs(view: &View) -> Table {
+    let mut head = vec![s("workload"), s("class"), s("per"), s("parameters")];
+    head.extend(view.ran.iter().map(|b| b.to_string()));
+    let rows = view
+        .workloads
+        .iter()
+        .map(|w| {
+            let first = view.first_cell(w).expect("a workload has a cell");
+            let mut r = vec![
+                w.to_string(),
+                first.class.clone(),
+                if first.op.is_empty() {
+                    s("run")
+                } else {
+                    first.op.clone()
+                },
+                params(first),
+            ];
+            for b in &view.ran {
+                r.push(match (view.cell(w, b), view.summary(w, b)) {
+                    (Some(c), Some(sm)) => {
+                        let mut v = fmt_ns(sm.median_ns);
+                        if let Some(gib) = throughput_gib_s(c, sm.median_ns) {
+                            v.push_str(&format!(" ({gib:.2} GiB/s)"));
+                        }
+                        if sm.checksum_matches_native == Some(false) || !sm.checksum_consistent {
+                            v.push_str(" WRONG RESULT");
+                        }
+                        v
+                    }
+                    (Some(_), None) => s("failed"),
+                    (None, _) => s("-"),
+                });
+            }
+            r
+        })
+        .collect();
+    Table { head, rows }
+}
+
+/// Start-up latency per backend; `None` when no backend has a measure of it.
+pub fn startup(view: &View) -> Option<Table> {
+    let st = view.startup();
+    if st
+        .iter()
+        .all(|s| s.reported.is_none() && s.outside_loop.is_none())
+    {
+        return None;
+    }
+    let reference = st.iter().find_map(|s| s.reference).unwrap_or("-");
+    let spread = |sp: &Option<crate::view::Spread>| match sp {
+        Some(x) => format!(
+            "{} [{}, {}] n={}",
+            fmt_ns(x.median),
+            fmt_ns(x.min),
+            fmt_ns(x.max),
+            x.n
+        ),
+        None => s("-"),
+    };
+    Some(Table {
+        head: vec![
+            s("backend"),
+            s("reported by the backend: median [min, max]"),
+            format!("wall time outside the measured loop of {reference}: median [min, max]"),
+        ],
+        rows: st
+            .iter()
+            .map(|x| {
+                vec![
+                    x.backend.to_string(),
+                    spread(&x.reported),
+                    spread(&x.outside_loop),
+                ]
+            })
+            .collect(),
+    })
+}
+
+/// Backend counters per cell (median per run); `None` when no sample has any.
+pub fn counters(view: &View) -> Option<Table> {
+    let names: Vec<String> = view.counters().into_keys().collect();
+    if names.is_empty() {
+        return None;
+    }
+    let mut head = vec![s("workload"), s("backend")];
+    head.extend(names.iter().cloned());
+    let mut rows = Vec::new();
+    for c in &view.doc.plan.cells {
+        let m = view.cell_counters(c.id);
+        if m.is_empty() {
+            continue;
+        }
+        let mut r = vec![c.workload.clone(), c.backend.clone()];
+        for n in &names {
+            r.push(match m.get(n.as_str()) {
+                Some(v) => format!("{v}"),
+                None => s("-"),
+            });
+        }
+        rows.push(r);
+    }
+    Some(Table { head, rows })
+}
+
+/// Failures, correctness first.
+pub fn failures(doc: &Document) -> Table {
+    let mut f: Vec<_> = doc.failures.iter().collect();
+    f.sort_by_key(|f| f.kind != FailureKind::ChecksumMismatch);
+    Table {
+        head: vec![
+            s("kind"),
+            s("workload"),
+            s("backend"),
+            s("round"),
+            s("detail"),
+        ],
+        rows: f
+            .iter()
+            .map(|f| {
+                let cell = doc.cell(f.cell);
+                vec![
+                    match f.kind {
+                        FailureKind::ChecksumMismatch => s("WRONG RESULT (checksum)"),
+                        FailureKind::BadExit => s("bad exit"),
+                        FailureKind::Error => s("error"),
+                    },
+                    cell.map(|c| c.workload.clone()).unwrap_or_default(),
+                    cell.map(|c| c.backend.clone()).unwrap_or_default(),
+                    f.round.map(|r| r.to_string()).unwrap_or_else(|| s("all")),
+                    f.message.clone(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// The machine.
+pub fn environment(doc: &Document) -> Table {
+    let e = &doc.environment;
+    let mut rows = vec![
+        vec![s("host"), e.hostname.clone()],
+        vec![s("kernel"), e.kernel.clone()],
+        vec![
+            s("CPU"),
+            format!("{} ({} logical CPUs)", e.cpu_model, e.logical_cpus),
+        ],
+        vec![
+            s("hypervisor"),
+            e.hypervisor
+                .clone()
+                .unwrap_or_else(|| s("none detected (bare metal)")),
+        ],
+        vec![s("KVM"), e.kvm.clone()],
+        vec![s("cgroups"), e.cgroup.clone()],
+    ];
+    rows.extend(e.extra.iter().map(|(k, v)| vec![k.clone(), v.clone()]));
+    rows.push(vec![
+        s("vbench"),
+        format!("{} {}", doc.tool.name, doc.tool.version),
+    ]);
+    rows.push(vec![s("started"), utc(doc.started_unix_ms)]);
+    if let Some(f) = doc.finished_unix_ms {
+        rows.push(vec![
+            s("duration"),
+            format!(
+                "{:.1} s",
+                f.saturating_sub(doc.started_unix_ms) as f64 / 1e3
+            ),
+        ]);
+    }
+    rows.push(vec![
+        s("plan"),
+        format!(
+            "{} rounds, {} warm-up, seed {}, timeout {} s{}",
+            doc.plan.rounds,
+            doc.plan.warmup,
+            doc.plan.seed,
+            doc.plan.timeout_ms as f64 / 1e3,
+            if doc.plan.quick {
+                ", quick parameters"
+            } else {
+                ""
+            }
+        ),
+    ]);
+    Table {
+        head: vec![s("what"), s("value")],
+        rows,
+    }
+}
+
+/// The changes of a comparison, one row per matched cell.
+pub fn changes(cmp: &Comparison) -> Table {
+    Table {
+        head: vec![
+            s("workload"),
+            s("backend"),
+            s("base"),
+            s("new"),
+            s("new / base (95% interval)"),
+            s("verdict"),
+        ],
+        rows: cmp
+            .rows
+            .iter()
+            .map(|c| {
+                vec![
+                    c.cell.workload.clone(),
+                    c.cell.backend.clone(),
+                    fmt_ns(c.base.median_ns),
+                    fmt_ns(c.new.median_ns),
+                    format!("{:.3}x [{:.3}, {:.3}]", c.ratio, c.low, c.high),
+                    c.verdict.word().to_string(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time in milliseconds.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
+    }
+}
