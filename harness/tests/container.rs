@@ -244,3 +244,75 @@ fn bad_container_options_are_usage_errors() {
         .code(2)
         .stderr(predicate::str::contains("cpuset"));
 }
+
+#[test]
+fn harness_killed_mid_run_leaves_nothing_after_the_next_start() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let bin = assert_cmd::cargo::cargo_bin("vbench");
+    let mut child = std::process::Command::new(&bin)
+        .args([
+            "run",
+            "--backend",
+            "container",
+            "--workload",
+            "sieve",
+            "--rounds",
+            "100000",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !load(&out).is_ok_and(|d| !d.samples.is_empty()) {
+        assert!(Instant::now() < deadline, "no round completed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100)); // likely mid-run of a container now
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    // the container's processes die with their parent (PR_SET_PDEATHSIG) ...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let orphans = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string));
+                cmd.starts_with(b"vbench-workload\x00sieve") && ppid.as_deref() == Some("1")
+            })
+            .count();
+        if orphans == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{orphans} container processes outlived the killed harness"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ... its cgroup may remain, and the next start removes it
+    vbench()
+        .args(["exec", "--backend", "container", "--", BUSYBOX, "true"])
+        .assert()
+        .success();
+    assert_eq!(cgroups_of(child.id()), Vec::<PathBuf>::new());
+    // the results file is the last complete write: valid, and still saying it was running
+    assert_eq!(load(&out).unwrap().status, RunStatus::Running);
+    let temps: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        .collect();
+    assert!(temps.len() <= 1, "{temps:?}");
+}

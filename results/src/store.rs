@@ -107,6 +107,7 @@ pub fn write_atomic(path: &Path, doc: &Document) -> Result<(), ResultsError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "results.json".into());
+    remove_stale_temporaries(&dir, &name);
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -119,6 +120,27 @@ pub fn write_atomic(path: &Path, doc: &Document) -> Result<(), ResultsError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes `.NAME.tmp.PID` files left by writers that were killed mid-write (their PID is
+/// gone), so an interrupted run leaves nothing behind once the file is written again.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +201,19 @@ mod tests {
         // only the file itself is left, no temporaries
         let names: Vec<_> = fs::read_dir(dir.path().join("sub")).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        let dead = dir.path().join(format!(".r.json.tmp.{}", u32::MAX));
+        let other = dir.path().join(".other.json.tmp.1");
+        fs::write(&dead, "half").unwrap();
+        fs::write(&other, "not ours").unwrap();
+        write_atomic(&p, &sample_doc()).unwrap();
+        assert!(!dead.exists());
+        assert!(other.exists());
     }
 
     #[test]
