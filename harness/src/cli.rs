@@ -153,7 +153,7 @@ fn parse_ns(s: &str) -> Result<NsList, String> {
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v >= 0.01 && v <= 1024.0 => Ok(v),
+        Ok(v) if (0.01..=1024.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a CPU fraction in [0.01, 1024]")),
     }
 }
