@@ -3,6 +3,7 @@
 //! paired overhead ratios) that summaries are made of.
 #![deny(missing_docs)]
 
+pub mod compare;
 pub mod line;
 pub mod schema;
 pub mod stats;
