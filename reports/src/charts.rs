@@ -214,8 +214,34 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, f64, f64) {
     (ticks, a, b)
 }
 
+/// Labels longer than this many characters are shortened with an ellipsis, so that a long
+/// custom program name cannot squeeze the plot away.
+const MAX_LABEL: usize = 40;
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() <= MAX_LABEL {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(MAX_LABEL - 1).collect();
+        t.push('\u{2026}');
+        t
+    }
+}
+
+/// Tick labels of times: `100 ns` rather than `100.00 ns`.
+fn fmt_ns_tick(ns: f64) -> String {
+    let s = fmt_ns(ns);
+    match s.split_once(' ') {
+        Some((num, unit)) if num.contains('.') => {
+            format!("{} {unit}", num.trim_end_matches('0').trim_end_matches('.'))
+        }
+        _ => s,
+    }
+}
+
 fn render(spec: &Spec) -> Result<Chart, ReportError> {
     let err = chart_err(&spec.name);
+    let rows: Vec<String> = spec.rows.iter().map(|r| shorten(r)).collect();
     let nrows = spec.rows.len().max(1);
     let nser = spec.series.len().max(1);
     let band_px = 16.0;
@@ -223,7 +249,7 @@ fn render(spec: &Spec) -> Result<Chart, ReportError> {
     let legend_entries: Vec<(String, RGBColor)> = spec
         .series
         .iter()
-        .map(|s| (s.name.clone(), s.color))
+        .map(|s| (shorten(&s.name), s.color))
         .collect();
 
     // legend rows: wrap within the width
@@ -242,8 +268,7 @@ fn render(spec: &Spec) -> Result<Chart, ReportError> {
         x += w;
     }
     let top = 36.0 + 22.0 * legend_lines.len() as f64 + 8.0;
-    let label_w = spec
-        .rows
+    let label_w = rows
         .iter()
         .map(|r| text_width(r, LABEL_PX))
         .fold(60.0, f64::max)
@@ -353,7 +378,7 @@ fn render(spec: &Spec) -> Result<Chart, ReportError> {
             .map_err(|e| err(e.to_string()))?;
 
         // row labels and separators
-        for (i, r) in spec.rows.iter().enumerate() {
+        for (i, r) in rows.iter().enumerate() {
             let yc = nrows as f64 - i as f64 - 0.5;
             let (px, py) = chart.backend_coord(&(x0, yc));
             root.draw(&Text::new(
@@ -620,7 +645,7 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
             series,
             reference: None,
             scale: Scale::Log,
-            fmt: fmt_ns,
+            fmt: fmt_ns_tick,
             zero: None,
         });
     }
@@ -645,9 +670,9 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
         });
     }
     let outside: Vec<Option<Mark>> = startup.iter().map(|s| spread(&s.outside_loop)).collect();
-    if let (true, Some(w)) = (outside.iter().any(Option::is_some), reference) {
+    if let (true, Some(_)) = (outside.iter().any(Option::is_some), reference) {
         series.push(Series {
-            name: format!("launch to exit outside the measured loop ({w})"),
+            name: "wall time minus the measured loop".into(),
             color: RGBColor(0x4e, 0x79, 0xa7),
             marks: outside,
         });
@@ -664,13 +689,13 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
         specs.push(Spec {
             name: "startup".into(),
             title: "Start-up latency per backend".into(),
-            caption: "Median cost of getting a program running and reaped on each backend (whiskers span the fastest and slowest run): process spawn for native, container creation, translator warm-up, VM cold start.".into(),
+            caption: format!("Median cost of getting a program running and reaped on each backend (whiskers span the fastest and slowest run): process spawn for native, container creation, translator warm-up, VM cold start; the wall-time bars are measured on {}, the workload with the least time outside its loop.", reference.unwrap_or("no workload")),
             x_desc: "latency".into(),
             rows,
             series,
             reference: None,
             scale,
-            fmt: fmt_ns,
+            fmt: fmt_ns_tick,
             zero: None,
         });
     }
@@ -831,6 +856,14 @@ mod tests {
     use super::*;
     use crate::fixture;
     use crate::view::NATIVE;
+
+    #[test]
+    fn labels() {
+        assert_eq!(fmt_ns_tick(100.0), "100 ns");
+        assert_eq!(fmt_ns_tick(2500.0), "2.5 us");
+        assert_eq!(shorten("short"), "short");
+        assert_eq!(shorten(&"x".repeat(50)).chars().count(), MAX_LABEL);
+    }
 
     #[test]
     fn font_sizes_are_tidied() {
