@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod charts;
+pub mod ci;
 pub mod compare;
 pub mod csv;
 pub mod html;
