@@ -90,6 +90,29 @@ pub fn render(doc: &Document) -> String {
     for r in &rows {
         line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
     }
+    // Start-up, separate from the steady-state table: backend-measured set-up time of each run
+    // (clone to exec for containers, cold start for VMs).
+    let mut startups: Vec<(&str, Vec<f64>)> = Vec::new();
+    for r in &doc.samples {
+        let (Some(ns), Some(cell)) = (r.sample.startup_ns, doc.cell(r.cell)) else {
+            continue;
+        };
+        match startups.iter_mut().find(|(b, _)| *b == cell.backend) {
+            Some((_, v)) => v.push(ns as f64),
+            None => startups.push((&cell.backend, vec![ns as f64])),
+        }
+    }
+    for (backend, v) in &startups {
+        let med = vbench_results::stats::median(v).unwrap_or(0.0);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "{backend} start-up: median {} (max {}) over {} runs",
+            fmt_ns(med),
+            fmt_ns(max),
+            v.len()
+        );
+    }
     for b in doc.plan.backends.iter().filter(|b| !b.available) {
         let _ = writeln!(
             out,
