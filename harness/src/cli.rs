@@ -47,6 +47,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Render a results file (or the change between two) as HTML with SVG charts, Markdown and CSV.
+    Report(crate::report_cmd::ReportArgs),
     /// Print the summary table of a results file.
     Show {
         /// The results file.
@@ -55,6 +57,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Gate results against a baseline: exit 1 when an overhead ratio regressed beyond noise, 2 on bad input.
+    Gate(crate::gate_cmd::GateArgs),
+    /// Compare the overhead ratios of two results files (the gate's table; exit 0 whatever changed).
+    Compare(crate::gate_cmd::CompareArgs),
     /// Write the embedded workload ELF to a file, to run it with other tools (hyperfine, qemu-user, ...).
     WorkloadElf {
         /// Where to write it (made executable).
@@ -90,6 +96,9 @@ struct RunArgs {
     /// Print the results document as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also render the HTML/SVG/Markdown/CSV report into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Seed of the round shuffles and the bootstrap.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -203,6 +212,8 @@ pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(a) => run(a),
+        Command::Gate(a) => crate::gate_cmd::gate(a),
+        Command::Compare(a) => crate::gate_cmd::compare(a),
         Command::Exec(a) => exec(a),
         Command::List { json } => list(json),
         Command::Doctor { json } => {
@@ -214,6 +225,7 @@ pub fn main() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report(a) => crate::report_cmd::run(a),
         Command::Show { file, json } => {
             let doc = vbench_results::load(&file)?;
             if json {
@@ -341,6 +353,11 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         print!("{}", vbench_reports::terminal::render(&doc));
     }
     eprintln!("results written to {}", out.display());
+    if let Some(dir) = &a.report {
+        let w = vbench_reports::write_all(&doc, dir)
+            .with_context(|| format!("rendering the report into {}", dir.display()))?;
+        eprintln!("report written to {}", w.index.display());
+    }
     Ok(if doc.status == RunStatus::Interrupted {
         ExitCode::from(130)
     } else if doc

@@ -5,9 +5,6 @@ mod cli;
 mod doctor;
 mod measure;
 mod plan;
-// `Report(crate::report_cmd::ReportArgs)` in cli.rs's `Command` wires this up; until then only
-// the tests call it.
-#[cfg_attr(not(test), allow(dead_code))]
 mod report_cmd;
 mod scheduler;
 mod workload;

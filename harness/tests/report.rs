@@ -1,7 +1,4 @@
 //! Integration tests of `vbench report`, running the real binary.
-//!
-//! They need the `Report(crate::report_cmd::ReportArgs)` subcommand in cli.rs; until it is
-//! wired in they are ignored (run them with `cargo test -p vbench --test report -- --ignored`).
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -21,7 +18,6 @@ fn nothing_written(dir: &Path) {
 }
 
 #[test]
-#[ignore = "needs the Report subcommand in harness/src/cli.rs"]
 fn a_malformed_results_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
@@ -51,7 +47,6 @@ fn a_malformed_results_file_is_a_clear_error() {
 }
 
 #[test]
-#[ignore = "needs the Report subcommand in harness/src/cli.rs"]
 fn missing_newer_and_compared_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     vbench()
@@ -79,7 +74,6 @@ fn missing_newer_and_compared_files_are_named() {
 }
 
 #[test]
-#[ignore = "needs the Report subcommand in harness/src/cli.rs"]
 fn usage_errors() {
     vbench().args(["report"]).assert().code(2);
     vbench()
@@ -93,7 +87,6 @@ fn usage_errors() {
 }
 
 #[test]
-#[ignore = "needs the Report subcommand in harness/src/cli.rs"]
 fn a_real_run_is_reported_and_compared() {
     let dir = tempfile::tempdir().unwrap();
     vbench()
