@@ -275,23 +275,15 @@ fn install_cancel() -> Result<Arc<AtomicBool>> {
 }
 
 fn default_out() -> PathBuf {
-    let secs = scheduler::now_ms() / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // civil-from-days (Howard Hinnant's algorithm), UTC
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    // "YYYY-MM-DD HH:MM:SS UTC" -> "YYYYMMDD-HHMMSS"
+    let digits: String = vbench_reports::utc(scheduler::now_ms())
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
     PathBuf::from(format!(
-        "vbench-results/run-{y:04}{m:02}{d:02}-{:02}{:02}{:02}.json",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "vbench-results/run-{}-{}.json",
+        &digits[..8],
+        &digits[8..14]
     ))
 }
 

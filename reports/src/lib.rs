@@ -12,6 +12,7 @@ pub mod csv;
 pub mod html;
 pub mod markdown;
 mod tables;
+pub use tables::utc;
 pub mod terminal;
 mod view;
 

@@ -320,7 +320,8 @@ macro_rules! check {
     };
 }
 
-fn monotonic_ns() -> u64 {
+/// CLOCK_MONOTONIC now, nanoseconds (in the caller's time namespace).
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

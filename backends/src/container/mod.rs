@@ -240,17 +240,6 @@ fn os(what: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
     }
 }
 
-/// CLOCK_MONOTONIC now, nanoseconds.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 impl Backend for Container {
     fn name(&self) -> &'static str {
         "container"
@@ -336,7 +325,7 @@ impl Backend for Container {
             .iter()
             .filter(|n| !matches!(n, Namespace::Cgroup | Namespace::Time)) // entered by init
             .fold(0, |f, n| f | n.clone_flag());
-        let clone_ns = monotonic_ns();
+        let clone_ns = child::monotonic_ns();
         let start = Instant::now();
         // SAFETY: a fork-like clone (no new stack: the child continues on a copy of ours). The
         // child runs only `child::init`, which never returns and does not allocate.
