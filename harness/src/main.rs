@@ -3,6 +3,7 @@
 
 mod cli;
 mod doctor;
+mod gate_cmd;
 mod measure;
 mod plan;
 mod report_cmd;

@@ -1,0 +1,296 @@
+//! Integration tests of `vbench gate` and `vbench compare` with the real binary: two runs of
+//! the same build pass, a real slowdown (a CPU quota on the container) fails naming the metric,
+//! and bad input exits 2 with the reason. The container tests are privileged: skipped only when
+//! not root and VBENCH_REQUIRE_PRIVILEGED is unset (CI sets it).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
+            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but not root"
+        );
+        eprintln!("skipping privileged test: not root");
+    }
+    root
+}
+
+fn vbench() -> Command {
+    Command::cargo_bin("vbench").unwrap()
+}
+
+/// Runs `vbench run ARGS --out DIR/NAME` and returns the results file.
+fn run(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    vbench()
+        .arg("run")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    out
+}
+
+const SAME_BUILD: &[&str] = &[
+    "--backend",
+    "container",
+    "--workload",
+    "intmix",
+    "--workload",
+    "getpid",
+    "--workload",
+    "sha256",
+    "--quick",
+    "--rounds",
+    "10",
+];
+
+#[test]
+fn two_runs_of_the_same_build_pass() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(dir.path(), "base.json", SAME_BUILD);
+    let new = run(dir.path(), "new.json", SAME_BUILD);
+    let junit = dir.path().join("ci/junit.xml");
+    vbench()
+        .arg("gate")
+        .arg("--baseline")
+        .arg(&base)
+        .arg(&new)
+        .arg("--junit")
+        .arg(&junit)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "PASS: no regression in 3 gated metric(s)",
+        ));
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(x.matches("<testcase ").count(), 3, "{x}");
+    assert_eq!(x.matches("<failure ").count(), 0, "{x}");
+    // compare shows the same table and never fails on a change
+    vbench()
+        .arg("compare")
+        .arg(&base)
+        .arg(&new)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("intmix/container"));
+}
+
+#[test]
+fn a_container_cpu_quota_is_caught_and_named() {
+    if !privileged() {
+        return;
+    }
+    // intmix at its default parameters runs its loop for ~110 ms of CPU, longer than the
+    // 100 ms CFS period, so a 0.4-CPU quota throttles it (measured: ~2x slower). Native is
+    // unaffected, so the container's overhead ratio rises.
+    let common = [
+        "--backend",
+        "container",
+        "--workload",
+        "intmix",
+        "--rounds",
+        "6",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(dir.path(), "base.json", &common);
+    let mut slow_args = common.to_vec();
+    slow_args.extend(["--cpus", "0.4"]);
+    let slow = run(dir.path(), "slow.json", &slow_args);
+
+    // the baseline by name, from the results directory of the working directory
+    let named = dir
+        .path()
+        .join("vbench-results/baselines/before-quota.json");
+    std::fs::create_dir_all(named.parent().unwrap()).unwrap();
+    std::fs::copy(&base, &named).unwrap();
+    let (md, junit, bench) = (
+        dir.path().join("summary.md"),
+        dir.path().join("junit.xml"),
+        dir.path().join("bench.json"),
+    );
+    vbench()
+        .current_dir(dir.path())
+        .args(["gate", "--baseline", "before-quota", "--results"])
+        .arg(&slow)
+        .arg("--markdown")
+        .arg(&md)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--benchmark-json")
+        .arg(&bench)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "FAIL: 1 regression(s) of 1 gated metric(s): intmix/container",
+        ))
+        .stdout(predicate::str::contains("regression: intmix/container"));
+
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.contains("| `intmix/container` |"), "{md}");
+    assert!(md.contains("**regression**"), "{md}");
+    let x = std::fs::read_to_string(junit).unwrap();
+    assert!(
+        x.contains("name=\"intmix/container overhead\">\n      <failure "),
+        "{x}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bench).unwrap()).unwrap();
+    assert_eq!(j[0]["name"], "intmix/container overhead");
+    assert!(j[0]["value"].as_f64().unwrap() > 1.2, "{j}");
+
+    // the reverse direction is an improvement, which passes
+    vbench()
+        .arg("gate")
+        .arg("--baseline")
+        .arg(&slow)
+        .arg(&base)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("IMPROVEMENT"));
+    // a per-metric threshold from the config file can accept the change
+    let cfg = dir.path().join("gate.toml");
+    std::fs::write(&cfg, "[metrics.\"intmix/*\"]\nthreshold = \"500%\"\n").unwrap();
+    vbench()
+        .arg("gate")
+        .arg("--baseline")
+        .arg(&base)
+        .arg(&slow)
+        .arg("--config")
+        .arg(&cfg)
+        .assert()
+        .code(0);
+}
+
+/// Native-only runs need no privileges; edited copies of them make the bad inputs.
+#[test]
+fn bad_inputs_exit_2_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = run(
+        d,
+        "a.json",
+        &["--workload", "getpid", "--quick", "--rounds", "2"],
+    );
+    let b = run(
+        d,
+        "b.json",
+        &["--workload", "clock", "--quick", "--rounds", "2"],
+    );
+    let gate = |base: &Path, new: &Path, why: &str| {
+        vbench()
+            .current_dir(d)
+            .arg("gate")
+            .arg("--baseline")
+            .arg(base)
+            .arg(new)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("vbench gate: bad input: "))
+            .stderr(predicate::str::contains(why.to_string()));
+    };
+    // missing baseline, by name and by path
+    vbench()
+        .current_dir(d)
+        .args(["gate", "--baseline", "main"])
+        .arg(&a)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "missing baseline \"main\": no file vbench-results/baselines/main.json",
+        ));
+    gate(&d.join("nope.json"), &a, "missing baseline");
+    // different workload set
+    gate(
+        &a,
+        &b,
+        "different workload set: only in the baseline: getpid/native",
+    );
+    // only native cells: nothing to gate
+    gate(&a, &a, "nothing to gate");
+    // schema mismatch
+    let text = std::fs::read_to_string(&a).unwrap();
+    let old = d.join("old.json");
+    std::fs::write(
+        &old,
+        text.replacen("\"schema_version\": 1", "\"schema_version\": 0", 1),
+    )
+    .unwrap();
+    gate(&old, &a, "schema mismatch");
+    // a file with no native control
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["plan"]["cells"][0]["backend"] = "container".into();
+    let no_native = d.join("no-native.json");
+    std::fs::write(&no_native, doc.to_string()).unwrap();
+    gate(
+        &a,
+        &no_native,
+        "the current results has no native control cell",
+    );
+    // a malformed file, and a missing one
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, "{ nope").unwrap();
+    gate(&a, &bad, "bad.json: line 1");
+    gate(&a, &d.join("absent.json"), "absent.json");
+    // compare refuses the same inputs with the same status
+    vbench()
+        .arg("compare")
+        .arg(&a)
+        .arg(&b)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("different workload set"));
+    // usage errors
+    vbench()
+        .args(["gate", "--baseline", "x", "--threshold", "10"])
+        .arg(&a)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid threshold"));
+    vbench()
+        .args(["gate", "--baseline", "x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("RESULTS"));
+}
+
+#[test]
+fn too_few_rounds_is_refused_not_passed() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--backend", "container", "--workload", "getpid", "--quick"];
+    let a = run(dir.path(), "a.json", &args);
+    vbench()
+        .arg("gate")
+        .arg("--baseline")
+        .arg(&a)
+        .arg(&a)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("too few rounds"))
+        .stderr(predicate::str::contains("--rounds 5 or more"));
+}
+
+#[test]
+fn the_committed_ci_baseline_is_gateable() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/baseline-ci.json");
+    vbench()
+        .arg("gate")
+        .arg("--baseline")
+        .arg(&base)
+        .arg(&base)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("PASS"));
+}
