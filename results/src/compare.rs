@@ -652,9 +652,19 @@ pub fn compare(
     let keys = |d: &Document| d.plan.cells.iter().map(key).collect::<BTreeSet<Key>>();
     let (kb, kn) = (keys(base), keys(new));
     if kb != kn {
+        let (ob, on): (Vec<&Key>, Vec<&Key>) =
+            (kb.difference(&kn).collect(), kn.difference(&kb).collect());
+        // name cells by workload/backend; add the arguments only where they are the difference
+        let name = |k: &Key, other: &[&Key]| {
+            if other.iter().any(|o| o.0 == k.0 && o.1 == k.1) {
+                describe(k)
+            } else {
+                format!("{}/{}", k.0, k.1)
+            }
+        };
         return Err(GateError::DifferentWorkloads {
-            only_in_base: kb.difference(&kn).map(describe).collect(),
-            only_in_new: kn.difference(&kb).map(describe).collect(),
+            only_in_base: ob.iter().map(|k| name(k, &on)).collect(),
+            only_in_new: on.iter().map(|k| name(k, &ob)).collect(),
             quick_differs: base.plan.quick != new.plan.quick,
         });
     }
@@ -1045,11 +1055,19 @@ threshold = "1%"
         assert!(matches!(e, GateError::DifferentWorkloads { .. }), "{e}");
         let msg = e.to_string();
         assert!(
-            msg.contains("only in the baseline: getpid/container [iters=1000]"),
+            msg.contains("only in the baseline: getpid/container, getpid/native;"),
             "{msg}"
         );
         assert!(
             msg.contains("only in the current results: sha256/container"),
+            "{msg}"
+        );
+
+        let mut more = base.clone();
+        more.plan.cells[1].args = vec!["iters=5".into()];
+        let msg = compare(&base, &more, &s).unwrap_err().to_string();
+        assert!(
+            msg.contains("only in the current results: intmix/container [iters=5]"),
             "{msg}"
         );
 
