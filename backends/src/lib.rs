@@ -3,6 +3,9 @@
 #![deny(missing_docs)]
 
 pub mod container;
+pub mod elf;
+pub mod kvm;
+pub mod linux_abi;
 pub mod native;
 pub mod planned;
 mod process;
@@ -136,6 +139,8 @@ pub fn all() -> Vec<Box<dyn Backend>> {
 pub struct Config {
     /// The container backend's.
     pub container: container::ContainerConfig,
+    /// The micro-VM's.
+    pub kvm: kvm::KvmConfig,
 }
 
 /// Every backend, configured.
@@ -144,7 +149,7 @@ pub fn all_with(cfg: &Config) -> Vec<Box<dyn Backend>> {
         Box::new(native::Native),
         Box::new(container::Container::new(cfg.container.clone())),
         Box::new(planned::Planned::BT),
-        Box::new(planned::Planned::KVM),
+        Box::new(kvm::KvmBackend::new(cfg.kvm.clone())),
     ]
 }
 

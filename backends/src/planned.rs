@@ -18,12 +18,6 @@ impl Planned {
         describe: "the same binary under vbench's dynamic binary translator",
         tracking: "not built yet (issue #5)",
     };
-    /// The micro-VM.
-    pub const KVM: Planned = Planned {
-        name: "kvm",
-        describe: "the same binary in vbench's micro-VM on KVM",
-        tracking: "not built yet (issue #4)",
-    };
 }
 
 impl Backend for Planned {

@@ -14,6 +14,7 @@ use vbench_backends::container::cgroup::Limits;
 use vbench_backends::container::{
     parse_bytes, parse_namespaces, ContainerConfig, Namespace, DEFAULT_PIDS,
 };
+use vbench_backends::kvm::{Console, KvmConfig};
 use vbench_backends::{Backend, Invocation, Program, Stdio};
 use vbench_results::{Exit, FailureKind, RunStatus};
 use vbench_workloads::{ParamKind, TASKS};
@@ -133,6 +134,23 @@ struct ContainerOpts {
     /// Container cpuset, e.g. 0 or 0-1.
     #[arg(long, value_parser = parse_cpuset)]
     cpuset: Option<String>,
+    /// Micro-VM guest RAM, a multiple of 2M between 16M and 1G.
+    #[arg(long = "vm-mem", default_value = "512M", value_parser = parse_vm_mem)]
+    vm_mem: u64,
+    /// Micro-VM console: one hypercall per write, or an emulated UART (an exit per register access).
+    #[arg(long = "kvm-console", default_value = "hypercall", value_parser = ["hypercall", "uart"])]
+    kvm_console: String,
+}
+
+fn parse_vm_mem(s: &str) -> Result<u64, String> {
+    let v = parse_bytes(s)?;
+    if v.is_multiple_of(2 << 20) && ((16 << 20)..=(1 << 30)).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s:?}: guest RAM must be a multiple of 2M between 16M and 1G"
+        ))
+    }
 }
 
 impl ContainerOpts {
@@ -147,6 +165,14 @@ impl ContainerOpts {
                     cpuset: self.cpuset.clone(),
                 },
                 ..ContainerConfig::default()
+            },
+            kvm: KvmConfig {
+                mem_bytes: self.vm_mem,
+                console: if self.kvm_console == "uart" {
+                    Console::Uart
+                } else {
+                    Console::Hypercall
+                },
             },
         }
     }

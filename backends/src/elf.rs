@@ -1,0 +1,260 @@
+//! A loader for static x86-64 Linux ELF executables, shared by the `kvm` and `bt` backends:
+//! parses and checks the headers and hands out the loadable segments. Every malformed input
+//! gives an [`ElfError`] that names the problem; nothing here trusts a field of the file.
+
+/// What is wrong with an ELF file.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ElfError {
+    /// Too short or not starting with the ELF magic.
+    #[error("not an ELF file")]
+    NotElf,
+    /// Not ELFCLASS64 little-endian x86-64.
+    #[error("not a 64-bit little-endian x86-64 ELF ({0})")]
+    WrongKind(&'static str),
+    /// Not an executable (ET_EXEC or a static-pie ET_DYN).
+    #[error("ELF type {0} is not an executable")]
+    NotExecutable(u16),
+    /// Has a PT_INTERP: a dynamically linked program.
+    #[error("dynamically linked (has an interpreter): only static executables can run here")]
+    Dynamic,
+    /// A header or segment lies outside the file or overflows.
+    #[error("malformed ELF: {0}")]
+    Malformed(String),
+    /// Nothing to load.
+    #[error("no loadable segment")]
+    NoSegments,
+}
+
+/// One PT_LOAD segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Virtual address (after the load bias).
+    pub vaddr: u64,
+    /// Size in memory (bss included).
+    pub memsz: u64,
+    /// Offset of the file bytes.
+    pub offset: u64,
+    /// Bytes from the file.
+    pub filesz: u64,
+    /// PF_R/PF_W/PF_X flags.
+    pub flags: u32,
+}
+
+/// A parsed executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elf {
+    /// Entry point (after the load bias).
+    pub entry: u64,
+    /// Load bias applied (0 for ET_EXEC).
+    pub bias: u64,
+    /// Loadable segments.
+    pub segments: Vec<Segment>,
+    /// Address of the program headers in memory (for AT_PHDR).
+    pub phdr: u64,
+    /// Size of one program header.
+    pub phent: u16,
+    /// Number of program headers.
+    pub phnum: u16,
+}
+
+fn u16_at(b: &[u8], o: usize) -> Result<u16, ElfError> {
+    b.get(o..o + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or_else(|| ElfError::Malformed(format!("header field at {o} beyond the file")))
+}
+fn u32_at(b: &[u8], o: usize) -> Result<u32, ElfError> {
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+        .ok_or_else(|| ElfError::Malformed(format!("header field at {o} beyond the file")))
+}
+fn u64_at(b: &[u8], o: usize) -> Result<u64, ElfError> {
+    b.get(o..o + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        .ok_or_else(|| ElfError::Malformed(format!("header field at {o} beyond the file")))
+}
+
+const PT_LOAD: u32 = 1;
+const PT_INTERP: u32 = 3;
+const PT_PHDR: u32 = 6;
+
+impl Elf {
+    /// Parses `bytes`. A static-pie (ET_DYN) executable is placed at `pie_base`.
+    pub fn parse(bytes: &[u8], pie_base: u64) -> Result<Elf, ElfError> {
+        if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+            return Err(ElfError::NotElf);
+        }
+        if bytes[4] != 2 {
+            return Err(ElfError::WrongKind("not ELFCLASS64"));
+        }
+        if bytes[5] != 1 {
+            return Err(ElfError::WrongKind("not little-endian"));
+        }
+        if u16_at(bytes, 18)? != 62 {
+            return Err(ElfError::WrongKind("machine is not x86-64"));
+        }
+        let etype = u16_at(bytes, 16)?;
+        let bias = match etype {
+            2 => 0,
+            3 => pie_base,
+            t => return Err(ElfError::NotExecutable(t)),
+        };
+        let entry = u64_at(bytes, 24)?;
+        let phoff = u64_at(bytes, 32)?;
+        let phent = u16_at(bytes, 54)?;
+        let phnum = u16_at(bytes, 56)?;
+        if phent != 56 {
+            return Err(ElfError::Malformed(format!(
+                "program header size {phent}, expected 56"
+            )));
+        }
+        let table_end = phoff
+            .checked_add(u64::from(phent) * u64::from(phnum))
+            .filter(|e| *e <= bytes.len() as u64)
+            .ok_or_else(|| ElfError::Malformed("program header table beyond the file".into()))?;
+        let _ = table_end;
+        let mut segments = Vec::new();
+        let mut phdr = None;
+        for i in 0..usize::from(phnum) {
+            let o = phoff as usize + i * 56;
+            let ptype = u32_at(bytes, o)?;
+            match ptype {
+                PT_INTERP => return Err(ElfError::Dynamic),
+                PT_PHDR => phdr = Some(u64_at(bytes, o + 16)?.wrapping_add(bias)),
+                PT_LOAD => {
+                    let seg = Segment {
+                        flags: u32_at(bytes, o + 4)?,
+                        offset: u64_at(bytes, o + 8)?,
+                        vaddr: u64_at(bytes, o + 16)?.checked_add(bias).ok_or_else(|| {
+                            ElfError::Malformed(format!("segment {i} address overflows"))
+                        })?,
+                        filesz: u64_at(bytes, o + 32)?,
+                        memsz: u64_at(bytes, o + 40)?,
+                    };
+                    if seg.filesz > seg.memsz {
+                        return Err(ElfError::Malformed(format!(
+                            "segment {i} has filesz > memsz"
+                        )));
+                    }
+                    if seg
+                        .offset
+                        .checked_add(seg.filesz)
+                        .is_none_or(|e| e > bytes.len() as u64)
+                    {
+                        return Err(ElfError::Malformed(format!(
+                            "segment {i} lies beyond the end of the file"
+                        )));
+                    }
+                    if seg.vaddr.checked_add(seg.memsz).is_none() {
+                        return Err(ElfError::Malformed(format!(
+                            "segment {i} wraps the address space"
+                        )));
+                    }
+                    segments.push(seg);
+                }
+                _ => {}
+            }
+        }
+        if segments.is_empty() {
+            return Err(ElfError::NoSegments);
+        }
+        let phdr = phdr.unwrap_or_else(|| {
+            segments
+                .iter()
+                .find(|s| s.offset <= phoff && phoff < s.offset + s.filesz)
+                .map(|s| s.vaddr + (phoff - s.offset))
+                .unwrap_or(0)
+        });
+        Ok(Elf {
+            entry: entry.wrapping_add(bias),
+            bias,
+            segments,
+            phdr,
+            phent,
+            phnum,
+        })
+    }
+
+    /// The lowest and highest (exclusive) addresses the segments occupy.
+    pub fn extent(&self) -> (u64, u64) {
+        let lo = self.segments.iter().map(|s| s.vaddr).min().unwrap_or(0);
+        let hi = self
+            .segments
+            .iter()
+            .map(|s| s.vaddr + s.memsz)
+            .max()
+            .unwrap_or(0);
+        (lo, hi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal valid ELF: one PT_LOAD of the whole 0x80-byte file at 0x400000.
+    pub(crate) fn tiny() -> Vec<u8> {
+        let mut b = vec![0u8; 0x80];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2;
+        b[5] = 1;
+        b[6] = 1;
+        b[16..18].copy_from_slice(&2u16.to_le_bytes());
+        b[18..20].copy_from_slice(&62u16.to_le_bytes());
+        b[24..32].copy_from_slice(&0x400078u64.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let p = 64;
+        b[p..p + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        b[p + 4..p + 8].copy_from_slice(&5u32.to_le_bytes());
+        b[p + 16..p + 24].copy_from_slice(&0x400000u64.to_le_bytes());
+        b[p + 32..p + 40].copy_from_slice(&0x80u64.to_le_bytes());
+        b[p + 40..p + 48].copy_from_slice(&0x1000u64.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_a_minimal_executable() {
+        let e = Elf::parse(&tiny(), 0).unwrap();
+        assert_eq!(e.entry, 0x400078);
+        assert_eq!(e.segments.len(), 1);
+        assert_eq!(e.phdr, 0x400040);
+        assert_eq!(e.extent(), (0x400000, 0x401000));
+    }
+
+    #[test]
+    fn every_malformation_is_named() {
+        assert_eq!(Elf::parse(b"hello", 0), Err(ElfError::NotElf));
+        let mut b = tiny();
+        b[4] = 1;
+        assert!(matches!(Elf::parse(&b, 0), Err(ElfError::WrongKind(_))));
+        let mut b = tiny();
+        b[18] = 3;
+        assert!(matches!(Elf::parse(&b, 0), Err(ElfError::WrongKind(_))));
+        let mut b = tiny();
+        b[16] = 1;
+        assert_eq!(Elf::parse(&b, 0), Err(ElfError::NotExecutable(1)));
+        let mut b = tiny();
+        b[64 + 32..64 + 40].copy_from_slice(&0x1000u64.to_le_bytes()); // filesz beyond file
+        assert!(
+            matches!(Elf::parse(&b, 0), Err(ElfError::Malformed(m)) if m.contains("filesz > memsz") || m.contains("beyond"))
+        );
+        let mut b = tiny();
+        b[64..68].copy_from_slice(&PT_INTERP.to_le_bytes());
+        assert_eq!(Elf::parse(&b, 0), Err(ElfError::Dynamic));
+        let mut b = tiny();
+        b[56..58].copy_from_slice(&100u16.to_le_bytes());
+        assert!(matches!(Elf::parse(&b, 0), Err(ElfError::Malformed(_))));
+        let mut b = tiny();
+        b[64..68].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(Elf::parse(&b, 0), Err(ElfError::NoSegments));
+    }
+
+    #[test]
+    fn truncated_files_never_panic() {
+        let b = tiny();
+        for n in 0..b.len() {
+            let _ = Elf::parse(&b[..n], 0);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The guest kernel's `syscall` entry, assembled with iced-x86 at VM start. It runs where
+//! `syscall` lands on hosts where the instruction stays at CPL3 (nested KVM through kvm_pvm):
+//! getpid/gettid are answered in the guest; with the UART console, write(1|2) is done byte by
+//! byte through the emulated UART; everything else jumps to the hypercall page.
+
+use super::layout::{HYPERCALL, KDATA, STUB, UART};
+use super::Console;
+use iced_x86::code_asm::*;
+
+/// Offset in the stub page of the hypercall target the stub jumps through.
+const SLOT: u64 = 0xf00;
+
+/// Machine code for the stub page (code at offset 0, the jump slot at [`SLOT`]).
+pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let mut fast = a.create_label();
+    let mut fwd = a.create_label();
+    let mut ret = a.create_label();
+    a.cmp(rax, 39)?; // getpid
+    a.je(fast)?;
+    a.cmp(rax, 186)?; // gettid
+    a.je(fast)?;
+    if console == Console::Uart {
+        let mut uart = a.create_label();
+        let mut lp = a.create_label();
+        let mut wait = a.create_label();
+        let mut done = a.create_label();
+        a.cmp(rax, 1)?;
+        a.jne(fwd)?;
+        a.cmp(rdi, 1)?;
+        a.je(uart)?;
+        a.cmp(rdi, 2)?;
+        a.jne(fwd)?;
+        a.set_label(&mut uart)?;
+        a.lea(rsp, ptr(rsp - 128))?; // keep the red zone
+        a.push(rsi)?;
+        a.push(rdx)?;
+        a.push(rbx)?;
+        a.set_label(&mut lp)?;
+        a.test(rdx, rdx)?;
+        a.jz(done)?;
+        a.set_label(&mut wait)?;
+        a.mov(bl, byte_ptr(UART + 5))?; // LSR
+        a.test(bl, 0x20)?;
+        a.jz(wait)?;
+        a.mov(bl, byte_ptr(rsi))?;
+        a.mov(byte_ptr(UART), bl)?; // THR
+        a.inc(rsi)?;
+        a.dec(rdx)?;
+        a.jmp(lp)?;
+        a.set_label(&mut done)?;
+        a.pop(rbx)?;
+        a.pop(rdx)?;
+        a.pop(rsi)?;
+        a.lea(rsp, ptr(rsp + 128))?;
+        a.mov(rax, rdx)?;
+        a.inc(qword_ptr(KDATA + 8))?;
+        a.jmp(ret)?;
+    }
+    a.set_label(&mut fwd)?;
+    a.jmp(qword_ptr(STUB + SLOT))?;
+    a.set_label(&mut fast)?;
+    a.mov(eax, 1)?;
+    a.inc(qword_ptr(KDATA))?;
+    a.set_label(&mut ret)?;
+    // return as sysret would, without touching the red zone: restore rflags from r11
+    a.lea(rsp, ptr(rsp - 128))?;
+    a.push(r11)?;
+    a.popfq()?;
+    a.lea(rsp, ptr(rsp + 128))?;
+    a.jmp(rcx)?;
+    let mut code = a.assemble(STUB)?;
+    assert!(code.len() < SLOT as usize, "stub overlaps its jump slot");
+    code.resize(SLOT as usize, 0xcc);
+    code.extend_from_slice(&HYPERCALL.to_le_bytes());
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stub_assembles_for_both_consoles() {
+        for c in [Console::Hypercall, Console::Uart] {
+            let code = assemble(c).unwrap();
+            assert_eq!(&code[SLOT as usize..], &HYPERCALL.to_le_bytes());
+        }
+    }
+}

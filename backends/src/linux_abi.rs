@@ -1,0 +1,702 @@
+//! The syscall policy shared by the `kvm` and `bt` backends: the part of a "kernel" that
+//! services a trapped or forwarded syscall of a guest program. It decides which syscalls a guest
+//! may make, checks every guest pointer and length against guest memory (through
+//! [`GuestMem`]), confines paths to the ones the user passed, and forwards or emulates. Unknown
+//! syscalls get ENOSYS and are counted; the first one is remembered so it can be named.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+/// A guest address range that is not (wholly) guest memory: the syscall gets EFAULT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutsideGuest;
+
+/// Guest memory as the syscall layer sees it: checked copies in and out.
+pub trait GuestMem {
+    /// Copies guest memory at `addr` into `buf`; `Err` when any byte is outside guest memory.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest>;
+    /// Copies `data` to guest memory at `addr`; `Err` when any byte is outside guest memory.
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest>;
+}
+
+/// What the guest's "kernel" must do after a syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Return this value in rax (negative errno on failure).
+    Return(i64),
+    /// The program exited with this status.
+    Exit(i32),
+    /// Set the FS base register, then return 0 (arch_prctl(ARCH_SET_FS)).
+    SetFs(u64),
+}
+
+/// Where guest stdout/stderr go.
+#[derive(Debug)]
+pub enum Output {
+    /// Kept in memory up to a cap (the rest counted): the harness reads the result line.
+    Capture {
+        /// Bytes kept.
+        buf: Vec<u8>,
+        /// Bytes written in all.
+        total: u64,
+    },
+    /// Passed to the host's own stream.
+    Inherit(i32),
+}
+
+/// Stdout bytes kept in capture mode.
+pub const CAPTURE_CAP: usize = 1 << 20;
+
+impl Output {
+    /// Appends guest output.
+    pub fn put(&mut self, data: &[u8]) {
+        match self {
+            Output::Capture { buf, total } => {
+                *total += data.len() as u64;
+                let room = CAPTURE_CAP.saturating_sub(buf.len());
+                buf.extend_from_slice(&data[..data.len().min(room)]);
+            }
+            Output::Inherit(fd) => {
+                // SAFETY: writing a valid slice to a host fd we were given; errors are ignored
+                // as they would be for a closed terminal.
+                unsafe { libc::write(*fd, data.as_ptr().cast(), data.len()) };
+            }
+        }
+    }
+}
+
+enum Fd {
+    Stdin(bool),
+    Out(usize),
+    File(std::fs::File),
+}
+
+/// Linux error numbers used here.
+mod e {
+    pub const EPERM: i64 = 1;
+    pub const ENOENT: i64 = 2;
+    pub const EBADF: i64 = 9;
+    pub const ENOMEM: i64 = 12;
+    pub const EACCES: i64 = 13;
+    pub const EFAULT: i64 = 14;
+    pub const EINVAL: i64 = 22;
+    pub const EMFILE: i64 = 24;
+    pub const ENOTTY: i64 = 25;
+    pub const ENAMETOOLONG: i64 = 36;
+    pub const ENOSYS: i64 = 38;
+    pub const ENODEV: i64 = 19;
+}
+
+/// Largest single read/write/copy the layer performs for a guest.
+const MAX_IO: usize = 1 << 20;
+const PAGE: u64 = 4096;
+
+/// The state of one guest process: fds, program break, anonymous mappings, counters.
+pub struct Abi {
+    fds: Vec<Option<Fd>>,
+    /// Standard output and standard error.
+    pub outputs: [Output; 2],
+    allowed: Vec<PathBuf>,
+    brk_start: u64,
+    brk: u64,
+    brk_limit: u64,
+    mmap_lo: u64,
+    mmap_hi: u64,
+    maps: BTreeMap<u64, u64>,
+    /// Counters by name (`abi.*`).
+    pub counters: BTreeMap<String, u64>,
+    /// The first syscall number answered with ENOSYS.
+    pub first_unsupported: Option<u64>,
+}
+
+/// Memory regions the guest's program break and anonymous mappings may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Initial program break (end of the loaded image, page aligned).
+    pub brk_start: u64,
+    /// Highest program break.
+    pub brk_limit: u64,
+    /// Lowest address of anonymous mappings.
+    pub mmap_lo: u64,
+    /// Highest (exclusive) address of anonymous mappings.
+    pub mmap_hi: u64,
+}
+
+fn page_up(x: u64) -> Option<u64> {
+    x.checked_add(PAGE - 1).map(|v| v & !(PAGE - 1))
+}
+
+impl Abi {
+    /// A process with stdin (`inherit_stdin`: the host's, else empty), the two outputs, and
+    /// read access to `allowed` paths (plus /dev/null, /dev/zero, /dev/urandom).
+    pub fn new(
+        layout: Layout,
+        outputs: [Output; 2],
+        inherit_stdin: bool,
+        mut allowed: Vec<PathBuf>,
+    ) -> Abi {
+        allowed.extend(["/dev/null", "/dev/zero", "/dev/urandom"].map(PathBuf::from));
+        Abi {
+            fds: vec![
+                Some(Fd::Stdin(inherit_stdin)),
+                Some(Fd::Out(0)),
+                Some(Fd::Out(1)),
+            ],
+            outputs,
+            allowed,
+            brk_start: layout.brk_start,
+            brk: layout.brk_start,
+            brk_limit: layout.brk_limit,
+            mmap_lo: layout.mmap_lo,
+            mmap_hi: layout.mmap_hi,
+            maps: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            first_unsupported: None,
+        }
+    }
+
+    fn count(&mut self, name: &str) {
+        *self.counters.entry(format!("abi.{name}")).or_default() += 1;
+    }
+
+    fn cstring(mem: &dyn GuestMem, addr: u64) -> Result<Vec<u8>, i64> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 256];
+        loop {
+            // Read byte-wise near the end of memory, chunk-wise otherwise.
+            if mem.read(addr + out.len() as u64, &mut chunk).is_err() {
+                let mut b = [0u8; 1];
+                mem.read(addr + out.len() as u64, &mut b)
+                    .map_err(|_| -e::EFAULT)?;
+                if b[0] == 0 {
+                    return Ok(out);
+                }
+                out.push(b[0]);
+            } else if let Some(n) = chunk.iter().position(|c| *c == 0) {
+                out.extend_from_slice(&chunk[..n]);
+                return Ok(out);
+            } else {
+                out.extend_from_slice(&chunk);
+            }
+            if out.len() > 4096 {
+                return Err(-e::ENAMETOOLONG);
+            }
+        }
+    }
+
+    fn zero(mem: &dyn GuestMem, addr: u64, len: u64) -> Result<(), OutsideGuest> {
+        let z = vec![0u8; (len as usize).min(MAX_IO)];
+        let mut off = 0;
+        while off < len {
+            let n = (len - off).min(z.len() as u64) as usize;
+            mem.write(addr + off, &z[..n])?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Services syscall `nr` with arguments `a` (rdi, rsi, rdx, r10, r8, r9).
+    pub fn syscall(&mut self, mem: &dyn GuestMem, nr: u64, a: [u64; 6]) -> Action {
+        use Action::Return as R;
+        let r = |v: Result<i64, i64>| R(v.unwrap_or_else(|err| err));
+        match nr {
+            0 => r(self.read(mem, a[0], a[1], a[2])),
+            1 => r(self.write(mem, a[0], a[1], a[2])),
+            2 => r(self.open(mem, a[0], a[1])),
+            257 => {
+                // openat: only AT_FDCWD or absolute paths
+                if a[0] as i32 != libc::AT_FDCWD {
+                    return R(-e::EINVAL);
+                }
+                r(self.open(mem, a[1], a[2]))
+            }
+            3 => {
+                self.count("close");
+                match self.fds.get_mut(a[0] as usize) {
+                    Some(slot @ Some(_)) => {
+                        *slot = None;
+                        R(0)
+                    }
+                    _ => R(-e::EBADF),
+                }
+            }
+            5 => r(self.fstat(mem, a[0], a[1])),
+            262 if a[3] as i32 & libc::AT_EMPTY_PATH != 0 => r(self.fstat(mem, a[0], a[2])),
+            8 => r(self.lseek(a[0], a[1] as i64, a[2] as i32)),
+            9 => r(self.mmap(mem, a[0], a[1], a[2], a[3], a[4] as i64)),
+            11 => r(self.munmap(a[0], a[1])),
+            10 | 28 => R(0), // mprotect, madvise: all guest memory is RW here
+            12 => r(self.brk(mem, a[0])),
+            16 => R(-e::ENOTTY),
+            20 => r(self.writev(mem, a[0], a[1], a[2])),
+            39 | 186 => {
+                self.count("getpid");
+                R(1)
+            }
+            102 | 104 | 107 | 108 => R(0), // get[e]uid, get[e]gid: root of its own machine
+            60 | 231 => Action::Exit(a[0] as i32),
+            63 => r(self.uname(mem, a[0])),
+            158 => match a[0] {
+                0x1002 => Action::SetFs(a[1]),
+                _ => R(-e::EINVAL),
+            },
+            218 => R(1),                 // set_tid_address
+            273 | 13 | 14 | 131 => R(0), // set_robust_list, rt_sigaction, rt_sigprocmask, sigaltstack
+            228 => r(self.clock_gettime(mem, a[0], a[1])),
+            318 => r(self.getrandom(mem, a[0], a[1])),
+            72 => R(0), // fcntl: no flags to report
+            _ => {
+                self.count("enosys");
+                self.first_unsupported.get_or_insert(nr);
+                R(-e::ENOSYS)
+            }
+        }
+    }
+
+    fn open(&mut self, mem: &dyn GuestMem, path: u64, flags: u64) -> Result<i64, i64> {
+        self.count("open");
+        let p = Self::cstring(mem, path)?;
+        let p = PathBuf::from(String::from_utf8_lossy(&p).into_owned());
+        if !self.allowed.contains(&p) {
+            self.count("denied_path");
+            return Err(-e::EACCES);
+        }
+        let acc = flags as i32 & libc::O_ACCMODE;
+        let is_dev = p.starts_with("/dev/");
+        if acc != libc::O_RDONLY && !is_dev {
+            self.count("denied_path");
+            return Err(-e::EPERM);
+        }
+        let f = std::fs::OpenOptions::new()
+            .read(acc != libc::O_WRONLY)
+            .write(acc != libc::O_RDONLY)
+            .open(&p)
+            .map_err(|err| -(err.raw_os_error().unwrap_or(e::ENOENT as i32) as i64))?;
+        let slot = match self.fds.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.fds.len() < 1024 => {
+                self.fds.push(None);
+                self.fds.len() - 1
+            }
+            None => return Err(-e::EMFILE),
+        };
+        self.fds[slot] = Some(Fd::File(f));
+        Ok(slot as i64)
+    }
+
+    fn read(&mut self, mem: &dyn GuestMem, fd: u64, buf: u64, len: u64) -> Result<i64, i64> {
+        self.count("read");
+        let n = (len as usize).min(MAX_IO);
+        let mut tmp = vec![0u8; n];
+        let got = match self.fds.get_mut(fd as usize) {
+            Some(Some(Fd::File(f))) => f
+                .read(&mut tmp)
+                .map_err(|err| -(err.raw_os_error().unwrap_or(5) as i64))?,
+            Some(Some(Fd::Stdin(true))) => std::io::stdin().read(&mut tmp).map_err(|_| -5)?,
+            Some(Some(Fd::Stdin(false))) => 0,
+            Some(Some(Fd::Out(_))) => return Err(-e::EBADF),
+            _ => return Err(-e::EBADF),
+        };
+        mem.write(buf, &tmp[..got]).map_err(|_| -e::EFAULT)?;
+        Ok(got as i64)
+    }
+
+    fn write(&mut self, mem: &dyn GuestMem, fd: u64, buf: u64, len: u64) -> Result<i64, i64> {
+        self.count("write");
+        let n = (len as usize).min(MAX_IO);
+        let mut tmp = vec![0u8; n];
+        mem.read(buf, &mut tmp).map_err(|_| -e::EFAULT)?;
+        match self.fds.get_mut(fd as usize) {
+            Some(Some(Fd::Out(i))) => {
+                let i = *i;
+                self.outputs[i].put(&tmp);
+                Ok(n as i64)
+            }
+            Some(Some(Fd::File(f))) => f
+                .write(&tmp)
+                .map(|w| w as i64)
+                .map_err(|err| -(err.raw_os_error().unwrap_or(5) as i64)),
+            _ => Err(-e::EBADF),
+        }
+    }
+
+    fn writev(&mut self, mem: &dyn GuestMem, fd: u64, iov: u64, cnt: u64) -> Result<i64, i64> {
+        if cnt > 1024 {
+            return Err(-e::EINVAL);
+        }
+        let mut total = 0i64;
+        for i in 0..cnt {
+            let mut v = [0u8; 16];
+            mem.read(iov + 16 * i, &mut v).map_err(|_| -e::EFAULT)?;
+            let base = u64::from_le_bytes(v[..8].try_into().expect("8"));
+            let len = u64::from_le_bytes(v[8..].try_into().expect("8"));
+            if len == 0 {
+                continue;
+            }
+            total += self.write(mem, fd, base, len)?;
+        }
+        Ok(total)
+    }
+
+    fn fstat(&mut self, mem: &dyn GuestMem, fd: u64, buf: u64) -> Result<i64, i64> {
+        // SAFETY: zeroed stat is a valid out-buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let host_fd = match self.fds.get(fd as usize) {
+            Some(Some(Fd::File(f))) => f.as_raw_fd(),
+            Some(Some(_)) => {
+                // a character device, like a terminal or pipe would be
+                st.st_mode = libc::S_IFCHR | 0o620;
+                st.st_blksize = 4096;
+                -1
+            }
+            _ => return Err(-e::EBADF),
+        };
+        // SAFETY: fstat on a host fd we own, with a valid out-pointer.
+        if host_fd >= 0 && unsafe { libc::fstat(host_fd, &mut st) } != 0 {
+            return Err(-e::EBADF);
+        }
+        // SAFETY: libc::stat is plain old data; viewing it as bytes is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&st as *const libc::stat).cast::<u8>(),
+                std::mem::size_of::<libc::stat>(),
+            )
+        };
+        mem.write(buf, bytes).map_err(|_| -e::EFAULT)?;
+        Ok(0)
+    }
+
+    fn lseek(&mut self, fd: u64, off: i64, whence: i32) -> Result<i64, i64> {
+        match self.fds.get(fd as usize) {
+            Some(Some(Fd::File(f))) => {
+                // SAFETY: lseek on a host fd we own.
+                let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
+                if r < 0 {
+                    Err(-e::EINVAL)
+                } else {
+                    Ok(r)
+                }
+            }
+            Some(Some(_)) => Err(-29), // ESPIPE
+            _ => Err(-e::EBADF),
+        }
+    }
+
+    fn brk(&mut self, mem: &dyn GuestMem, want: u64) -> Result<i64, i64> {
+        self.count("brk");
+        if want >= self.brk_start && want <= self.brk_limit {
+            if want > self.brk {
+                Self::zero(mem, self.brk, want - self.brk).map_err(|_| self.brk as i64)?;
+            }
+            self.brk = want;
+        }
+        Ok(self.brk as i64)
+    }
+
+    /// Anonymous private mappings from a first-fit allocator over guest RAM, top down.
+    fn mmap(
+        &mut self,
+        mem: &dyn GuestMem,
+        addr: u64,
+        len: u64,
+        _prot: u64,
+        flags: u64,
+        fd: i64,
+    ) -> Result<i64, i64> {
+        self.count("mmap");
+        let anon = flags as i32 & libc::MAP_ANONYMOUS != 0;
+        if !anon || fd != -1 {
+            return Err(-e::ENODEV);
+        }
+        if flags as i32 & libc::MAP_FIXED != 0 {
+            return Err(-e::EINVAL);
+        }
+        let _ = addr;
+        let len = page_up(len).filter(|l| *l > 0).ok_or(-e::EINVAL)?;
+        // walk the gaps from the top
+        let mut top = self.mmap_hi;
+        let mut found = None;
+        for (&start, &l) in self.maps.iter().rev() {
+            if top - (start + l) >= len {
+                found = Some(top - len);
+                break;
+            }
+            top = start;
+        }
+        if found.is_none() && top >= self.mmap_lo + len {
+            found = Some(top - len);
+        }
+        let at = found.ok_or(-e::ENOMEM)?;
+        Self::zero(mem, at, len).map_err(|_| -e::ENOMEM)?;
+        self.maps.insert(at, len);
+        Ok(at as i64)
+    }
+
+    fn munmap(&mut self, addr: u64, len: u64) -> Result<i64, i64> {
+        self.count("munmap");
+        if !addr.is_multiple_of(PAGE) {
+            return Err(-e::EINVAL);
+        }
+        let len = page_up(len).ok_or(-e::EINVAL)?;
+        let end = addr.checked_add(len).ok_or(-e::EINVAL)?;
+        // trim every mapping that overlaps [addr, end)
+        let overlapping: Vec<(u64, u64)> = self
+            .maps
+            .range(..end)
+            .filter(|(s, l)| **s + **l > addr)
+            .map(|(s, l)| (*s, *l))
+            .collect();
+        for (s, l) in overlapping {
+            self.maps.remove(&s);
+            if s < addr {
+                self.maps.insert(s, addr - s);
+            }
+            if s + l > end {
+                self.maps.insert(end, s + l - end);
+            }
+        }
+        Ok(0)
+    }
+
+    fn uname(&mut self, mem: &dyn GuestMem, buf: u64) -> Result<i64, i64> {
+        let mut u = [0u8; 65 * 6];
+        for (i, f) in [
+            "Linux",
+            "vbench-vm",
+            "6.1.0-vbench",
+            "#1 vbench micro-VM",
+            "x86_64",
+            "",
+        ]
+        .iter()
+        .enumerate()
+        {
+            u[i * 65..i * 65 + f.len()].copy_from_slice(f.as_bytes());
+        }
+        mem.write(buf, &u).map_err(|_| -e::EFAULT)?;
+        Ok(0)
+    }
+
+    fn clock_gettime(&mut self, mem: &dyn GuestMem, clk: u64, tp: u64) -> Result<i64, i64> {
+        self.count("clock_gettime");
+        if clk > 11 {
+            return Err(-e::EINVAL);
+        }
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer; the clock id was range-checked.
+        if unsafe { libc::clock_gettime(clk as libc::clockid_t, &mut ts) } != 0 {
+            return Err(-e::EINVAL);
+        }
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&ts.tv_sec.to_le_bytes());
+        b[8..].copy_from_slice(&ts.tv_nsec.to_le_bytes());
+        mem.write(tp, &b).map_err(|_| -e::EFAULT)?;
+        Ok(0)
+    }
+
+    fn getrandom(&mut self, mem: &dyn GuestMem, buf: u64, len: u64) -> Result<i64, i64> {
+        let n = (len as usize).min(MAX_IO);
+        let mut tmp = vec![0u8; n];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut tmp))
+            .map_err(|_| -e::EINVAL)?;
+        mem.write(buf, &tmp).map_err(|_| -e::EFAULT)?;
+        Ok(n as i64)
+    }
+}
+
+/// A short name for common syscall numbers, for messages.
+pub fn syscall_name(nr: u64) -> &'static str {
+    match nr {
+        0 => "read",
+        1 => "write",
+        2 => "open",
+        3 => "close",
+        4 => "stat",
+        5 => "fstat",
+        7 => "poll",
+        9 => "mmap",
+        12 => "brk",
+        16 => "ioctl",
+        21 => "access",
+        22 => "pipe",
+        32 => "dup",
+        33 => "dup2",
+        41 => "socket",
+        56 => "clone",
+        57 => "fork",
+        59 => "execve",
+        61 => "wait4",
+        62 => "kill",
+        79 => "getcwd",
+        80 => "chdir",
+        89 => "readlink",
+        97 => "getrlimit",
+        202 => "futex",
+        217 => "getdents64",
+        262 => "newfstatat",
+        267 => "readlinkat",
+        302 => "prlimit64",
+        334 => "rseq",
+        _ => "?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    struct Mem(RefCell<Vec<u8>>);
+    impl GuestMem for Mem {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest> {
+            let m = self.0.borrow();
+            let s = m
+                .get(addr as usize..(addr as usize).checked_add(buf.len()).ok_or(OutsideGuest)?)
+                .ok_or(OutsideGuest)?;
+            buf.copy_from_slice(s);
+            Ok(())
+        }
+        fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest> {
+            let mut m = self.0.borrow_mut();
+            m.get_mut(
+                addr as usize
+                    ..(addr as usize)
+                        .checked_add(data.len())
+                        .ok_or(OutsideGuest)?,
+            )
+            .ok_or(OutsideGuest)?
+            .copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    fn abi() -> (Abi, Mem) {
+        let layout = Layout {
+            brk_start: 0x10000,
+            brk_limit: 0x20000,
+            mmap_lo: 0x20000,
+            mmap_hi: 0x40000,
+        };
+        let outs = [
+            Output::Capture {
+                buf: vec![],
+                total: 0,
+            },
+            Output::Capture {
+                buf: vec![],
+                total: 0,
+            },
+        ];
+        (
+            Abi::new(layout, outs, false, vec![]),
+            Mem(RefCell::new(vec![0u8; 0x40000])),
+        )
+    }
+
+    #[test]
+    fn write_checks_guest_pointers() {
+        let (mut a, m) = abi();
+        m.write(0x100, b"hi\n").unwrap();
+        assert_eq!(a.syscall(&m, 1, [1, 0x100, 3, 0, 0, 0]), Action::Return(3));
+        let Output::Capture { buf, .. } = &a.outputs[0] else {
+            panic!()
+        };
+        assert_eq!(buf, b"hi\n");
+        assert_eq!(
+            a.syscall(&m, 1, [1, 0x3ffff, 10, 0, 0, 0]),
+            Action::Return(-e::EFAULT)
+        );
+        assert_eq!(
+            a.syscall(&m, 1, [1, u64::MAX - 1, 10, 0, 0, 0]),
+            Action::Return(-e::EFAULT)
+        );
+        assert_eq!(
+            a.syscall(&m, 1, [77, 0x100, 3, 0, 0, 0]),
+            Action::Return(-e::EBADF)
+        );
+    }
+
+    #[test]
+    fn paths_are_confined() {
+        let (mut a, m) = abi();
+        m.write(0x200, b"/etc/passwd\0").unwrap();
+        assert_eq!(
+            a.syscall(&m, 257, [libc::AT_FDCWD as u64, 0x200, 0, 0, 0, 0]),
+            Action::Return(-e::EACCES)
+        );
+        m.write(0x200, b"/dev/null\0").unwrap();
+        assert_eq!(
+            a.syscall(&m, 257, [libc::AT_FDCWD as u64, 0x200, 1, 0, 0, 0]),
+            Action::Return(3)
+        );
+        assert_eq!(a.syscall(&m, 3, [3, 0, 0, 0, 0, 0]), Action::Return(0));
+        assert_eq!(
+            a.syscall(&m, 3, [3, 0, 0, 0, 0, 0]),
+            Action::Return(-e::EBADF)
+        );
+    }
+
+    #[test]
+    fn anonymous_memory_is_zeroed_reused_and_bounded() {
+        let (mut a, m) = abi();
+        let Action::Return(p) = a.syscall(&m, 9, [0, 0x8000, 3, 0x22, u64::MAX, 0]) else {
+            panic!()
+        };
+        assert_eq!(p, 0x38000);
+        m.write(p as u64, b"dirty").unwrap();
+        assert_eq!(
+            a.syscall(&m, 11, [p as u64, 0x8000, 0, 0, 0, 0]),
+            Action::Return(0)
+        );
+        let Action::Return(q) = a.syscall(&m, 9, [0, 0x8000, 3, 0x22, u64::MAX, 0]) else {
+            panic!()
+        };
+        assert_eq!(q, p);
+        let mut b = [1u8; 5];
+        m.read(q as u64, &mut b).unwrap();
+        assert_eq!(b, [0; 5]);
+        // beyond what is left: ENOMEM, inside the guest
+        assert_eq!(
+            a.syscall(&m, 9, [0, 0x100000, 3, 0x22, u64::MAX, 0]),
+            Action::Return(-e::ENOMEM)
+        );
+        // file-backed: refused
+        assert_eq!(
+            a.syscall(&m, 9, [0, 0x1000, 3, 0x2, 3, 0]),
+            Action::Return(-e::ENODEV)
+        );
+    }
+
+    #[test]
+    fn brk_moves_within_its_limit() {
+        let (mut a, m) = abi();
+        assert_eq!(
+            a.syscall(&m, 12, [0, 0, 0, 0, 0, 0]),
+            Action::Return(0x10000)
+        );
+        assert_eq!(
+            a.syscall(&m, 12, [0x18000, 0, 0, 0, 0, 0]),
+            Action::Return(0x18000)
+        );
+        assert_eq!(
+            a.syscall(&m, 12, [0x90000, 0, 0, 0, 0, 0]),
+            Action::Return(0x18000)
+        );
+    }
+
+    #[test]
+    fn unknown_syscalls_are_enosys_and_named() {
+        let (mut a, m) = abi();
+        assert_eq!(a.syscall(&m, 56, [0; 6]), Action::Return(-e::ENOSYS));
+        assert_eq!(a.first_unsupported, Some(56));
+        assert_eq!(syscall_name(56), "clone");
+        assert_eq!(a.counters["abi.enosys"], 1);
+        assert_eq!(a.syscall(&m, 231, [7, 0, 0, 0, 0, 0]), Action::Exit(7));
+    }
+}
