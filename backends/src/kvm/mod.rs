@@ -341,13 +341,20 @@ impl Backend for KvmBackend {
         vcpu.set_fpu(&fpu).map_err(err("set FPU"))?;
         // LSTAR starts on the hypercall page: the first syscall shows which ring it enters.
         set_msrs(&vcpu, HYPERCALL)?;
+        // start at the probe: its syscall shows the ring before the program runs
         vcpu.set_regs(&kvm_regs {
-            rip: elf.entry,
+            rip: STUB + stub::PROBE,
             rsp,
             rflags: 0x2,
             ..Default::default()
         })
         .map_err(err("set regs"))?;
+        let program_start = kvm_regs {
+            rip: elf.entry,
+            rsp,
+            rflags: 0x2, // IF clear: no interrupts are ever injected
+            ..Default::default()
+        };
 
         let capture = inv.stdio == Stdio::Capture;
         let outputs = if capture {
@@ -436,14 +443,22 @@ impl Backend for KvmBackend {
                     if regs.rip == HYPERCALL {
                         bump(&mut counters, "kvm.hypercalls");
                         if ring.is_none() {
-                            let s = vcpu.get_sregs().map_err(err("get sregs"))?;
+                            // the probe's syscall: which ring does `syscall` enter here?
+                            let mut s = vcpu.get_sregs().map_err(err("get sregs"))?;
                             ring = Some(s.cs.dpl);
                             counters.insert("kvm.syscall_ring".into(), u64::from(s.cs.dpl));
                             if s.cs.dpl == 3 {
                                 // syscall stays at CPL3 here: route it through the stub, which
                                 // answers getpid/gettid (and drives the UART) inside the guest
                                 set_msrs(&vcpu, STUB)?;
+                            } else {
+                                s.cs = user_seg(USER_CS, true);
+                                s.ss = user_seg(USER_DS, false);
+                                vcpu.set_sregs(&s).map_err(err("set sregs"))?;
                             }
+                            vcpu.set_regs(&program_start).map_err(err("set regs"))?;
+                            counters.insert("kvm.hypercalls".into(), 0);
+                            continue;
                         }
                         if ring == Some(0) {
                             // back to user mode, as sysret would

@@ -9,6 +9,9 @@ use iced_x86::code_asm::*;
 
 /// Offset in the stub page of the hypercall target the stub jumps through.
 const SLOT: u64 = 0xf00;
+/// Offset of the probe the vCPU starts at: one `syscall`, so the VMM sees which ring it enters
+/// before the program runs.
+pub const PROBE: u64 = 0xe00;
 
 /// Machine code for the stub page (code at offset 0, the jump slot at [`SLOT`]).
 pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
@@ -70,7 +73,9 @@ pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
     a.lea(rsp, ptr(rsp + 128))?;
     a.jmp(rcx)?;
     let mut code = a.assemble(STUB)?;
-    assert!(code.len() < SLOT as usize, "stub overlaps its jump slot");
+    assert!(code.len() < PROBE as usize, "stub overlaps the probe");
+    code.resize(PROBE as usize, 0xcc);
+    code.extend_from_slice(&[0x0f, 0x05, 0x0f, 0x0b]); // syscall; ud2
     code.resize(SLOT as usize, 0xcc);
     code.extend_from_slice(&HYPERCALL.to_le_bytes());
     Ok(code)

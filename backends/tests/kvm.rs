@@ -1,0 +1,316 @@
+//! Privileged tests of the KVM backend: real VMs running tiny static programs assembled here.
+//! They skip only when /dev/kvm is unusable and VBENCH_REQUIRE_PRIVILEGED is unset.
+
+use iced_x86::code_asm::*;
+use std::time::Duration;
+use vbench_backends::kvm::{Console, KvmBackend, KvmConfig};
+use vbench_backends::{Backend, Invocation, Outcome, Program};
+use vbench_results::Exit;
+
+fn kvm_usable() -> bool {
+    let ok = KvmBackend::default().availability().is_available();
+    if !ok {
+        assert!(
+            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
+            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but /dev/kvm is unusable"
+        );
+        eprintln!("skipping: /dev/kvm is unusable");
+    }
+    ok
+}
+
+const BASE: u64 = 0x40_0000;
+
+/// A static ELF whose one segment holds `code` (entry) followed by `data` at BASE + 0x800.
+fn elf(build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>, data: &[u8]) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    build(&mut a).unwrap();
+    let code = a.assemble(BASE + 0x78).unwrap();
+    assert!(0x78 + code.len() <= 0x800);
+    let mut b = vec![0u8; 0x800 + data.len()];
+    b[0x78..0x78 + code.len()].copy_from_slice(&code);
+    b[0x800..].copy_from_slice(data);
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2;
+    b[5] = 1;
+    b[6] = 1;
+    b[16..18].copy_from_slice(&2u16.to_le_bytes());
+    b[18..20].copy_from_slice(&62u16.to_le_bytes());
+    b[24..32].copy_from_slice(&(BASE + 0x78).to_le_bytes());
+    b[32..40].copy_from_slice(&64u64.to_le_bytes());
+    b[54..56].copy_from_slice(&56u16.to_le_bytes());
+    b[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let len = b.len() as u64;
+    let p = 64;
+    b[p..p + 4].copy_from_slice(&1u32.to_le_bytes());
+    b[p + 4..p + 8].copy_from_slice(&7u32.to_le_bytes());
+    b[p + 16..p + 24].copy_from_slice(&BASE.to_le_bytes());
+    b[p + 32..p + 40].copy_from_slice(&len.to_le_bytes());
+    b[p + 40..p + 48].copy_from_slice(&(len + 0x1000).to_le_bytes());
+    b
+}
+
+fn exit_with_rax(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.mov(rdi, rax)?;
+    a.neg(rdi)?; // -errno -> errno
+    a.mov(eax, 231)?;
+    a.syscall()
+}
+
+fn run_with(cfg: KvmConfig, image: Vec<u8>, timeout_ms: u64) -> Outcome {
+    let p = Program::from_bytes("guest", image).unwrap();
+    let mut inv = Invocation::new(p, vec![]);
+    inv.timeout = Some(Duration::from_millis(timeout_ms));
+    KvmBackend::new(cfg).run(&inv).unwrap()
+}
+
+fn run(image: Vec<u8>) -> Outcome {
+    run_with(KvmConfig::default(), image, 20_000)
+}
+
+#[test]
+fn exit_status_and_ring_detection() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run(elf(
+        |a| {
+            a.mov(eax, 39)?; // getpid: answered in the guest where the stub is used
+            a.syscall()?;
+            a.mov(edi, 42)?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[],
+    ));
+    assert_eq!(o.sample.exit, Exit::Code { code: 42 });
+    let ring = o.sample.counters["kvm.syscall_ring"];
+    assert!(ring == 0 || ring == 3);
+    assert!(o.sample.counters["kvm.cold_start_ns"] > 0);
+}
+
+fn hello() -> Vec<u8> {
+    elf(
+        |a| {
+            a.mov(eax, 1)?;
+            a.mov(edi, 1)?;
+            a.mov(rsi, BASE + 0x800)?;
+            a.mov(edx, 6)?;
+            a.syscall()?;
+            a.mov(edi, 0)?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        b"hello\n",
+    )
+}
+
+#[test]
+fn console_by_hypercall_and_by_uart() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run(hello());
+    assert_eq!(o.stdout, b"hello\n");
+    assert_eq!(o.sample.counters.get("kvm.uart_bytes"), None);
+    let o = run_with(
+        KvmConfig {
+            console: Console::Uart,
+            ..KvmConfig::default()
+        },
+        hello(),
+        20_000,
+    );
+    assert_eq!(o.stdout, b"hello\n");
+    if o.sample.counters["kvm.syscall_ring"] == 3 {
+        // one THR write and at least one LSR read per byte: trap-and-emulate
+        assert_eq!(o.sample.counters["kvm.uart_bytes"], 6);
+        assert!(o.sample.counters["kvm.exits.mmio_uart"] >= 12);
+    }
+}
+
+#[test]
+fn page_fault_is_the_guests_crash_with_vector_rip_and_address() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run(elf(|a| a.mov(rax, qword_ptr(0x10)), &[]));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Signal {
+            signal: libc::SIGSEGV
+        }
+    );
+    let m = &o.sample.stderr_tail;
+    assert!(
+        m.contains("#PF") && m.contains("vector 14") && m.contains("address 0x10"),
+        "{m}"
+    );
+    assert!(m.contains(&format!("rip {:#x}", BASE + 0x78)), "{m}");
+}
+
+#[test]
+fn invalid_opcode_is_sigill() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run(elf(|a| a.ud2(), &[]));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Signal {
+            signal: libc::SIGILL
+        }
+    );
+    assert!(
+        o.sample.stderr_tail.contains("#UD"),
+        "{}",
+        o.sample.stderr_tail
+    );
+}
+
+#[test]
+fn privileged_instruction_is_a_general_protection_fault() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run(elf(|a| a.hlt(), &[]));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Signal {
+            signal: libc::SIGSEGV
+        }
+    );
+    assert!(
+        o.sample.stderr_tail.contains("#GP"),
+        "{}",
+        o.sample.stderr_tail
+    );
+}
+
+#[test]
+fn runaway_guest_is_stopped_by_the_timeout() {
+    if !kvm_usable() {
+        return;
+    }
+    let t = std::time::Instant::now();
+    let o = run_with(
+        KvmConfig::default(),
+        elf(
+            |a| {
+                let mut l = a.create_label();
+                a.set_label(&mut l)?;
+                a.jmp(l)
+            },
+            &[],
+        ),
+        300,
+    );
+    assert_eq!(o.sample.exit, Exit::Timeout { after_ms: 300 });
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn access_outside_ram_is_reported() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run(elf(|a| a.mov(byte_ptr(0x7000_0100), al), &[]));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Signal {
+            signal: libc::SIGBUS
+        }
+    );
+    assert!(
+        o.sample.stderr_tail.contains("outside its RAM"),
+        "{}",
+        o.sample.stderr_tail
+    );
+}
+
+#[test]
+fn allocation_beyond_guest_ram_fails_inside_with_enomem() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run_with(
+        KvmConfig {
+            mem_bytes: 64 << 20,
+            ..KvmConfig::default()
+        },
+        elf(
+            |a| {
+                a.mov(eax, 9)?;
+                a.xor(edi, edi)?;
+                a.mov(esi, 128 << 20)?;
+                a.mov(edx, 3)?;
+                a.mov(r10d, 0x22)?;
+                a.mov(r8, -1i64)?;
+                a.xor(r9d, r9d)?;
+                a.syscall()?;
+                exit_with_rax(a)
+            },
+            &[],
+        ),
+        20_000,
+    );
+    assert_eq!(o.sample.exit, Exit::Code { code: 12 });
+}
+
+#[test]
+fn hypercall_with_pointer_outside_guest_memory_is_efault() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run(elf(
+        |a| {
+            a.mov(eax, 1)?;
+            a.mov(edi, 1)?;
+            a.mov(rsi, 0x7fff_0000_0000u64)?;
+            a.mov(edx, 16)?;
+            a.syscall()?;
+            exit_with_rax(a)
+        },
+        &[],
+    ));
+    assert_eq!(o.sample.exit, Exit::Code { code: 14 });
+}
+
+#[test]
+fn unsupported_syscall_is_enosys_and_named() {
+    if !kvm_usable() {
+        return;
+    }
+    let o = run(elf(
+        |a| {
+            a.mov(eax, 56)?; // clone
+            a.syscall()?;
+            exit_with_rax(a)
+        },
+        &[],
+    ));
+    assert_eq!(o.sample.exit, Exit::Code { code: 38 });
+    assert!(
+        o.sample
+            .stderr_tail
+            .contains("unsupported syscall 56 (clone)"),
+        "{}",
+        o.sample.stderr_tail
+    );
+}
+
+#[test]
+fn malformed_and_dynamic_programs_are_refused_with_a_reason() {
+    if !kvm_usable() {
+        return;
+    }
+    let p = Program::from_bytes("junk", b"not an elf at all".to_vec()).unwrap();
+    let e = KvmBackend::default()
+        .run(&Invocation::new(p, vec![]))
+        .unwrap_err();
+    assert!(e.to_string().contains("not an ELF"), "{e}");
+    let e = KvmBackend::default()
+        .run(&Invocation::new(Program::Path("/bin/ls".into()), vec![]))
+        .unwrap_err();
+    assert!(e.to_string().contains("dynamically linked"), "{e}");
+}
