@@ -19,7 +19,7 @@ use crate::{Availability, Backend, BackendError, Invocation, Outcome, Stdio};
 use kvm_bindings::{
     kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, Msrs, KVM_MAX_CPUID_ENTRIES,
 };
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd};
 use layout::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -302,6 +302,11 @@ impl Backend for KvmBackend {
 
         // vCPU
         let mut vcpu = vm.create_vcpu(0).map_err(err("create vCPU"))?;
+        // With KVM_CAP_SYNC_REGS the registers travel in kvm_run: no GET/SET_REGS ioctl per exit.
+        let sync = kvm.check_extension(Cap::SyncRegs);
+        if sync {
+            vcpu.set_sync_valid_reg(SyncReg::Register);
+        }
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(err("supported CPUID"))?;
@@ -439,7 +444,11 @@ impl Backend for KvmBackend {
             match vcpu.run() {
                 Ok(VcpuExit::InternalError) => {
                     bump(&mut counters, "kvm.exits.internal_error");
-                    let mut regs = vcpu.get_regs().map_err(err("get regs"))?;
+                    let mut regs = if sync {
+                        vcpu.sync_regs().regs
+                    } else {
+                        vcpu.get_regs().map_err(err("get regs"))?
+                    };
                     if regs.rip == HYPERCALL {
                         bump(&mut counters, "kvm.hypercalls");
                         if ring.is_none() {
@@ -481,7 +490,12 @@ impl Backend for KvmBackend {
                         regs.rax = result as u64;
                         regs.rip = regs.rcx;
                         regs.rflags = regs.r11;
-                        vcpu.set_regs(&regs).map_err(err("set regs"))?;
+                        if sync {
+                            vcpu.sync_regs_mut().regs = regs;
+                            vcpu.set_sync_dirty_reg(SyncReg::Register);
+                        } else {
+                            vcpu.set_regs(&regs).map_err(err("set regs"))?;
+                        }
                     } else if let Some(v) = fault_vector(regs.rip) {
                         bump(&mut counters, "kvm.guest_faults");
                         break fault(&vcpu, &mem, &regs, v)?;
