@@ -37,6 +37,8 @@
 
 use core::fmt;
 
+pub mod probes;
+
 /// The first word of the result line.
 pub const RESULT_PREFIX: &str = "VBENCH";
 

@@ -4,6 +4,8 @@
 //! only these system calls: read, write, openat, close, mmap, munmap, getpid, clock_gettime,
 //! exit_group. The only paths it opens are `/dev/null`, `/dev/zero` and the `path` of the
 //! `openclose` task. See the library crate for the command line and the result line.
+//! The probes (`vbench_workloads::probes`, implemented in `probe.rs`) are the exception: each
+//! makes the system calls and executes the instructions its escape attempt needs.
 #![no_std]
 #![no_main]
 
@@ -11,6 +13,8 @@ use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 use core::hint::black_box;
 use vbench_workloads::{kernel, parse_args, sha256, write_usage, Checksum, Invocation, SplitMix64};
+
+mod probe;
 
 // The kernel enters here with the stack pointer at argc; the ABI guarantees it is 16-byte
 // aligned and the direction flag is clear. Pass it to Rust with a correctly aligned call.
@@ -68,7 +72,7 @@ mod sys {
     /// The arguments must be valid for system call `n`; in particular every pointer must be
     /// valid for the access the kernel makes through it.
     #[inline(always)]
-    unsafe fn syscall6(n: usize, a: [usize; 6]) -> isize {
+    pub unsafe fn syscall6(n: usize, a: [usize; 6]) -> isize {
         let ret: isize;
         // SAFETY: the caller upholds the system call's contract. `syscall` clobbers rcx and
         // r11 only; memory is not marked untouched, so the compiler assumes the kernel may
@@ -422,6 +426,22 @@ unsafe extern "C" fn rust_start(sp: *const usize) -> ! {
         let _ = write_usage(&mut o);
         let _ = o.flush();
         sys::exit_group(0);
+    }
+    if argc >= 2 {
+        if let Some(p) = vbench_workloads::probes::find(arg(1).unwrap_or("")) {
+            let mut args = [""; probe::MAX_ARGS];
+            if argc - 2 > probe::MAX_ARGS {
+                usage_error(format_args!(
+                    "probe {} takes at most {} arguments",
+                    p.name,
+                    probe::MAX_ARGS
+                ));
+            }
+            for (i, a) in args.iter_mut().enumerate().take(argc - 2) {
+                *a = arg(i + 2).unwrap_or("");
+            }
+            probe::run(p, &args[..argc - 2]);
+        }
     }
     let inv = match parse_args((1..argc).map(|i| arg(i).unwrap_or(""))) {
         Ok(inv) => inv,
