@@ -247,6 +247,8 @@ impl Abi {
             228 => r(self.clock_gettime(mem, a[0], a[1])),
             318 => r(self.getrandom(mem, a[0], a[1])),
             72 => R(0), // fcntl: no flags to report
+            // rseq: libc registers it when available and copes with ENOSYS, as on old kernels
+            334 => R(-e::ENOSYS),
             _ => {
                 self.count("enosys");
                 self.first_unsupported.get_or_insert(nr);
