@@ -9,6 +9,8 @@ const PD0: u64 = 0x3000;
 const PT0: u64 = 0x4000;
 const PD_SPECIAL: u64 = 0x5000;
 const PD_UART: u64 = 0xB000;
+/// The page directory of the UART window (written at VM start with the other tables).
+pub const PD_UART_PAGE: u64 = PD_UART;
 /// Global descriptor table.
 pub const GDT: u64 = 0x6000;
 /// Interrupt descriptor table (256 gates).

@@ -59,12 +59,24 @@ impl Default for KvmConfig {
 #[derive(Debug, Default)]
 pub struct KvmBackend {
     config: KvmConfig,
+    /// /dev/kvm, opened once.
+    kvm: std::sync::OnceLock<Result<Kvm, String>>,
 }
 
 impl KvmBackend {
     /// A backend with `config`.
     pub fn new(config: KvmConfig) -> Self {
-        KvmBackend { config }
+        KvmBackend {
+            config,
+            kvm: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn kvm(&self) -> Result<&Kvm, String> {
+        self.kvm
+            .get_or_init(|| Kvm::new().map_err(|e| format!("cannot open /dev/kvm: {e}")))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -255,7 +267,10 @@ impl Backend for KvmBackend {
             )));
         }
 
-        let kvm = Kvm::new().map_err(err("open /dev/kvm"))?;
+        let kvm = self.kvm().map_err(|reason| BackendError::Unavailable {
+            backend: "kvm",
+            reason,
+        })?;
         let vm = kvm.create_vm().map_err(err("create VM"))?;
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), ram as usize)])
             .map_err(|e| invalid(format!("guest memory: {e}")))?;
@@ -279,8 +294,11 @@ impl Backend for KvmBackend {
         page_tables(&mut low, ram);
         gdt_tss(&mut low);
         idt(&mut low);
-        mem.write_slice(&low, GuestAddress(0))
-            .map_err(|e| invalid(format!("guest memory: {e}")))?;
+        // only the pages that hold something: fresh guest RAM is already zero
+        for (from, to) in [(PML4, STUB), (PD_UART_PAGE, PD_UART_PAGE + 0x1000)] {
+            mem.write_slice(&low[from as usize..to as usize], GuestAddress(from))
+                .map_err(|e| invalid(format!("guest memory: {e}")))?;
+        }
         let code = stub::assemble(cfg.console)
             .map_err(|e| invalid(format!("assembling the guest stub: {e}")))?;
         mem.write_slice(&code, GuestAddress(STUB))
