@@ -99,7 +99,7 @@ fn a_container_cpu_quota_is_caught_and_named() {
         "--workload",
         "intmix",
         "--rounds",
-        "6",
+        "8",
     ];
     let dir = tempfile::tempdir().unwrap();
     let base = run(dir.path(), "base.json", &common);

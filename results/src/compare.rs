@@ -5,11 +5,14 @@
 //! native control, computed per round from samples of the same round (the drift cancels). For
 //! each metric it takes the per-round log ratios of both runs and reports:
 //!
-//! - the relative change of the median ratio, `median(new) / median(base) - 1`;
+//! - the relative change of the ratio, `exp(HL) - 1`, where HL is the Hodges-Lehmann estimate
+//!   of the shift of the log ratios (the median of all pairwise differences new - base): robust
+//!   to the odd disturbed round like a median, much less noisy than a difference of medians;
 //! - a two-sided permutation test (Mann-Whitney rank statistic, exact when the relabelings are
 //!   few, Monte Carlo otherwise) of whether the new ratios lie above or below the old, giving a
 //!   p-value;
-//! - a percentile-bootstrap confidence interval of the relative change at level `1 - alpha`.
+//! - the confidence interval of that change at level `1 - alpha` that inverts the same rank test
+//!   (Moses' distribution-free interval, exact up to 10 000 pairs; a bootstrap beyond).
 //!
 //! A change is a **regression** only when it is significant (`p < alpha`) *and* the whole
 //! interval lies above the metric's noise threshold; an **improvement** when significant and the
@@ -412,9 +415,10 @@ pub struct MetricChange {
     pub new_ci: (f64, f64),
     /// Paired rounds of the current results.
     pub new_n: usize,
-    /// Relative change of the median ratio: `new / base - 1` (0.25 is 25% slower).
+    /// Relative change of the ratio, `exp(HL) - 1` with HL the Hodges-Lehmann shift of the log
+    /// ratios (0.25 is 25% slower).
     pub change: f64,
-    /// Bootstrap interval of `change` at level `1 - alpha`, low end.
+    /// Confidence interval of `change` at level `1 - alpha` (inverting the rank test), low end.
     pub ci_low: f64,
     /// High end.
     pub ci_high: f64,
@@ -600,25 +604,94 @@ pub fn permutation_p_value(x: &[f64], y: &[f64], seed: u64) -> f64 {
     }
 }
 
-/// Percentile-bootstrap interval, at level `1 - alpha`, of `median(y) - median(x)`, resampling
-/// both groups independently.
-pub fn bootstrap_diff_ci(x: &[f64], y: &[f64], alpha: f64, seed: u64) -> (f64, f64) {
+/// All pairwise differences `y_j - x_i`, sorted.
+fn pairwise_differences(x: &[f64], y: &[f64]) -> Vec<f64> {
+    let mut d: Vec<f64> = y
+        .iter()
+        .flat_map(|b| x.iter().map(move |a| b - a))
+        .collect();
+    d.sort_by(f64::total_cmp);
+    d
+}
+
+/// The Hodges-Lehmann estimate of the shift from `x` to `y`: the median of all pairwise
+/// differences `y_j - x_i`. As robust as the medians (an odd disturbed round barely moves it)
+/// but far less noisy than the difference of two medians of a few rounds.
+pub fn hodges_lehmann(x: &[f64], y: &[f64]) -> f64 {
+    let d: Vec<f64> = y
+        .iter()
+        .flat_map(|b| x.iter().map(move |a| b - a))
+        .collect();
+    median_of(&d)
+}
+
+/// Largest `n * m` for which [`shift_ci`] uses the exact distribution.
+const EXACT_SHIFT_CI: usize = 10_000;
+
+/// The null distribution of the Mann-Whitney statistic for group sizes `n` and `m` (no ties):
+/// `counts[u]` relabelings give `U = u`, for `u` in `0..=n*m`.
+fn mann_whitney_null(n: usize, m: usize) -> Vec<f64> {
+    // f[a] holds the counts for sizes (a, b) as b grows; with b = 0, U is always 0
+    let mut f: Vec<Vec<f64>> = vec![vec![1.0]; n + 1];
+    for b in 1..=m {
+        let mut g: Vec<Vec<f64>> = Vec::with_capacity(n + 1);
+        g.push(vec![1.0]);
+        for a in 1..=n {
+            // the largest pooled value is either a y (above all `a` x's: adds a) or an x (adds 0)
+            let mut v = vec![0.0; a * b + 1];
+            for (u, c) in f[a].iter().enumerate() {
+                v[u + a] += c;
+            }
+            for (u, c) in g[a - 1].iter().enumerate() {
+                v[u] += c;
+            }
+            g.push(v);
+        }
+        f = g;
+    }
+    f.pop().expect("n + 1 entries")
+}
+
+/// Confidence interval, at level `1 - alpha`, of the shift from `x` to `y`: the distribution-free
+/// interval that inverts the Mann-Whitney test (Moses), `[D(k), D(nm + 1 - k)]` over the sorted
+/// pairwise differences `D`, exact for `n * m` up to 10 000; a percentile bootstrap of the
+/// Hodges-Lehmann estimate beyond. Unbounded when the groups are too small for level `1 - alpha`.
+pub fn shift_ci(x: &[f64], y: &[f64], alpha: f64, seed: u64) -> (f64, f64) {
+    let (n, m) = (x.len(), y.len());
+    if n * m <= EXACT_SHIFT_CI {
+        let counts = mann_whitney_null(n, m);
+        let total: f64 = counts.iter().sum();
+        let mut cdf = 0.0;
+        let mut below = None; // the largest u with P(U <= u) <= alpha / 2
+        for (u, c) in counts.iter().enumerate() {
+            cdf += c / total;
+            if cdf > alpha / 2.0 * (1.0 + 1e-9) {
+                break;
+            }
+            below = Some(u);
+        }
+        let Some(u) = below else {
+            return (f64::NEG_INFINITY, f64::INFINITY);
+        };
+        let d = pairwise_differences(x, y);
+        return (d[u], d[d.len() - 1 - u]);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut bx = vec![0.0; x.len()];
-    let mut by = vec![0.0; y.len()];
-    let mut diffs = Vec::with_capacity(stats::BOOTSTRAP_RESAMPLES);
+    let mut bx = vec![0.0; n];
+    let mut by = vec![0.0; m];
+    let mut shifts = Vec::with_capacity(stats::BOOTSTRAP_RESAMPLES);
     for _ in 0..stats::BOOTSTRAP_RESAMPLES {
         for b in bx.iter_mut() {
-            *b = x[rng.gen_range(0..x.len())];
+            *b = x[rng.gen_range(0..n)];
         }
         for b in by.iter_mut() {
-            *b = y[rng.gen_range(0..y.len())];
+            *b = y[rng.gen_range(0..m)];
         }
-        diffs.push(median_of(&by) - median_of(&bx));
+        shifts.push(hodges_lehmann(&bx, &by));
     }
-    diffs.sort_by(f64::total_cmp);
-    let idx = |q: f64| ((q * (diffs.len() - 1) as f64).round() as usize).min(diffs.len() - 1);
-    (diffs[idx(alpha / 2.0)], diffs[idx(1.0 - alpha / 2.0)])
+    shifts.sort_by(f64::total_cmp);
+    let idx = |q: f64| ((q * (shifts.len() - 1) as f64).round() as usize).min(shifts.len() - 1);
+    (shifts[idx(alpha / 2.0)], shifts[idx(1.0 - alpha / 2.0)])
 }
 
 fn seed_of(base: &Document, new: &Document, name: &str) -> u64 {
@@ -724,9 +797,9 @@ pub fn compare(
             rn.iter().map(|r| r.ln()).collect(),
         );
         let seed = seed_of(base, new, &name);
-        let d = median_of(&y) - median_of(&x);
+        let d = hodges_lehmann(&x, &y);
         let p_value = permutation_p_value(&x, &y, seed);
-        let (lo, hi) = bootstrap_diff_ci(&x, &y, settings.alpha, seed.rotate_left(7));
+        let (lo, hi) = shift_ci(&x, &y, settings.alpha, seed.rotate_left(7));
         let (ci_low, ci_high) = (lo.exp_m1(), hi.exp_m1());
         let config = settings.metric(&cell.workload, &cell.backend);
         if let Some((k, _)) = config {
@@ -837,7 +910,7 @@ pub fn resolve_baseline(results_dir: &Path, name_or_path: &str) -> Result<PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::*;
+    use crate::schema::{Exit, Plan, Sample, SampleRecord, WorkloadReport, SCHEMA_VERSION};
 
     /// A document with native and container cells for each workload; `ratio(workload, round)`
     /// gives the container/native ratio of that round (native takes 100 ns/op).
@@ -884,26 +957,27 @@ mod tests {
                 });
             }
         }
-        Document {
-            schema_version: SCHEMA_VERSION,
-            tool: Tool {
-                name: "vbench".into(),
-                version: "0.1.0".into(),
-            },
-            status: RunStatus::Complete,
-            started_unix_ms: 1,
-            finished_unix_ms: Some(2),
-            environment: Environment::default(),
-            plan: Plan {
-                rounds,
-                seed: 1,
-                cells,
-                ..Plan::default()
-            },
-            samples,
-            summaries: vec![],
-            failures: vec![],
-        }
+        // through serde, so fields added to the schema later (with defaults) need no change here
+        let plan = Plan {
+            rounds,
+            seed: 1,
+            cells,
+            ..Plan::default()
+        };
+        serde_json::from_value(serde_json::json!({
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "vbench", "version": "0.1.0"},
+            "status": "complete",
+            "started_unix_ms": 1,
+            "finished_unix_ms": 2,
+            "environment": {"hostname": "h", "kernel": "k", "cpu_model": "c", "logical_cpus": 2,
+                            "hypervisor": null, "kvm": "absent", "cgroup": "v2"},
+            "plan": plan,
+            "samples": samples,
+            "summaries": [],
+            "failures": [],
+        }))
+        .unwrap()
     }
 
     /// Small deterministic per-round noise, within +-2%.
@@ -1131,6 +1205,34 @@ threshold = "1%"
         assert_eq!(p, permutation_p_value(&xs, &ys, 3));
         assert!(min_p_value(3, 3) > 0.05);
         assert!(min_p_value(4, 4) < 0.05);
+    }
+
+    #[test]
+    fn shift_estimate_and_interval() {
+        // n = m = 10 at 95%: the interval is [D(24), D(77)] of the 100 sorted differences
+        let counts = mann_whitney_null(10, 10);
+        assert_eq!(counts.len(), 101);
+        assert_eq!(counts.iter().sum::<f64>(), 184_756.0);
+        assert_eq!(mann_whitney_null(2, 2), [1.0, 1.0, 2.0, 1.0, 1.0]);
+        let x: Vec<f64> = (0..10).map(|i| i as f64).collect();
+        let y: Vec<f64> = (0..10).map(|i| i as f64 + 0.5).collect();
+        let d = pairwise_differences(&x, &y);
+        assert_eq!(shift_ci(&x, &y, 0.05, 1), (d[23], d[76]));
+        assert_eq!(hodges_lehmann(&x, &y), 0.5);
+        // an outlier round moves the estimate little
+        let mut y2 = y.clone();
+        y2[9] = 1000.0;
+        assert!((hodges_lehmann(&x, &y2) - 0.5).abs() <= 0.5);
+        // too few values for 95%: unbounded
+        assert_eq!(
+            shift_ci(&[1.0, 2.0], &[3.0, 4.0], 0.05, 1).0,
+            f64::NEG_INFINITY
+        );
+        // large groups take the bootstrap and bracket the estimate
+        let xs: Vec<f64> = (0..101).map(|i| (i % 13) as f64).collect();
+        let ys: Vec<f64> = xs.iter().map(|v| v + 2.0).collect();
+        let (lo, hi) = shift_ci(&xs, &ys, 0.05, 3);
+        assert!(lo <= 2.0 && 2.0 <= hi && hi - lo < 4.0, "{lo} {hi}");
     }
 
     #[test]
