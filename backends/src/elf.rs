@@ -187,6 +187,76 @@ impl Elf {
     }
 }
 
+/// Stores bytes into guest memory at a guest address (for [`initial_stack`]).
+pub type WriteGuest<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<(), String>;
+
+/// Builds the Linux initial process stack (argv, envp, auxv, AT_RANDOM bytes, platform string)
+/// below `top` through `write(addr, bytes)`, which stores into guest memory; returns the initial
+/// rsp (16-byte aligned, pointing at argc). Shared by the `kvm` and `bt` backends.
+pub fn initial_stack(
+    top: u64,
+    elf: &Elf,
+    argv: &[Vec<u8>],
+    env: &[&[u8]],
+    write: WriteGuest<'_>,
+) -> Result<u64, String> {
+    let mut sp = top;
+    let mut push_bytes = |b: &[u8], sp: &mut u64| -> Result<u64, String> {
+        *sp = sp
+            .checked_sub(b.len() as u64 + 1)
+            .ok_or_else(|| "initial stack: out of room".to_string())?;
+        write(*sp, b)?;
+        write(*sp + b.len() as u64, &[0])?;
+        Ok(*sp)
+    };
+    let arg_ptrs: Vec<u64> = argv
+        .iter()
+        .map(|a| push_bytes(a, &mut sp))
+        .collect::<Result<_, _>>()?;
+    let env_ptrs: Vec<u64> = env
+        .iter()
+        .map(|a| push_bytes(a, &mut sp))
+        .collect::<Result<_, _>>()?;
+    let platform = push_bytes(b"x86_64", &mut sp)?;
+    let mut rnd = [0u8; 16];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd));
+    let random = push_bytes(&rnd[..15], &mut sp)?;
+    let auxv: [(u64, u64); 13] = [
+        (3, elf.phdr),
+        (4, u64::from(elf.phent)),
+        (5, u64::from(elf.phnum)),
+        (6, 4096),
+        (9, elf.entry),
+        (11, 0),
+        (12, 0),
+        (13, 0),
+        (14, 0),
+        (17, 100),
+        (23, 0),
+        (25, random),
+        (15, platform),
+    ];
+    let mut words: Vec<u64> = vec![argv.len() as u64];
+    words.extend(&arg_ptrs);
+    words.push(0);
+    words.extend(&env_ptrs);
+    words.push(0);
+    for (k, v) in auxv {
+        words.push(k);
+        words.push(v);
+    }
+    words.push(0);
+    words.push(0);
+    sp = sp
+        .checked_sub(8 * words.len() as u64)
+        .ok_or_else(|| "initial stack: out of room".to_string())?
+        & !15;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    write(sp, &bytes)?;
+    Ok(sp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +318,37 @@ mod tests {
         let mut b = tiny();
         b[64..68].copy_from_slice(&0u32.to_le_bytes());
         assert_eq!(Elf::parse(&b, 0), Err(ElfError::NoSegments));
+    }
+
+    #[test]
+    fn initial_stack_holds_argc_argv_env_and_auxv() {
+        let e = Elf::parse(&tiny(), 0).unwrap();
+        let mut mem = vec![0u8; 4096];
+        let base = 0x1000u64;
+        let sp = initial_stack(
+            base + 4096,
+            &e,
+            &[b"prog".to_vec(), b"a1".to_vec()],
+            &[b"K=V"],
+            &mut |a, d| {
+                let o = (a - base) as usize;
+                mem[o..o + d.len()].copy_from_slice(d);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(sp % 16, 0);
+        let w = |a: u64| {
+            let o = (a - base) as usize;
+            u64::from_le_bytes(mem[o..o + 8].try_into().unwrap())
+        };
+        assert_eq!(w(sp), 2);
+        let argv0 = w(sp + 8) - base;
+        assert_eq!(&mem[argv0 as usize..argv0 as usize + 5], b"prog\0");
+        assert_eq!(w(sp + 24), 0);
+        assert_eq!(w(sp + 40), 0);
+        assert_eq!((w(sp + 48), w(sp + 56)), (3, e.phdr));
+        assert!(initial_stack(16, &e, &[], &[], &mut |_, _| Ok(())).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Every backend runs the same program bytes and returns a [`vbench_results::Sample`].
 #![deny(missing_docs)]
 
+pub mod bt;
 pub mod container;
 pub mod elf;
 pub mod kvm;
@@ -148,7 +149,7 @@ pub fn all_with(cfg: &Config) -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(native::Native),
         Box::new(container::Container::new(cfg.container.clone())),
-        Box::new(planned::Planned::BT),
+        Box::new(bt::BtBackend),
         Box::new(kvm::KvmBackend::new(cfg.kvm.clone())),
     ]
 }

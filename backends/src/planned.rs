@@ -11,15 +11,6 @@ pub struct Planned {
     tracking: &'static str,
 }
 
-impl Planned {
-    /// The dynamic binary translator.
-    pub const BT: Planned = Planned {
-        name: "bt",
-        describe: "the same binary under vbench's dynamic binary translator",
-        tracking: "not built yet (issue #5)",
-    };
-}
-
 impl Backend for Planned {
     fn name(&self) -> &'static str {
         self.name

@@ -1,0 +1,669 @@
+//! The translator: the code-cache layout, the hand-assembled context-switch trampolines and
+//! the basic-block translator. Everything here produces bytes; nothing here executes them.
+//!
+//! Layout of the cache mapping (one RWX mapping at [`CACHE_BASE`], so every piece of generated
+//! code reaches the context with a rip-relative operand):
+//! ```text
+//! CTX    the context page: guest registers, scratch slots, FXSAVE areas
+//! TRAMP  entry, exit, indirect lookup, fault and kick exits
+//! TABLE  the indirect-branch table: 65536 x (-guest address, host address)
+//! CODE   translated blocks, bump-allocated
+//! ```
+
+use iced_x86::{
+    Code, Decoder, DecoderError, DecoderOptions, Encoder, FlowControl, IcedError, Instruction,
+    MemoryOperand, Mnemonic, Register,
+};
+
+/// Where the cache (context, trampolines, table, code) is mapped.
+pub const CACHE_BASE: u64 = 0x6000_0000;
+/// Size of the whole cache mapping.
+pub const CACHE_SIZE: u64 = 64 << 20;
+/// The context page.
+pub const CTX: u64 = CACHE_BASE;
+/// The trampolines page.
+pub const TRAMP: u64 = CACHE_BASE + 0x1000;
+/// The indirect-branch table.
+pub const TABLE: u64 = CACHE_BASE + 0x2000;
+/// Entries of the indirect-branch table (indexed by the low 16 bits of the guest address).
+pub const TABLE_ENTRIES: u64 = 1 << 16;
+/// First byte of translated code.
+pub const CODE: u64 = TABLE + TABLE_ENTRIES * 16;
+/// End of translated code.
+pub const CODE_END: u64 = CACHE_BASE + CACHE_SIZE;
+/// The negated key of an empty table entry (no guest address is `u64::MAX`).
+pub const EMPTY_KEY: u64 = 1;
+
+/// Exit reasons left in [`Ctx::info`] (values at or above [`CODE`] are link sites).
+pub const INFO_INDIRECT: u64 = 1;
+/// The instruction at `next` must be emulated by the dispatcher.
+pub const INFO_EMULATE: u64 = 2;
+/// A signal hit translated code (see the fault fields).
+pub const INFO_FAULT: u64 = 3;
+/// The watchdog asked the guest to leave.
+pub const INFO_KICK: u64 = 4;
+
+/// The guest's machine state and the slots generated code uses, at [`CTX`].
+#[repr(C, align(64))]
+pub struct Ctx {
+    /// RAX RCX RDX RBX RSP RBP RSI RDI R8..R15 (iced's register order).
+    pub gpr: [u64; 16],
+    /// The guest's rflags.
+    pub rflags: u64,
+    /// The guest rip to continue at.
+    pub next: u64,
+    /// Why the guest left (INFO_* or a link site).
+    pub info: u64,
+    /// Scratch: the guest's rax while generated code uses rax.
+    pub s_rax: u64,
+    /// Scratch: rcx in the lookup.
+    pub s_rcx: u64,
+    /// Scratch: rdx in the lookup.
+    pub s_rdx: u64,
+    /// Host address the entry (or a lookup hit) jumps to.
+    pub s_tgt: u64,
+    /// vbench's stack pointer while the guest runs.
+    pub host_rsp: u64,
+    /// vbench's FS base (its thread-local storage).
+    pub host_fs: u64,
+    /// The guest's FS base.
+    pub guest_fs: u64,
+    /// Indirect-branch lookups that stayed in the cache.
+    pub hits: u64,
+    /// Host rip of the last signal taken in translated code.
+    pub fault_host_rip: u64,
+    /// si_addr of that signal.
+    pub fault_addr: u64,
+    /// Its number.
+    pub fault_sig: u64,
+    /// Scratch: a second temporary of generated code.
+    pub s_tmp: u64,
+    _pad: [u64; 1],
+    /// The guest's FXSAVE image (x87, MXCSR, XMM0-15).
+    pub guest_fx: [u8; 512],
+    /// vbench's FXSAVE image while the guest runs.
+    pub host_fx: [u8; 512],
+}
+
+macro_rules! slot {
+    ($f:ident) => {
+        CTX + std::mem::offset_of!(Ctx, $f) as u64
+    };
+}
+
+fn gpr_slot(i: usize) -> u64 {
+    slot!(gpr) + 8 * i as u64
+}
+
+/// The general registers in [`Ctx::gpr`] order.
+pub const GPRS: [Register; 16] = [
+    Register::RAX,
+    Register::RCX,
+    Register::RDX,
+    Register::RBX,
+    Register::RSP,
+    Register::RBP,
+    Register::RSI,
+    Register::RDI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+
+/// A rip-relative memory operand reaching absolute `addr`.
+fn rip(addr: u64) -> MemoryOperand {
+    MemoryOperand::with_base_displ(Register::RIP, addr as i64)
+}
+
+/// Encodes instructions one by one at their final address.
+pub struct Emitter {
+    /// Address of `buf[0]`.
+    pub base: u64,
+    /// The bytes so far.
+    pub buf: Vec<u8>,
+    enc: Encoder,
+}
+
+impl Emitter {
+    /// An empty emitter for code placed at `base`.
+    pub fn new(base: u64) -> Self {
+        Emitter {
+            base,
+            buf: Vec::with_capacity(256),
+            enc: Encoder::new(64),
+        }
+    }
+    /// The address the next byte goes to.
+    pub fn at(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+    /// Appends one instruction.
+    pub fn ins(&mut self, i: Instruction) -> Result<(), IcedError> {
+        let at = self.at();
+        self.enc.encode(&i, at)?;
+        self.buf.extend(self.enc.take_buffer());
+        Ok(())
+    }
+    fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    /// `jmp rel32` to `target`, always five bytes (a link site).
+    fn jmp32(&mut self, target: u64) {
+        let rel = target.wrapping_sub(self.at() + 5) as i64;
+        self.raw(&[0xe9]);
+        self.raw(&(rel as i32).to_le_bytes());
+    }
+    fn patch_jmp32(&mut self, site: u64, target: u64) {
+        let o = (site - self.base) as usize;
+        let rel = target.wrapping_sub(site + 5) as i64 as i32;
+        self.buf[o + 1..o + 5].copy_from_slice(&rel.to_le_bytes());
+    }
+    fn store(&mut self, addr: u64, r: Register) -> Result<(), IcedError> {
+        self.ins(Instruction::with2(Code::Mov_rm64_r64, rip(addr), r)?)
+    }
+    fn load(&mut self, r: Register, addr: u64) -> Result<(), IcedError> {
+        self.ins(Instruction::with2(Code::Mov_r64_rm64, r, rip(addr))?)
+    }
+    fn imm(&mut self, r: Register, v: u64) -> Result<(), IcedError> {
+        if v <= u64::from(u32::MAX) {
+            let r32 = match r {
+                Register::RAX => Register::EAX,
+                Register::RCX => Register::ECX,
+                Register::RDX => Register::EDX,
+                _ => return self.ins(Instruction::with2(Code::Mov_r64_imm64, r, v)?),
+            };
+            self.ins(Instruction::with2(Code::Mov_r32_imm32, r32, v as u32)?)
+        } else {
+            self.ins(Instruction::with2(Code::Mov_r64_imm64, r, v)?)
+        }
+    }
+    fn jmp(&mut self, target: u64) -> Result<(), IcedError> {
+        self.ins(Instruction::with_branch(Code::Jmp_rel32_64, target)?)
+    }
+    fn lea(&mut self, r: Register, m: MemoryOperand) -> Result<(), IcedError> {
+        self.ins(Instruction::with2(Code::Lea_r64_m, r, m)?)
+    }
+}
+
+/// Addresses of the trampolines.
+#[derive(Debug, Clone, Copy)]
+pub struct Tramps {
+    /// `extern "C" fn(*mut Ctx)`: enters the guest at `Ctx::s_tgt`, returns when it exits.
+    pub enter: u64,
+    /// Saves the guest state and returns from `enter`.
+    pub exit: u64,
+    /// The indirect-branch lookup (rax = guest target, guest rax in `s_rax`).
+    pub lookup: u64,
+    /// Where a signal handler sends translated code that faulted.
+    pub fault_exit: u64,
+    /// Where the watchdog's signal sends translated code.
+    pub kick_exit: u64,
+}
+
+/// Assembles the trampolines for [`TRAMP`]; returns their bytes and addresses.
+pub fn trampolines() -> Result<(Vec<u8>, Tramps), IcedError> {
+    use Register::*;
+    let mut e = Emitter::new(TRAMP);
+    // --- exit: rax = info, guest rax in s_rax, guest rsp and flags live
+    let exit = e.at();
+    e.store(slot!(info), RAX)?;
+    e.store(gpr_slot(4), RSP)?;
+    e.load(RSP, slot!(host_rsp))?;
+    e.ins(Instruction::with(Code::Pushfq))?;
+    e.ins(Instruction::with1(Code::Pop_rm64, rip(slot!(rflags)))?)?;
+    e.ins(Instruction::with1(Code::Pushq_imm32, 0x202i32)?)?;
+    e.ins(Instruction::with(Code::Popfq))?; // clears DF, AC, TF for vbench's code
+    e.load(RAX, slot!(s_rax))?;
+    for (i, r) in GPRS.iter().enumerate() {
+        if *r != RSP {
+            e.store(gpr_slot(i), *r)?;
+        }
+    }
+    e.ins(Instruction::with1(
+        Code::Fxsave64_m512byte,
+        rip(slot!(guest_fx)),
+    )?)?;
+    e.ins(Instruction::with1(
+        Code::Fxrstor64_m512byte,
+        rip(slot!(host_fx)),
+    )?)?;
+    e.load(RAX, slot!(host_fs))?;
+    e.ins(Instruction::with1(Code::Wrfsbase_r64, RAX)?)?;
+    e.lea(RSP, MemoryOperand::with_base_displ(RSP, 8))?;
+    for r in [R15, R14, R13, R12, RBP, RBX] {
+        e.ins(Instruction::with1(Code::Pop_r64, r)?)?;
+    }
+    e.ins(Instruction::with(Code::Retnq))?;
+
+    // --- enter(ctx): System V call from vbench
+    let enter = e.at();
+    for r in [RBX, RBP, R12, R13, R14, R15] {
+        e.ins(Instruction::with1(Code::Push_r64, r)?)?;
+    }
+    e.lea(RSP, MemoryOperand::with_base_displ(RSP, -8))?;
+    e.store(slot!(host_rsp), RSP)?;
+    e.ins(Instruction::with1(Code::Rdfsbase_r64, RAX)?)?;
+    e.store(slot!(host_fs), RAX)?;
+    e.ins(Instruction::with1(
+        Code::Fxsave64_m512byte,
+        rip(slot!(host_fx)),
+    )?)?;
+    e.ins(Instruction::with1(
+        Code::Fxrstor64_m512byte,
+        rip(slot!(guest_fx)),
+    )?)?;
+    e.load(RAX, slot!(guest_fs))?;
+    e.ins(Instruction::with1(Code::Wrfsbase_r64, RAX)?)?;
+    e.ins(Instruction::with1(Code::Push_rm64, rip(slot!(rflags)))?)?;
+    e.ins(Instruction::with(Code::Popfq))?;
+    for (i, r) in GPRS.iter().enumerate() {
+        if *r != RSP && *r != RAX {
+            e.load(*r, gpr_slot(i))?;
+        }
+    }
+    e.load(RSP, gpr_slot(4))?;
+    e.load(RAX, gpr_slot(0))?;
+    e.ins(Instruction::with1(Code::Jmp_rm64, rip(slot!(s_tgt)))?)?;
+
+    // --- lookup: rax = guest target, guest rax in s_rax; flags are not touched
+    let lookup = e.at();
+    e.store(slot!(s_rcx), RCX)?;
+    e.store(slot!(s_rdx), RDX)?;
+    e.ins(Instruction::with2(Code::Movzx_r32_rm16, ECX, AX)?)?;
+    e.lea(RCX, MemoryOperand::with_base_index(RCX, RCX))?;
+    e.lea(RDX, rip(TABLE))?;
+    e.lea(
+        RDX,
+        MemoryOperand::with_base_index_scale_displ_size(RDX, RCX, 8, 0, 0),
+    )?;
+    e.ins(Instruction::with2(
+        Code::Mov_r64_rm64,
+        RCX,
+        MemoryOperand::with_base(RDX),
+    )?)?;
+    e.lea(RCX, MemoryOperand::with_base_index(RCX, RAX))?;
+    let jrcxz = e.buf.len();
+    e.raw(&[0xe3, 0]); // jrcxz hit
+    e.load(RCX, slot!(s_rcx))?;
+    e.load(RDX, slot!(s_rdx))?;
+    e.store(slot!(next), RAX)?;
+    e.imm(RAX, INFO_INDIRECT)?;
+    e.jmp(exit)?;
+    let hit = e.buf.len();
+    e.buf[jrcxz + 1] = u8::try_from(hit - jrcxz - 2).expect("short lookup miss path");
+    e.ins(Instruction::with2(
+        Code::Mov_r64_rm64,
+        RDX,
+        MemoryOperand::with_base_displ(RDX, 8),
+    )?)?;
+    e.store(slot!(s_tgt), RDX)?;
+    e.load(RCX, slot!(hits))?;
+    e.lea(RCX, MemoryOperand::with_base_displ(RCX, 1))?;
+    e.store(slot!(hits), RCX)?;
+    e.load(RCX, slot!(s_rcx))?;
+    e.load(RDX, slot!(s_rdx))?;
+    e.load(RAX, slot!(s_rax))?;
+    e.ins(Instruction::with1(Code::Jmp_rm64, rip(slot!(s_tgt)))?)?;
+
+    // --- fault and kick exits: every guest register still live
+    let fault_exit = e.at();
+    e.store(slot!(s_rax), RAX)?;
+    e.imm(RAX, INFO_FAULT)?;
+    e.jmp(exit)?;
+    let kick_exit = e.at();
+    e.store(slot!(s_rax), RAX)?;
+    e.imm(RAX, INFO_KICK)?;
+    e.jmp(exit)?;
+    assert!(e.buf.len() < 0x1000, "trampolines fit their page");
+    Ok((
+        e.buf,
+        Tramps {
+            enter,
+            exit,
+            lookup,
+            fault_exit,
+            kick_exit,
+        },
+    ))
+}
+
+/// Instructions the guest may not execute directly: the dispatcher emulates them or reports
+/// them as the guest's fault.
+pub fn is_sensitive(i: &Instruction) -> bool {
+    use Mnemonic::*;
+    matches!(
+        i.mnemonic(),
+        Syscall
+            | Sysenter
+            | Sysexit
+            | Sysret
+            | Cpuid
+            | Rdtsc
+            | Rdtscp
+            | Pushf
+            | Pushfq
+            | Pushfd
+            | Popf
+            | Popfq
+            | Popfd
+            | Sgdt
+            | Sidt
+            | Sldt
+            | Smsw
+            | Str
+            | Int
+            | Int1
+            | Int3
+            | Into
+            | Ud0
+            | Ud1
+            | Ud2
+            | Hlt
+            | In
+            | Out
+            | Insb
+            | Insw
+            | Insd
+            | Outsb
+            | Outsw
+            | Outsd
+            | Iret
+            | Iretd
+            | Iretq
+            | Retf
+            | Rdfsbase
+            | Wrfsbase
+            | Cli
+            | Sti
+            | Xbegin
+            | Xabort
+            | Xend
+    ) || is_far(i)
+        || matches!(
+            i.flow_control(),
+            FlowControl::Interrupt | FlowControl::Exception
+        )
+}
+
+/// A far jmp/call (to another code segment).
+pub fn is_far(i: &Instruction) -> bool {
+    matches!(
+        i.code(),
+        Code::Jmp_m1616
+            | Code::Jmp_m1632
+            | Code::Jmp_m1664
+            | Code::Call_m1616
+            | Code::Call_m1632
+            | Code::Call_m1664
+            | Code::Jmp_ptr1616
+            | Code::Jmp_ptr1632
+            | Code::Call_ptr1616
+            | Code::Call_ptr1632
+    )
+}
+
+/// Why no block could be made at a guest address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoBlock {
+    /// The instruction bytes are not in executable guest memory.
+    NotExecutable,
+    /// The generated code did not encode (e.g. a rip-relative operand out of reach).
+    Encode(String),
+}
+
+/// A translated block, ready to be copied into the cache at the address it was made for.
+#[derive(Debug, Default)]
+pub struct Block {
+    /// The code.
+    pub bytes: Vec<u8>,
+    /// (host address, guest instruction address) of each translated instruction.
+    pub map: Vec<(u64, u64)>,
+    /// Guest instructions translated.
+    pub guest_instrs: usize,
+}
+
+/// Longest block, in guest instructions.
+const MAX_BLOCK: usize = 64;
+
+/// The memory operand of `i` as a standalone operand (rip-relative ones keep their target).
+fn mem_of(i: &Instruction) -> MemoryOperand {
+    MemoryOperand::new(
+        i.memory_base(),
+        i.memory_index(),
+        i.memory_index_scale(),
+        i.memory_displacement64() as i64,
+        i.memory_displ_size(),
+        false,
+        i.segment_prefix(),
+    )
+}
+
+/// Decodes the guest code at `pc` (whose executable bytes are `code`, starting at `pc`) and
+/// translates one basic block for the host address `at`.
+pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoBlock> {
+    let enc = |e: IcedError| NoBlock::Encode(e.to_string());
+    let mut dec = Decoder::with_ip(64, code, pc, DecoderOptions::NONE);
+    let mut body: Vec<Instruction> = Vec::new();
+    let mut last: Option<Instruction> = None;
+    let mut stop_at = None; // ends before an instruction the dispatcher must see
+    while body.len() < MAX_BLOCK {
+        if !dec.can_decode() {
+            stop_at = Some(dec.ip());
+            break;
+        }
+        let i = dec.decode();
+        if i.is_invalid() || dec.last_error() != DecoderError::None || is_sensitive(&i) {
+            stop_at = Some(i.ip());
+            break;
+        }
+        if i.flow_control() == FlowControl::Next {
+            body.push(i);
+        } else {
+            last = Some(i);
+            break;
+        }
+    }
+    if body.is_empty() && last.is_none() && stop_at == Some(pc) {
+        if code.is_empty() {
+            return Err(NoBlock::NotExecutable);
+        }
+        // the first instruction needs the dispatcher: a block that only exits to it
+        let mut e = Emitter::new(at);
+        e.store(slot!(s_rax), Register::RAX).map_err(enc)?;
+        e.imm(Register::RAX, pc).map_err(enc)?;
+        e.store(slot!(next), Register::RAX).map_err(enc)?;
+        e.imm(Register::RAX, INFO_EMULATE).map_err(enc)?;
+        e.jmp(t.exit).map_err(enc)?;
+        return Ok(Block {
+            bytes: e.buf,
+            map: vec![(at, pc)],
+            guest_instrs: 0,
+        });
+    }
+    let mut e = Emitter::new(at);
+    let mut map = Vec::with_capacity(body.len() + 1);
+    for i in &body {
+        map.push((e.at(), i.ip()));
+        e.ins(*i).map_err(enc)?;
+    }
+    let n = body.len() + usize::from(last.is_some());
+    let Some(i) = last else {
+        let next = stop_at.unwrap_or_else(|| body.last().map_or(pc, |i| i.next_ip()));
+        link_exit(&mut e, next, t).map_err(enc)?;
+        return Ok(Block {
+            bytes: e.buf,
+            map,
+            guest_instrs: n,
+        });
+    };
+    map.push((e.at(), i.ip()));
+    use Register::{RAX, RSP};
+    match i.flow_control() {
+        FlowControl::UnconditionalBranch => link_exit(&mut e, i.near_branch_target(), t),
+        FlowControl::ConditionalBranch => {
+            let mut c = i;
+            c.as_short_branch();
+            let here = e.at();
+            c.set_near_branch64(here);
+            let mut probe = Encoder::new(64);
+            let len = probe.encode(&c, here).map_err(enc)? as u64;
+            c.set_near_branch64(here + len + 5);
+            e.ins(c).map_err(enc)?;
+            let fall_site = e.at();
+            e.jmp32(0);
+            let taken_site = e.at();
+            e.jmp32(0);
+            let fall_slow = e.at();
+            slow_stub(&mut e, fall_site, i.next_ip(), t).map_err(enc)?;
+            let taken_slow = e.at();
+            slow_stub(&mut e, taken_site, i.near_branch_target(), t).map_err(enc)?;
+            e.patch_jmp32(fall_site, fall_slow);
+            e.patch_jmp32(taken_site, taken_slow);
+            Ok(())
+        }
+        FlowControl::Call => push_return(&mut e, i.next_ip())
+            .and_then(|_| link_exit(&mut e, i.near_branch_target(), t)),
+        FlowControl::IndirectBranch | FlowControl::IndirectCall => (|| {
+            e.store(slot!(s_rax), RAX)?;
+            if i.op0_kind() == iced_x86::OpKind::Memory {
+                e.ins(Instruction::with2(Code::Mov_r64_rm64, RAX, mem_of(&i))?)?;
+            } else {
+                e.ins(Instruction::with2(
+                    Code::Mov_r64_rm64,
+                    RAX,
+                    i.op0_register(),
+                )?)?;
+            }
+            if i.flow_control() == FlowControl::IndirectCall {
+                if i.next_ip() <= 0x7fff_ffff {
+                    e.ins(Instruction::with1(Code::Pushq_imm32, i.next_ip() as i32)?)?;
+                } else {
+                    e.store(slot!(s_tmp), RAX)?;
+                    e.imm(RAX, i.next_ip())?;
+                    e.ins(Instruction::with1(Code::Push_r64, RAX)?)?;
+                    e.load(RAX, slot!(s_tmp))?;
+                }
+            }
+            e.jmp(t.lookup)
+        })(),
+        FlowControl::Return => (|| {
+            e.store(slot!(s_rax), RAX)?;
+            e.ins(Instruction::with1(Code::Pop_r64, RAX)?)?;
+            if i.code() == Code::Retnq_imm16 {
+                e.lea(
+                    RSP,
+                    MemoryOperand::with_base_displ(RSP, i64::from(i.immediate16())),
+                )?;
+            }
+            e.jmp(t.lookup)
+        })(),
+        _ => {
+            // anything else that transfers control goes to the dispatcher as an emulation
+            map.pop();
+            link_exit(&mut e, i.ip(), t)
+        }
+    }
+    .map_err(enc)?;
+    Ok(Block {
+        bytes: e.buf,
+        map,
+        guest_instrs: n,
+    })
+}
+
+/// Pushes the guest return address `ret` without touching flags or registers.
+fn push_return(e: &mut Emitter, ret: u64) -> Result<(), IcedError> {
+    if ret <= 0x7fff_ffff {
+        e.ins(Instruction::with1(Code::Pushq_imm32, ret as i32)?)
+    } else {
+        e.store(slot!(s_tmp), Register::RAX)?;
+        e.imm(Register::RAX, ret)?;
+        e.ins(Instruction::with1(Code::Push_r64, Register::RAX)?)?;
+        e.load(Register::RAX, slot!(s_tmp))
+    }
+}
+
+/// A link site (a five-byte jmp, patched once the target is translated) and its slow path.
+fn link_exit(e: &mut Emitter, target: u64, t: &Tramps) -> Result<(), IcedError> {
+    let site = e.at();
+    e.jmp32(site + 5);
+    slow_stub(e, site, target, t)
+}
+
+/// Leaves for the dispatcher with `next = target` and `info = site`.
+fn slow_stub(e: &mut Emitter, site: u64, target: u64, t: &Tramps) -> Result<(), IcedError> {
+    e.store(slot!(s_rax), Register::RAX)?;
+    e.imm(Register::RAX, target)?;
+    e.store(slot!(next), Register::RAX)?;
+    e.lea(Register::RAX, rip(site))?;
+    e.jmp(t.exit)
+}
+
+/// Rewrites the link site at `site` (inside `cache`, mapped at [`CACHE_BASE`]) to jump to `target`.
+pub fn patch_link(cache: &mut [u8], site: u64, target: u64) {
+    let o = (site - CACHE_BASE) as usize;
+    let rel = target.wrapping_sub(site + 5) as i64 as i32;
+    cache[o + 1..o + 5].copy_from_slice(&rel.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tramps() -> Tramps {
+        trampolines().unwrap().1
+    }
+
+    #[test]
+    fn context_layout_fits_its_page_and_aligns_fxsave() {
+        assert!(std::mem::size_of::<Ctx>() <= 0x1000);
+        assert_eq!(std::mem::offset_of!(Ctx, guest_fx) % 16, 0);
+        assert_eq!(std::mem::offset_of!(Ctx, host_fx) % 16, 0);
+        const { assert!(CODE < CODE_END) };
+    }
+
+    #[test]
+    fn straight_line_code_ends_in_a_link_site() {
+        // mov eax, 1; add eax, 2; jmp back to start
+        let code = [0xb8, 1, 0, 0, 0, 0x83, 0xc0, 0x02, 0xeb, 0xf6];
+        let b = translate(0x40_0000, &code, CODE, &tramps()).unwrap();
+        assert_eq!(b.guest_instrs, 3);
+        assert_eq!(&b.bytes[..8], &code[..8]);
+        assert_eq!(b.bytes[8], 0xe9, "link site after the body");
+        assert_eq!(b.map[2], (CODE + 8, 0x40_0008));
+    }
+
+    #[test]
+    fn sensitive_first_instruction_becomes_an_emulation_exit() {
+        for code in [
+            &[0x0f, 0x05][..],
+            &[0x0f, 0xa2],
+            &[0x0f, 0x0b],
+            &[0xcc],
+            &[0xff, 0xff],
+        ] {
+            let b = translate(0x1000, code, CODE, &tramps()).unwrap();
+            assert_eq!(b.guest_instrs, 0, "{code:x?}");
+        }
+        assert_eq!(
+            translate(0x1000, &[], CODE, &tramps()).unwrap_err(),
+            NoBlock::NotExecutable
+        );
+    }
+
+    #[test]
+    fn rip_relative_operands_are_relocated() {
+        // lea rax, [rip+0x10] at 0x40_0000 -> target 0x40_0017
+        let code = [0x48, 0x8d, 0x05, 0x10, 0, 0, 0, 0x0f, 0x05];
+        let b = translate(0x40_0000, &code, CODE, &tramps()).unwrap();
+        let mut d = Decoder::with_ip(64, &b.bytes, CODE, DecoderOptions::NONE);
+        let i = d.decode();
+        assert_eq!(i.memory_displacement64(), 0x40_0017);
+        assert_eq!(b.guest_instrs, 1);
+    }
+}
