@@ -62,6 +62,8 @@ enum Command {
     Gate(crate::gate_cmd::GateArgs),
     /// Compare the overhead ratios of two results files (the gate's table; exit 0 whatever changed).
     Compare(crate::gate_cmd::CompareArgs),
+    /// Run the escape and limit probes on each backend and print what each contained (exit 1 on an escape it must contain or a broken probe).
+    Isolate(crate::isolate::IsolateArgs),
     /// Write the embedded workload ELF to a file, to run it with other tools (hyperfine, qemu-user, ...).
     WorkloadElf {
         /// Where to write it (made executable).
@@ -252,6 +254,7 @@ pub fn main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(a) => crate::report_cmd::run(a),
+        Command::Isolate(a) => crate::isolate::run(a),
         Command::Show { file, json } => {
             let doc = vbench_results::load(&file)?;
             if json {

@@ -4,6 +4,7 @@
 mod cli;
 mod doctor;
 mod gate_cmd;
+mod isolate;
 mod measure;
 mod plan;
 mod report_cmd;

@@ -159,6 +159,7 @@ mod tests {
             samples: Vec::new(),
             summaries: Vec::new(),
             failures: Vec::new(),
+            isolation: None,
         };
         vbench_results::write_atomic(&file, &doc).unwrap();
         run(parse(&[file.to_str().unwrap()]).unwrap()).unwrap();

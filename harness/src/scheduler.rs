@@ -73,6 +73,7 @@ pub fn run(
         samples: Vec::new(),
         summaries: Vec::new(),
         failures: Vec::new(),
+        isolation: None,
     };
     let save = |doc: &Document| write_atomic(sched.out, doc).with_context(|| "writing results");
     save(&doc)?;

@@ -30,6 +30,105 @@ pub struct Document {
     pub summaries: Vec<CellSummary>,
     /// Correctness failures and failed runs, loudly reported.
     pub failures: Vec<Failure>,
+    /// What each backend contained, from `vbench isolate` (absent in benchmark runs; older
+    /// readers ignore it, so the schema version is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationMatrix>,
+}
+
+/// The probe x backend matrix of `vbench isolate`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IsolationMatrix {
+    /// The backends in column order, available or not.
+    pub backends: Vec<BackendStatus>,
+    /// One row per probe, in catalogue order.
+    pub probes: Vec<ProbeRow>,
+    /// What the harness prepared on the host for the probes (host pid, port, shm id, scratch
+    /// directory, ...), all removed when the run ended.
+    #[serde(default)]
+    pub fixtures: BTreeMap<String, String>,
+    /// The limits the container backend ran the probes under.
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// One probe on every backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRow {
+    /// Probe name.
+    pub probe: String,
+    /// `visibility`, `privilege`, `limit`, `translation` or `instruction`.
+    pub kind: String,
+    /// What it tries.
+    pub summary: String,
+    /// One cell per backend of [`IsolationMatrix::backends`], same order.
+    pub cells: Vec<ProbeCell>,
+}
+
+/// One probe on one backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeCell {
+    /// Backend name.
+    pub backend: String,
+    /// The catalogue's expectation: `contained`, `escapes`, `observe` or `n/a`.
+    pub expect: String,
+    /// The judgement.
+    pub verdict: Verdict,
+    /// Why: the n/a reason, what made a probe broken, or the harness's own measurement.
+    #[serde(default)]
+    pub note: String,
+    /// The outcome the probe printed, if it printed a line.
+    pub outcome: Option<String>,
+    /// The probe's detail text (observed values).
+    #[serde(default)]
+    pub detail: String,
+    /// How the probe's process ended, when it ran.
+    pub exit: Option<Exit>,
+    /// Backend counters of the run (cgroup peaks, limit hits, ...).
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// The judgement of one probe on one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The attempt failed, as it must.
+    Contained,
+    /// The attempt succeeded where that is expected (the native control, or a documented
+    /// permission).
+    Escaped,
+    /// The attempt succeeded where it must be contained: an isolation failure.
+    Breach,
+    /// An observation (instruction and translation probes).
+    Observed,
+    /// The probe does not apply here (see the note).
+    NotApplicable,
+    /// The probe did not do what it must: the native control did not escape, it printed no
+    /// valid line, or it reported an error. Its other results mean nothing.
+    Broken,
+    /// The backend could not run here or could not start the probe.
+    Unavailable,
+}
+
+impl Verdict {
+    /// The word in the matrix.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Contained => "contained",
+            Verdict::Escaped => "escaped",
+            Verdict::Breach => "ESCAPED!",
+            Verdict::Observed => "observed",
+            Verdict::NotApplicable => "n/a",
+            Verdict::Broken => "BROKEN",
+            Verdict::Unavailable => "-",
+        }
+    }
+
+    /// Whether this verdict fails `vbench isolate`.
+    pub fn fails(self) -> bool {
+        matches!(self, Verdict::Breach | Verdict::Broken)
+    }
 }
 
 /// The program that wrote a document.

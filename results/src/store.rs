@@ -188,6 +188,7 @@ mod tests {
                 kind: FailureKind::BadExit,
                 message: "m".into(),
             }],
+            isolation: None,
         }
     }
 

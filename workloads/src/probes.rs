@@ -161,6 +161,10 @@ impl Probe {
 /// expectations are what the design requires of them.
 const GUEST: Expect = Expect::Contained;
 
+/// bt is a host process like native: limits come from running it inside a container.
+const NO_BT_LIMITS: Expect =
+    Expect::NotApplicable("bt enforces no resource limits: it is an ordinary host process");
+
 const fn escape(
     name: &'static str,
     kind: Kind,
@@ -357,24 +361,34 @@ pub const PROBES: &[Probe] = &[
         &["host_pid", "path", "magic"],
     ),
     // --- limits ---
-    escape(
-        "memory",
-        Limit,
-        "touch `mb` MiB of anonymous memory",
-        &["mb"],
-    ),
-    escape(
-        "fork_bomb",
-        Limit,
-        "fork up to `n` sleeping children (bounded), count the successes, kill them",
-        &["n"],
-    ),
-    escape(
-        "cpu_quota",
-        Limit,
-        "spin for `ms` ms; share of one CPU from the process CPU clock",
-        &["ms"],
-    ),
+    Probe {
+        bt: NO_BT_LIMITS,
+        ..escape(
+            "memory",
+            Limit,
+            "touch `mb` MiB of anonymous memory",
+            &["mb"],
+        )
+    },
+    Probe {
+        bt: NO_BT_LIMITS,
+        ..escape(
+            "fork_bomb",
+            Limit,
+            "fork up to `n` sleeping children (bounded), count the successes, kill them",
+            &["n"],
+        )
+    },
+    Probe {
+        bt: NO_BT_LIMITS,
+        kvm: Expect::NotApplicable("the VMM sets no CPU quota"),
+        ..escape(
+            "cpu_quota",
+            Limit,
+            "spin for `ms` ms; escaped when the share of one CPU is 0.15 above `quota`",
+            &["ms", "quota"],
+        )
+    },
     everywhere(
         escape(
             "stdout_flood",

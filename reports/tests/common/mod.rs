@@ -251,6 +251,7 @@ pub fn document() -> Document {
         samples,
         summaries,
         failures,
+        isolation: None,
     }
 }
 
