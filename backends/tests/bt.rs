@@ -1,0 +1,425 @@
+//! Tests of the binary-translation backend: tiny static programs assembled here run under the
+//! translator, in this process, without privileges.
+
+use iced_x86::code_asm::*;
+use std::time::{Duration, Instant};
+use vbench_backends::bt::BtBackend;
+use vbench_backends::{Backend, Invocation, Outcome, Program};
+use vbench_results::Exit;
+
+const BASE: u64 = 0x40_0000;
+const DATA: u64 = BASE + 0x800;
+
+fn usable() -> bool {
+    let a = BtBackend.availability();
+    if !a.is_available() {
+        eprintln!("skipping: {a:?}");
+    }
+    a.is_available()
+}
+
+/// A static ELF whose one RWX segment holds `code` (entry) followed by `data` at BASE + 0x800.
+fn elf(build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>, data: &[u8]) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    build(&mut a).unwrap();
+    let code = a.assemble(BASE + 0x78).unwrap();
+    elf_raw(&code, data)
+}
+
+fn elf_raw(code: &[u8], data: &[u8]) -> Vec<u8> {
+    assert!(0x78 + code.len() <= 0x800);
+    let mut b = vec![0u8; 0x800 + data.len()];
+    b[0x78..0x78 + code.len()].copy_from_slice(code);
+    b[0x800..].copy_from_slice(data);
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2;
+    b[5] = 1;
+    b[6] = 1;
+    b[16..18].copy_from_slice(&2u16.to_le_bytes());
+    b[18..20].copy_from_slice(&62u16.to_le_bytes());
+    b[24..32].copy_from_slice(&(BASE + 0x78).to_le_bytes());
+    b[32..40].copy_from_slice(&64u64.to_le_bytes());
+    b[54..56].copy_from_slice(&56u16.to_le_bytes());
+    b[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let len = b.len() as u64;
+    let p = 64;
+    b[p..p + 4].copy_from_slice(&1u32.to_le_bytes());
+    b[p + 4..p + 8].copy_from_slice(&7u32.to_le_bytes());
+    b[p + 16..p + 24].copy_from_slice(&BASE.to_le_bytes());
+    b[p + 32..p + 40].copy_from_slice(&len.to_le_bytes());
+    b[p + 40..p + 48].copy_from_slice(&(len + 0x1000).to_le_bytes());
+    b
+}
+
+fn exit_with(a: &mut CodeAssembler, r: AsmRegister64) -> Result<(), IcedError> {
+    a.mov(rdi, r)?;
+    a.mov(eax, 231)?;
+    a.syscall()
+}
+
+fn run_for(image: Vec<u8>, timeout_ms: u64) -> Outcome {
+    let p = Program::from_bytes("guest", image).unwrap();
+    let mut inv = Invocation::new(p, vec![]);
+    inv.timeout = Some(Duration::from_millis(timeout_ms));
+    BtBackend.run(&inv).unwrap()
+}
+
+fn run(image: Vec<u8>) -> Outcome {
+    run_for(image, 20_000)
+}
+
+fn crashed(o: &Outcome, signal: i32, needles: &[&str]) {
+    assert_eq!(
+        o.sample.exit,
+        Exit::Signal { signal },
+        "{}",
+        o.sample.stderr_tail
+    );
+    for n in needles {
+        assert!(
+            o.sample.stderr_tail.contains(n),
+            "{n:?} not in {:?}",
+            o.sample.stderr_tail
+        );
+    }
+}
+
+#[test]
+fn exit_status_counters_and_startup() {
+    if !usable() {
+        return;
+    }
+    let o = run(elf(
+        |a| {
+            a.mov(eax, 39)?;
+            a.syscall()?;
+            a.mov(edi, 42)?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[],
+    ));
+    assert_eq!(o.sample.exit, Exit::Code { code: 42 });
+    let c = &o.sample.counters;
+    assert!(c["bt.blocks_translated"] >= 2, "{c:?}");
+    assert!(c["bt.cache_bytes"] > 0);
+    assert_eq!(c["bt.emulated.syscall"], 2);
+    assert!(c["bt.dispatcher_entries"] >= 2);
+    assert!(o.sample.startup_ns.unwrap() > 0);
+}
+
+#[test]
+fn write_to_stdout_through_a_loop_calls_and_returns() {
+    if !usable() {
+        return;
+    }
+    // write "hello\n" three times from a called function (rbx counts down), then once more
+    // through an indirect call whose target is in memory
+    let mut a = CodeAssembler::new(64).unwrap();
+    let mut f = a.create_label();
+    let mut top = a.create_label();
+    a.mov(ebx, 3).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.call(f).unwrap();
+    a.dec(ebx).unwrap();
+    a.jnz(top).unwrap();
+    a.mov(rax, DATA + 8).unwrap();
+    a.call(qword_ptr(rax)).unwrap();
+    a.mov(edi, 0).unwrap();
+    a.mov(eax, 231).unwrap();
+    a.syscall().unwrap();
+    a.set_label(&mut f).unwrap();
+    a.mov(eax, 1).unwrap();
+    a.mov(edi, 1).unwrap();
+    a.mov(rsi, DATA).unwrap();
+    a.mov(edx, 6).unwrap();
+    a.syscall().unwrap();
+    a.ret().unwrap();
+    let r = a
+        .assemble_options(
+            BASE + 0x78,
+            iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+        )
+        .unwrap();
+    let f_addr = r.label_ip(&f).unwrap();
+    let data = [b"hello\n\0\0".as_slice(), &f_addr.to_le_bytes()].concat();
+    let o = run(elf_raw(&r.inner.code_buffer, &data));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    assert_eq!(o.stdout, b"hello\n".repeat(4));
+    let c = &o.sample.counters;
+    assert!(c["bt.links"] >= 1, "{c:?}");
+    assert!(
+        c["bt.indirect_hits"] + c["bt.indirect_misses"] >= 4,
+        "{c:?}"
+    );
+}
+
+#[test]
+fn segfault_is_reported_with_guest_rip_and_address() {
+    if !usable() {
+        return;
+    }
+    let o = run(elf(
+        |a| {
+            a.nop()?;
+            a.mov(rax, qword_ptr(0x10))
+        },
+        &[],
+    ));
+    crashed(
+        &o,
+        libc::SIGSEGV,
+        &[&format!("guest rip {:#x}", BASE + 0x79), "address 0x10"],
+    );
+}
+
+#[test]
+fn jumping_outside_executable_memory_is_a_segfault_at_the_target() {
+    if !usable() {
+        return;
+    }
+    // jump to a non-executable address: the dispatcher refuses to translate it
+    let o = run(elf(
+        |a| {
+            a.mov(rax, 0x1234_5000u64)?;
+            a.jmp(rax)
+        },
+        &[],
+    ));
+    crashed(&o, libc::SIGSEGV, &["guest rip 0x12345000"]);
+}
+
+#[test]
+fn ud2_int3_int80_hlt_and_far_transfers_are_the_guests_faults() {
+    if !usable() {
+        return;
+    }
+    let at = format!("guest rip {:#x}", BASE + 0x79);
+    let o = run(elf(|a| a.nop().and_then(|_| a.ud2()), &[]));
+    crashed(&o, libc::SIGILL, &["ud2", &at]);
+    let o = run(elf(|a| a.nop().and_then(|_| a.int3()), &[]));
+    crashed(&o, libc::SIGTRAP, &["int3", &at]);
+    let o = run(elf(|a| a.nop().and_then(|_| a.int(0x80)), &[]));
+    crashed(&o, libc::SIGSEGV, &["int 0x80", &at]);
+    let o = run(elf(|a| a.nop().and_then(|_| a.hlt()), &[]));
+    crashed(&o, libc::SIGSEGV, &["hlt", &at]);
+    let o = run(elf(|a| a.nop().and_then(|_| a.out(dx, al)), &[]));
+    crashed(&o, libc::SIGSEGV, &["out", &at]);
+    let o = run(elf(
+        |a| a.nop().and_then(|_| a.db(&[0x48, 0xff, 0x2c, 0x24])),
+        &[],
+    ));
+    crashed(&o, libc::SIGSEGV, &["far transfer", &at]);
+    let o = run(elf(|a| a.nop().and_then(|_| a.db(&[0x48, 0xcb])), &[]));
+    crashed(&o, libc::SIGSEGV, &["far transfer", &at]);
+}
+
+#[test]
+fn division_by_zero_is_a_sigfpe_of_the_guest() {
+    if !usable() {
+        return;
+    }
+    let o = run(elf(
+        |a| {
+            a.xor(ecx, ecx)?;
+            a.div(ecx)
+        },
+        &[],
+    ));
+    crashed(
+        &o,
+        libc::SIGFPE,
+        &[&format!("guest rip {:#x}", BASE + 0x7a)],
+    );
+}
+
+#[test]
+fn garbage_bytes_are_an_invalid_opcode_of_the_guest() {
+    if !usable() {
+        return;
+    }
+    // nop; then bytes that decode to nothing valid in 64-bit mode
+    let o = run(elf_raw(&[0x90, 0x06, 0x06], &[]));
+    crashed(
+        &o,
+        libc::SIGILL,
+        &["invalid opcode", &format!("guest rip {:#x}", BASE + 0x79)],
+    );
+}
+
+#[test]
+fn cpuid_shows_the_hypervisor_bit_and_vbench_leaf() {
+    if !usable() {
+        return;
+    }
+    // exit status = hypervisor bit (1) + 2 * (leaf 0x40000000 ebx == "vben")
+    let o = run(elf(
+        |a| {
+            a.mov(eax, 1)?;
+            a.cpuid()?;
+            a.shr(ecx, 31)?;
+            a.mov(r12d, ecx)?;
+            a.mov(eax, 0x4000_0000)?;
+            a.cpuid()?;
+            a.xor(r13d, r13d)?;
+            a.cmp(ebx, i32::from_le_bytes(*b"vben"))?;
+            a.sete(r13b)?;
+            a.lea(rdi, ptr(r12 + r13 * 2))?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 3 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    assert_eq!(o.sample.counters["bt.emulated.cpuid"], 2);
+}
+
+#[test]
+fn popf_keeps_a_virtual_interrupt_flag_and_rdtsc_is_virtual() {
+    if !usable() {
+        return;
+    }
+    // clear IF with popf and read it back: natively it stays set at CPL3
+    let o = run(elf(
+        |a| {
+            a.pushfq()?;
+            a.pop(rax)?;
+            a.and(rax, !0x200i32)?;
+            a.push(rax)?;
+            a.popfq()?;
+            a.pushfq()?;
+            a.pop(rbx)?;
+            a.shr(rbx, 9)?;
+            a.and(ebx, 1)?; // 0: IF reads back clear
+            a.rdtsc()?;
+            a.shl(rdx, 32)?;
+            a.or(rax, rdx)?;
+            a.mov(rcx, 1u64 << 50)?; // a virtual TSC starts near zero
+            a.cmp(rax, rcx)?;
+            a.setb(bl)?;
+            a.movzx(edi, bl)?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 1 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    let c = &o.sample.counters;
+    assert_eq!(c["bt.emulated.pushfq"], 2);
+    assert_eq!(c["bt.emulated.popfq"], 1);
+    assert_eq!(c["bt.emulated.rdtsc"], 1);
+}
+
+#[test]
+fn sgdt_sees_a_virtual_table() {
+    if !usable() {
+        return;
+    }
+    let o = run(elf(
+        |a| {
+            a.mov(rax, DATA)?;
+            a.sgdt(ptr(rax))?;
+            a.movzx(edi, word_ptr(rax))?; // the limit
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[0u8; 16],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0x7f },
+        "{}",
+        o.sample.stderr_tail
+    );
+}
+
+#[test]
+fn arch_prctl_sets_the_guest_fs_base() {
+    if !usable() {
+        return;
+    }
+    // arch_prctl(ARCH_SET_FS, DATA); mov edi, fs:[0]; exit(edi)
+    let o = run(elf(
+        |a| {
+            a.mov(eax, 158)?;
+            a.mov(edi, 0x1002)?;
+            a.mov(rsi, DATA)?;
+            a.syscall()?;
+            a.mov(edi, dword_ptr(0).fs())?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[77, 0, 0, 0],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 77 },
+        "{}",
+        o.sample.stderr_tail
+    );
+}
+
+#[test]
+fn a_tight_loop_times_out_and_vbench_stays_alive() {
+    if !usable() {
+        return;
+    }
+    let t = Instant::now();
+    let o = run_for(
+        elf(
+            |a| {
+                let mut l = a.create_label();
+                a.set_label(&mut l)?;
+                a.jmp(l)
+            },
+            &[],
+        ),
+        300,
+    );
+    assert_eq!(o.sample.exit, Exit::Timeout { after_ms: 300 });
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // and the next run works: nothing was left mapped or installed
+    let o = run(elf(|a| exit_with(a, rsp).map(|_| ()), &[]));
+    assert!(matches!(o.sample.exit, Exit::Code { .. }));
+}
+
+#[test]
+fn sse_state_survives_exits() {
+    if !usable() {
+        return;
+    }
+    // xmm0 = 5.0; a syscall (dispatcher runs Rust code); cvttsd2si edi, xmm0
+    let o = run(elf(
+        |a| {
+            a.mov(eax, 5)?;
+            a.cvtsi2sd(xmm0, eax)?;
+            a.mov(eax, 39)?;
+            a.syscall()?;
+            a.cvttsd2si(edi, xmm0)?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 5 },
+        "{}",
+        o.sample.stderr_tail
+    );
+}
