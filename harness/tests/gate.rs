@@ -6,6 +6,16 @@
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// The tests of this file measure, so they run one at a time: a concurrent run competing for
+/// the two CPUs would shift the container/native ratio (the container's cgroup gets a fair
+/// share as a group, a native process only as one task).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -56,6 +66,7 @@ fn two_runs_of_the_same_build_pass() {
     if !privileged() {
         return;
     }
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let base = run(dir.path(), "base.json", SAME_BUILD);
     let new = run(dir.path(), "new.json", SAME_BUILD);
@@ -90,6 +101,7 @@ fn a_container_cpu_quota_is_caught_and_named() {
     if !privileged() {
         return;
     }
+    let _serial = serial();
     // intmix at its default parameters runs its loop for ~110 ms of CPU, longer than the
     // 100 ms CFS period, so a 0.4-CPU quota throttles it (measured: ~2x slower). Native is
     // unaffected, so the container's overhead ratio rises.
@@ -174,6 +186,7 @@ fn a_container_cpu_quota_is_caught_and_named() {
 /// Native-only runs need no privileges; edited copies of them make the bad inputs.
 #[test]
 fn bad_inputs_exit_2_with_the_reason() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let a = run(
@@ -268,6 +281,7 @@ fn too_few_rounds_is_refused_not_passed() {
     if !privileged() {
         return;
     }
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let args = ["--backend", "container", "--workload", "getpid", "--quick"];
     let a = run(dir.path(), "a.json", &args);
