@@ -11,6 +11,7 @@ pub mod native;
 pub mod planned;
 mod process;
 pub mod program;
+pub mod tiny_elf;
 
 pub use program::Program;
 

@@ -4,7 +4,7 @@
 use iced_x86::code_asm::*;
 use std::time::Duration;
 use vbench_backends::kvm::{Console, KvmBackend, KvmConfig};
-use vbench_backends::{Backend, Invocation, Outcome, Program};
+use vbench_backends::{tiny_elf, Backend, Invocation, Outcome, Program};
 use vbench_results::Exit;
 
 fn kvm_usable() -> bool {
@@ -19,35 +19,13 @@ fn kvm_usable() -> bool {
     ok
 }
 
-const BASE: u64 = 0x40_0000;
+const BASE: u64 = tiny_elf::BASE;
 
-/// A static ELF whose one segment holds `code` (entry) followed by `data` at BASE + 0x800.
+/// A tiny static ELF running the assembled code, with `data` at BASE + 0x800.
 fn elf(build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>, data: &[u8]) -> Vec<u8> {
     let mut a = CodeAssembler::new(64).unwrap();
     build(&mut a).unwrap();
-    let code = a.assemble(BASE + 0x78).unwrap();
-    assert!(0x78 + code.len() <= 0x800);
-    let mut b = vec![0u8; 0x800 + data.len()];
-    b[0x78..0x78 + code.len()].copy_from_slice(&code);
-    b[0x800..].copy_from_slice(data);
-    b[..4].copy_from_slice(b"\x7fELF");
-    b[4] = 2;
-    b[5] = 1;
-    b[6] = 1;
-    b[16..18].copy_from_slice(&2u16.to_le_bytes());
-    b[18..20].copy_from_slice(&62u16.to_le_bytes());
-    b[24..32].copy_from_slice(&(BASE + 0x78).to_le_bytes());
-    b[32..40].copy_from_slice(&64u64.to_le_bytes());
-    b[54..56].copy_from_slice(&56u16.to_le_bytes());
-    b[56..58].copy_from_slice(&1u16.to_le_bytes());
-    let len = b.len() as u64;
-    let p = 64;
-    b[p..p + 4].copy_from_slice(&1u32.to_le_bytes());
-    b[p + 4..p + 8].copy_from_slice(&7u32.to_le_bytes());
-    b[p + 16..p + 24].copy_from_slice(&BASE.to_le_bytes());
-    b[p + 32..p + 40].copy_from_slice(&len.to_le_bytes());
-    b[p + 40..p + 48].copy_from_slice(&(len + 0x1000).to_le_bytes());
-    b
+    tiny_elf::build(&a.assemble(BASE + tiny_elf::CODE).unwrap(), data)
 }
 
 fn exit_with_rax(a: &mut CodeAssembler) -> Result<(), IcedError> {
