@@ -168,10 +168,26 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
                 cpu: None,
                 cancel: Some(cancel.clone()),
             };
-            let mut c = match b.run(&inv) {
-                Ok(out) => judge(p, b.name(), expect, &out, &ctx),
-                Err(e) => cell(Verdict::Broken, format!("backend error: {e}")),
+            // A CPU share depends on what else the machine runs: a native control that could
+            // not show the spinner above the quota gets up to two more tries.
+            let tries = if p.name == "cpu_quota" && b.name() == "native" {
+                3
+            } else {
+                1
             };
+            let mut c = cell(Verdict::Broken, String::new());
+            for attempt in 1..=tries {
+                c = match b.run(&inv) {
+                    Ok(out) => judge(p, b.name(), expect, &out, &ctx),
+                    Err(e) => cell(Verdict::Broken, format!("backend error: {e}")),
+                };
+                if c.verdict != Verdict::Broken || cancel.load(Ordering::Relaxed) {
+                    if attempt > 1 {
+                        c.note = format!("escaped on attempt {attempt} (the machine is busy)");
+                    }
+                    break;
+                }
+            }
             c.expect = expect.name().to_string();
             cells.push(c);
         }
@@ -685,6 +701,16 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
         }
         _ => {}
     }
+    if let (Expect::Observe, Err(_), Exit::Signal { signal }) = (expect, line, s.exit) {
+        if backend != "native" {
+            // What the backend did to the instruction is the observation (e.g. seccomp's
+            // SIGSYS for the i386 syscall ABI); natively a probe always prints its line.
+            c.verdict = Verdict::Observed;
+            c.detail = format!("killed_by_{}", signal_name(signal));
+            c.note = s.stderr_tail.trim().to_string();
+            return c;
+        }
+    }
     let Ok(l) = line else {
         c.note = format!(
             "no valid probe line ({}); {}; stderr: {}",
@@ -754,6 +780,18 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
         }
     }
     c
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        4 => "SIGILL".into(),
+        5 => "SIGTRAP".into(),
+        7 => "SIGBUS".into(),
+        9 => "SIGKILL".into(),
+        11 => "SIGSEGV".into(),
+        31 => "SIGSYS".into(),
+        n => format!("signal_{n}"),
+    }
 }
 
 /// The native column is the control: when it is broken, a "contained" elsewhere means nothing.
@@ -968,6 +1006,13 @@ mod tests {
             (c.verdict, c.detail.as_str()),
             (Verdict::Observed, "sgdt:base=0x0")
         );
+        // a backend that kills the probe for the instruction: that is the observation
+        let sys = ctx_run("int80", "container", "", Exit::Signal { signal: 31 });
+        assert_eq!(sys.verdict, Verdict::Observed);
+        assert_eq!(sys.detail, "killed_by_SIGSYS");
+        // natively the probe must always print its line
+        let nat = ctx_run("int80", "native", "", Exit::Signal { signal: 31 });
+        assert_eq!(nat.verdict, Verdict::Broken);
     }
 
     #[test]

@@ -782,7 +782,7 @@ fn children_cpu_ns() -> u64 {
 fn cpu_quota(a: &Args<'_>) -> Report {
     // SPINNERS processes spin for `ms`: the share of one CPU they got together is what a quota
     // caps. Several, so that a loaded machine still shows the native control above the quota.
-    const SPINNERS: usize = 4;
+    const SPINNERS: usize = 8;
     let ms = a.get("ms").and_then(num).unwrap_or(1000);
     const CPUTIME: usize = 2; // CLOCK_PROCESS_CPUTIME_ID
     let (w0, c0, k0) = (

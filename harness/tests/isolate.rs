@@ -1,0 +1,238 @@
+//! Integration tests of `vbench isolate`: the native control must show every escape its
+//! probes attempt (so a "contained" elsewhere means something), the container must contain
+//! them, the limits must be accurate, and the host fixtures must be gone afterwards.
+//! The container test is privileged: skipped only when not root and VBENCH_REQUIRE_PRIVILEGED
+//! is unset (CI sets it).
+
+use assert_cmd::Command;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use vbench_results::{load, IsolationMatrix, ProbeCell, Verdict};
+
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
+            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but not root"
+        );
+        eprintln!("skipping privileged test: not root");
+    }
+    root
+}
+
+/// The runs of this file go one at a time: the CPU probe measures shares of the machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn isolate(args: &[&str]) -> (IsolationMatrix, String, Option<i32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("iso.json");
+    let o = Command::cargo_bin("vbench")
+        .unwrap()
+        .arg("isolate")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc = load(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    (
+        doc.isolation.expect("an isolation matrix"),
+        text,
+        o.status.code(),
+    )
+}
+
+fn cell<'m>(m: &'m IsolationMatrix, probe: &str, backend: &str) -> &'m ProbeCell {
+    m.probes
+        .iter()
+        .find(|r| r.probe == probe)
+        .unwrap_or_else(|| panic!("no row {probe}"))
+        .cells
+        .iter()
+        .find(|c| c.backend == backend)
+        .unwrap_or_else(|| panic!("no cell {probe}/{backend}"))
+}
+
+/// The host fixtures named in the matrix no longer exist.
+fn assert_fixtures_gone(m: &IsolationMatrix) {
+    let f = &m.fixtures;
+    let pid = &f["host_pid"];
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_ne!(
+        comm.trim(),
+        "sleep",
+        "the host sleeper {pid} is still running"
+    );
+    let shm = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let id = &f["shm_id"];
+    assert!(
+        !shm.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(id.as_str())),
+        "SysV segment {id} is left:\n{shm}"
+    );
+    assert!(
+        !Path::new(&f["scratch_dir"]).exists(),
+        "scratch dir {} is left",
+        f["scratch_dir"]
+    );
+    let port: u16 = f["tcp_port"].parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the listener on port {port} is still open"
+    );
+}
+
+/// Without privileges (or with them): the native control escapes or observes on every probe that
+/// applies, so none of them silently does nothing.
+#[test]
+fn native_control_shows_every_escape() {
+    let _serial = serial();
+    let (m, text, code) = isolate(&["--backend", "native"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(m.backends.len(), 1);
+    for r in &m.probes {
+        let c = &r.cells[0];
+        let ok = match c.expect.as_str() {
+            "escapes" => c.verdict == Verdict::Escaped,
+            "observe" => c.verdict == Verdict::Observed && !c.detail.is_empty(),
+            "contained" => c.verdict == Verdict::Contained,
+            _ => false,
+        } || c.verdict == Verdict::NotApplicable && !c.note.is_empty();
+        assert!(ok, "{}: {c:?}\n{text}", r.probe);
+    }
+    // the escapes were real: the listener saw the connection
+    assert_eq!(m.fixtures["tcp_connections_accepted"], "1", "{text}");
+    let sgdt = cell(&m, "sgdt", "native");
+    assert!(sgdt.detail.contains("base=0x"), "{sgdt:?}");
+    assert!(text.contains("Popek-Goldberg"), "{text}");
+    assert_fixtures_gone(&m);
+}
+
+#[test]
+fn container_contains_what_native_shows() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let (m, text, code) = isolate(&["--backend", "container"]);
+    assert_eq!(code, Some(0), "{text}");
+    let must = [
+        "proc_list",
+        "signal_host",
+        "hostname",
+        "mounts",
+        "tcp_loopback",
+        "net_ifaces",
+        "sysv_shm",
+        "host_root",
+        "cgroup_ns",
+        "time_ns",
+        "pid_ns",
+        "ipc_ns",
+        "core_pattern",
+        "mount",
+        "mknod_block",
+        "ptrace_host",
+        "open_by_handle",
+        "reboot",
+        "host_file",
+        "proc_root",
+        "memory",
+        "fork_bomb",
+        "cpu_quota",
+        "file_size",
+    ];
+    for p in must {
+        let (n, c) = (cell(&m, p, "native"), cell(&m, p, "container"));
+        if n.verdict == Verdict::NotApplicable {
+            eprintln!("{p}: n/a on this host: {}", n.note);
+            continue;
+        }
+        assert_eq!(n.verdict, Verdict::Escaped, "{p} native: {n:?}\n{text}");
+        assert_eq!(
+            c.verdict,
+            Verdict::Contained,
+            "{p} container: {c:?}\n{text}"
+        );
+    }
+    // only the native probe reached the listener
+    assert_eq!(m.fixtures["tcp_connections_accepted"], "1", "{text}");
+    // a documented permission: CAP_NET_RAW in the container's own network namespace
+    assert_eq!(
+        cell(&m, "raw_socket", "container").verdict,
+        Verdict::Escaped
+    );
+    let flood = cell(&m, "stdout_flood", "container");
+    assert_eq!(flood.verdict, Verdict::Contained, "{flood:?}");
+
+    // limit accuracy
+    let limit: f64 = m.limits["memory_bytes"].parse().unwrap();
+    let mem = cell(&m, "memory", "container");
+    let peak = mem.counters["cgroup.memory_peak_bytes"] as f64;
+    assert!(
+        (peak / limit - 1.0).abs() <= 0.05,
+        "peak {peak} vs limit {limit}: {mem:?}"
+    );
+    assert!(mem.counters["cgroup.oom_kills"] >= 1, "{mem:?}");
+    let pids: u64 = m.limits["pids"].parse().unwrap();
+    let fork = cell(&m, "fork_bomb", "container");
+    let forked = fork.detail["forked=".len()..]
+        .split('_')
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert_eq!(
+        forked + 2,
+        pids,
+        "init + probe + children = the pids limit: {fork:?}"
+    );
+    let quota: f64 = m.limits["cpus"].parse().unwrap();
+    let cpu = cell(&m, "cpu_quota", "container");
+    let share: f64 = cpu.detail["share=".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 0.05 on a quiet machine; allow 0.1 when other tests load it
+    assert!(
+        (share - quota).abs() <= 0.1,
+        "share {share} vs {quota}: {cpu:?}"
+    );
+
+    // the instruction probes ran in the container too
+    assert_eq!(
+        cell(&m, "sgdt", "container").verdict,
+        Verdict::Observed,
+        "{text}"
+    );
+    assert_fixtures_gone(&m);
+}
+
+#[test]
+fn unknown_probe_is_an_error() {
+    let o = Command::cargo_bin("vbench")
+        .unwrap()
+        .args(["isolate", "--backend", "native", "--probe", "nope"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown probe"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
