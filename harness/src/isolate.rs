@@ -65,6 +65,24 @@ pub struct IsolateArgs {
 /// Runs `vbench isolate`.
 pub fn run(a: IsolateArgs) -> Result<ExitCode> {
     let selected = select(&a.probes)?;
+    // The memory probe touches twice the limit natively, on the host itself: keep that well
+    // inside what the host has.
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let l = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            l.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib * 1024);
+    if let Some(av) = available {
+        if selected.iter().any(|p| p.name == "memory") && 2 * a.memory > av / 2 {
+            anyhow::bail!(
+                "--memory {} would make the memory probe touch {} bytes natively, more than half of the {av} bytes available",
+                a.memory,
+                2 * a.memory
+            );
+        }
+    }
     let limits = Limits {
         memory: Some(a.memory),
         cpus: Some(a.cpus),

@@ -236,3 +236,45 @@ fn unknown_probe_is_an_error() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn interrupted_run_leaves_no_fixtures() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("iso.json");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vbench"))
+        .args([
+            "isolate",
+            "--backend",
+            "native",
+            "--probe",
+            "limit",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // the limit probes take seconds: interrupt in the middle
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let doc = load(&out).unwrap();
+    assert_eq!(doc.status, vbench_results::RunStatus::Interrupted);
+    assert_fixtures_gone(&doc.isolation.unwrap());
+}
+
+#[test]
+fn too_big_a_memory_limit_is_refused() {
+    let o = Command::cargo_bin("vbench")
+        .unwrap()
+        .args(["isolate", "--backend", "native", "--memory", "100000G"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("more than half"), "{err}");
+}
