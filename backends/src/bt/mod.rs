@@ -356,10 +356,56 @@ fn crash(signal: i32, message: String) -> Stop {
 struct Translator {
     tramps: Tramps,
     cursor: u64,
-    blocks: HashMap<u64, u64>,
+    blocks: HashMap<u64, u64, FastHash>,
     /// host address of each translated instruction -> guest address
     host_to_guest: BTreeMap<u64, u64>,
     counters: BTreeMap<String, u64>,
+    /// emulated instructions by mnemonic (named at the end of the run)
+    emulated: HashMap<iced_x86::Mnemonic, u64, FastHash>,
+    /// decoded sensitive instructions by guest address
+    decoded: HashMap<u64, iced_x86::Instruction, FastHash>,
+    /// cache flushes so far
+    generation: u64,
+}
+
+/// A multiplicative hasher for u64 keys (guest addresses, mnemonics): the dispatcher's maps
+/// are looked up on every exit, where SipHash would be a measurable share of the cost.
+#[derive(Default, Clone, Copy)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+/// The hasher of [`FastHash`].
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
 }
 
 impl Translator {
@@ -383,7 +429,7 @@ impl Translator {
 
     /// Forgets every translation (cache full).
     fn flush(&mut self) {
-        self.bump("bt.invalidations");
+        self.generation += 1;
         self.blocks.clear();
         self.host_to_guest.clear();
         self.cursor = CODE;
@@ -467,6 +513,9 @@ pub fn virtual_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
 const POPF_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
 
 fn mnemonic_name(m: iced_x86::Mnemonic) -> String {
+    if m == iced_x86::Mnemonic::INVALID {
+        return "invalid".into();
+    }
     format!("{m:?}").to_lowercase()
 }
 
@@ -480,26 +529,22 @@ fn emulate(
 ) -> Result<(), Stop> {
     use iced_x86::{Decoder, DecoderOptions, Mnemonic as M};
     let pc = ctx.next;
-    let code = space.code_at(pc);
-    let mut d = Decoder::with_ip(64, code, pc, DecoderOptions::NONE);
-    let i = d.decode();
-    if i.is_invalid() {
-        if d.last_error() == iced_x86::DecoderError::NoMoreBytes {
-            let end = pc + code.len() as u64;
-            return Err(crash(
-                libc::SIGSEGV,
-                format!("guest crashed: SIGSEGV at guest rip {pc:#x}, address {end:#x} (instruction runs off executable memory)"),
-            ));
+    let i = match tr.decoded.get(&pc) {
+        Some(i) => *i,
+        None => {
+            let code = space.code_at(pc);
+            let mut d = Decoder::with_ip(64, code, pc, DecoderOptions::NONE);
+            let i = d.decode();
+            if i.is_invalid() {
+                return Err(undecodable(pc, code.len() as u64, d.last_error(), tr));
+            }
+            tr.decoded.insert(pc, i);
+            i
         }
-        tr.bump("bt.emulated.invalid");
-        return Err(crash(
-            libc::SIGILL,
-            format!("guest crashed: SIGILL (invalid opcode) at guest rip {pc:#x}"),
-        ));
-    }
-    let kind = mnemonic_name(i.mnemonic());
-    tr.bump(&format!("bt.emulated.{kind}"));
+    };
+    *tr.emulated.entry(i.mnemonic()).or_default() += 1;
     let next = i.next_ip();
+    let kind = || mnemonic_name(i.mnemonic());
     let g = &mut ctx.gpr;
     match i.mnemonic() {
         M::Syscall => {
@@ -611,24 +656,40 @@ fn emulate(
         M::Ud0 | M::Ud1 | M::Ud2 | M::Sysenter | M::Sysexit | M::Sysret => {
             return Err(crash(
                 libc::SIGILL,
-                format!("guest crashed: SIGILL ({kind}) at guest rip {pc:#x}"),
+                format!("guest crashed: SIGILL ({}) at guest rip {pc:#x}", kind()),
             ))
         }
         _ if is_far(&i) || matches!(i.mnemonic(), M::Retf | M::Iret | M::Iretd | M::Iretq) => {
             return Err(crash(
                 libc::SIGSEGV,
-                format!("guest crashed: SIGSEGV at guest rip {pc:#x}: far transfer ({kind}) to another code segment is refused"),
+                format!("guest crashed: SIGSEGV at guest rip {pc:#x}: far transfer ({}) to another code segment is refused", kind()),
             ))
         }
         _ => {
             return Err(crash(
                 libc::SIGSEGV,
-                format!("guest crashed: SIGSEGV ({kind}: privileged or unsupported) at guest rip {pc:#x}"),
+                format!("guest crashed: SIGSEGV ({}: privileged or unsupported) at guest rip {pc:#x}", kind()),
             ))
         }
     }
     ctx.next = next;
     Ok(())
+}
+
+/// The guest's crash for bytes at `pc` that do not decode (`len` executable bytes there).
+fn undecodable(pc: u64, len: u64, err: iced_x86::DecoderError, tr: &mut Translator) -> Stop {
+    if err == iced_x86::DecoderError::NoMoreBytes {
+        let end = pc + len;
+        return crash(
+            libc::SIGSEGV,
+            format!("guest crashed: SIGSEGV at guest rip {pc:#x}, address {end:#x} (instruction runs off executable memory)"),
+        );
+    }
+    *tr.emulated.entry(iced_x86::Mnemonic::INVALID).or_default() += 1;
+    crash(
+        libc::SIGILL,
+        format!("guest crashed: SIGILL (invalid opcode) at guest rip {pc:#x}"),
+    )
 }
 
 fn segv(pc: u64, addr: u64) -> Stop {
@@ -745,15 +806,18 @@ impl Backend for BtBackend {
         let mut tr = Translator {
             tramps,
             cursor: CODE,
-            blocks: HashMap::new(),
+            blocks: HashMap::default(),
             host_to_guest: BTreeMap::new(),
             counters: BTreeMap::new(),
+            emulated: HashMap::default(),
+            decoded: HashMap::default(),
+            generation: 0,
         };
         {
             let o = (TRAMP - CACHE_BASE) as usize;
             tr.cache()[o..o + tcode.len()].copy_from_slice(&tcode);
             tr.flush();
-            tr.counters.clear();
+            tr.generation = 0;
         }
         // SAFETY: the context page is mapped read-write at CTX for the whole run, is suitably
         // aligned (page aligned), and zero bytes are a valid Ctx (plain integers and arrays).
@@ -853,15 +917,13 @@ impl Backend for BtBackend {
                 break Stop::Kicked;
             }
             let pc = ctx.next;
-            let generation = tr.counters.get("bt.invalidations").copied();
+            let generation = tr.generation;
             let host = match tr.block(&space, pc) {
                 Ok(h) => h,
                 Err(s) => break s,
             };
             let site = ctx.info;
-            if (CODE..CODE_END).contains(&site)
-                && tr.counters.get("bt.invalidations").copied() == generation
-            {
+            if (CODE..CODE_END).contains(&site) && tr.generation == generation {
                 patch_link(tr.cache(), site, host);
                 links += 1;
             }
@@ -913,7 +975,10 @@ impl Backend for BtBackend {
         counters.insert("bt.indirect_hits".into(), ctx.hits);
         counters.insert("bt.indirect_misses".into(), misses);
         counters.insert("bt.dispatcher_entries".into(), entries);
-        counters.entry("bt.invalidations".into()).or_insert(0);
+        counters.insert("bt.invalidations".into(), tr.generation);
+        for (m, n) in &tr.emulated {
+            counters.insert(format!("bt.emulated.{}", mnemonic_name(*m)), *n);
+        }
         counters.extend(abi.counters.clone());
         drop(space);
 

@@ -197,7 +197,8 @@ pub struct Tramps {
     pub enter: u64,
     /// Saves the guest state and returns from `enter`.
     pub exit: u64,
-    /// The indirect-branch lookup (rax = guest target, guest rax in `s_rax`).
+    /// The miss path of the indirect-branch lookup (rax = guest target, guest rax, rcx and
+    /// rdx in their slots).
     pub lookup: u64,
     /// Where a signal handler sends translated code that faulted.
     pub fault_exit: u64,
@@ -228,9 +229,11 @@ pub fn trampolines() -> Result<(Vec<u8>, Tramps), IcedError> {
         Code::Fxsave64_m512byte,
         rip(slot!(guest_fx)),
     )?)?;
+    // vbench's x87/SSE registers are caller-saved: only its control words come back
+    e.ins(Instruction::with1(Code::Fldcw_m2byte, rip(slot!(host_fx)))?)?;
     e.ins(Instruction::with1(
-        Code::Fxrstor64_m512byte,
-        rip(slot!(host_fx)),
+        Code::Ldmxcsr_m32,
+        rip(slot!(host_fx) + 24),
     )?)?;
     e.load(RAX, slot!(host_fs))?;
     e.ins(Instruction::with1(Code::Wrfsbase_r64, RAX)?)?;
@@ -250,8 +253,12 @@ pub fn trampolines() -> Result<(Vec<u8>, Tramps), IcedError> {
     e.ins(Instruction::with1(Code::Rdfsbase_r64, RAX)?)?;
     e.store(slot!(host_fs), RAX)?;
     e.ins(Instruction::with1(
-        Code::Fxsave64_m512byte,
+        Code::Fnstcw_m2byte,
         rip(slot!(host_fx)),
+    )?)?;
+    e.ins(Instruction::with1(
+        Code::Stmxcsr_m32,
+        rip(slot!(host_fx) + 24),
     )?)?;
     e.ins(Instruction::with1(
         Code::Fxrstor64_m512byte,
@@ -270,45 +277,13 @@ pub fn trampolines() -> Result<(Vec<u8>, Tramps), IcedError> {
     e.load(RAX, gpr_slot(0))?;
     e.ins(Instruction::with1(Code::Jmp_rm64, rip(slot!(s_tgt)))?)?;
 
-    // --- lookup: rax = guest target, guest rax in s_rax; flags are not touched
+    // --- miss tail of the inlined lookups: rax = guest target, guest rax/rcx/rdx in slots
     let lookup = e.at();
-    e.store(slot!(s_rcx), RCX)?;
-    e.store(slot!(s_rdx), RDX)?;
-    e.ins(Instruction::with2(Code::Movzx_r32_rm16, ECX, AX)?)?;
-    e.lea(RCX, MemoryOperand::with_base_index(RCX, RCX))?;
-    e.lea(RDX, rip(TABLE))?;
-    e.lea(
-        RDX,
-        MemoryOperand::with_base_index_scale_displ_size(RDX, RCX, 8, 0, 0),
-    )?;
-    e.ins(Instruction::with2(
-        Code::Mov_r64_rm64,
-        RCX,
-        MemoryOperand::with_base(RDX),
-    )?)?;
-    e.lea(RCX, MemoryOperand::with_base_index(RCX, RAX))?;
-    let jrcxz = e.buf.len();
-    e.raw(&[0xe3, 0]); // jrcxz hit
     e.load(RCX, slot!(s_rcx))?;
     e.load(RDX, slot!(s_rdx))?;
     e.store(slot!(next), RAX)?;
     e.imm(RAX, INFO_INDIRECT)?;
     e.jmp(exit)?;
-    let hit = e.buf.len();
-    e.buf[jrcxz + 1] = u8::try_from(hit - jrcxz - 2).expect("short lookup miss path");
-    e.ins(Instruction::with2(
-        Code::Mov_r64_rm64,
-        RDX,
-        MemoryOperand::with_base_displ(RDX, 8),
-    )?)?;
-    e.store(slot!(s_tgt), RDX)?;
-    e.load(RCX, slot!(hits))?;
-    e.lea(RCX, MemoryOperand::with_base_displ(RCX, 1))?;
-    e.store(slot!(hits), RCX)?;
-    e.load(RCX, slot!(s_rcx))?;
-    e.load(RDX, slot!(s_rdx))?;
-    e.load(RAX, slot!(s_rax))?;
-    e.ins(Instruction::with1(Code::Jmp_rm64, rip(slot!(s_tgt)))?)?;
 
     // --- fault and kick exits: every guest register still live
     let fault_exit = e.at();
@@ -505,6 +480,22 @@ pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoB
     use Register::{RAX, RSP};
     match i.flow_control() {
         FlowControl::UnconditionalBranch => link_exit(&mut e, i.near_branch_target(), t),
+        FlowControl::ConditionalBranch if i.is_jcc_short_or_near() => (|| {
+            // jcc rel32 (its rel32 is the taken link site), then the fall-through link site
+            let jcc = e.at();
+            e.ins(Instruction::with_branch(
+                i.code().as_near_branch(),
+                jcc + 6,
+            )?)?;
+            assert_eq!(e.at(), jcc + 6, "jcc rel32 is six bytes");
+            let taken_site = jcc + 1; // patch_link writes site+1..site+5, relative to site+5
+            let fall_site = e.at();
+            e.jmp32(fall_site + 5);
+            slow_stub(&mut e, fall_site, i.next_ip(), t)?;
+            let taken_slow = e.at();
+            e.patch_jmp32(taken_site, taken_slow);
+            slow_stub(&mut e, taken_site, i.near_branch_target(), t)
+        })(),
         FlowControl::ConditionalBranch => {
             let mut c = i;
             c.as_short_branch();
@@ -549,7 +540,7 @@ pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoB
                     e.load(RAX, slot!(s_tmp))?;
                 }
             }
-            e.jmp(t.lookup)
+            lookup(&mut e, t)
         })(),
         FlowControl::Return => (|| {
             e.store(slot!(s_rax), RAX)?;
@@ -560,7 +551,7 @@ pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoB
                     MemoryOperand::with_base_displ(RSP, i64::from(i.immediate16())),
                 )?;
             }
-            e.jmp(t.lookup)
+            lookup(&mut e, t)
         })(),
         _ => {
             // anything else that transfers control goes to the dispatcher as an emulation
@@ -574,6 +565,43 @@ pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoB
         map,
         guest_instrs: n,
     })
+}
+
+/// The indirect-branch lookup, inlined at each indirect site (so each has its own, better
+/// predicted, indirect jump). On entry rax = guest target and the guest's rax is in `s_rax`;
+/// flags are not touched.
+fn lookup(e: &mut Emitter, t: &Tramps) -> Result<(), IcedError> {
+    use Register::*;
+    e.store(slot!(s_rcx), RCX)?;
+    e.store(slot!(s_rdx), RDX)?;
+    e.ins(Instruction::with2(Code::Movzx_r32_rm16, ECX, AX)?)?;
+    e.lea(RCX, MemoryOperand::with_base_index(RCX, RCX))?;
+    e.lea(RDX, rip(TABLE))?;
+    e.lea(
+        RDX,
+        MemoryOperand::with_base_index_scale_displ_size(RDX, RCX, 8, 0, 0),
+    )?;
+    e.ins(Instruction::with2(
+        Code::Mov_r64_rm64,
+        RCX,
+        MemoryOperand::with_base(RDX),
+    )?)?;
+    e.lea(RCX, MemoryOperand::with_base_index(RCX, RAX))?;
+    e.raw(&[0xe3, 5]); // jrcxz hit
+    e.jmp32(t.lookup);
+    e.ins(Instruction::with2(
+        Code::Mov_r64_rm64,
+        RDX,
+        MemoryOperand::with_base_displ(RDX, 8),
+    )?)?;
+    e.store(slot!(s_tgt), RDX)?;
+    e.load(RCX, slot!(hits))?;
+    e.lea(RCX, MemoryOperand::with_base_displ(RCX, 1))?;
+    e.store(slot!(hits), RCX)?;
+    e.load(RCX, slot!(s_rcx))?;
+    e.load(RDX, slot!(s_rdx))?;
+    e.load(RAX, slot!(s_rax))?;
+    e.ins(Instruction::with1(Code::Jmp_rm64, rip(slot!(s_tgt)))?)
 }
 
 /// Pushes the guest return address `ret` without touching flags or registers.
