@@ -48,6 +48,9 @@ pub struct IsolateArgs {
     /// Print the results document as JSON on stdout instead of the matrix.
     #[arg(long)]
     json: bool,
+    /// Also render the HTML/Markdown report (with the matrix) into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Container memory limit for the probes (the memory probe touches twice this).
     #[arg(long, default_value = "256M", value_parser = vbench_backends::container::parse_bytes)]
     memory: u64,
@@ -266,6 +269,11 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
         print!("{}", render(m));
     }
     eprintln!("results written to {}", out.display());
+    if let Some(dir) = &a.report {
+        let w = vbench_reports::write_all(&doc, dir)
+            .with_context(|| format!("rendering the report into {}", dir.display()))?;
+        eprintln!("report written to {}", w.index.display());
+    }
     let failed = m
         .probes
         .iter()

@@ -207,6 +207,12 @@ pub fn render(doc: &Document, charts: &[Chart]) -> String {
     if tables::counters(&view).is_some() {
         toc.push(("counters", "Counters"));
     }
+    if tables::isolation(doc).is_some() {
+        toc.push(("isolation", "Isolation"));
+    }
+    if tables::popek_goldberg(doc).is_some() {
+        toc.push(("popek-goldberg", "Popek-Goldberg"));
+    }
     toc.extend([
         ("failures", "Failures"),
         ("environment", "Environment"),
@@ -285,6 +291,26 @@ pub fn render(doc: &Document, charts: &[Chart]) -> String {
             figure(&mut o, c);
         }
         para(&mut o, "", "Median per run, per cell.");
+        table(&mut o, &t);
+        o.push_str("</section>\n");
+    }
+
+    if let Some(t) = tables::isolation(doc) {
+        section(&mut o, "isolation", "Isolation");
+        para(&mut o, "", "vbench isolate: each probe tries one escape or limit breach. Native is the control: a probe that does not escape there is BROKEN, so every \u{201c}contained\u{201d} means something; ESCAPED! is an escape the backend must contain.");
+        table(&mut o, &t);
+        if let Some(n) = tables::isolation_notes(doc) {
+            table(&mut o, &n);
+        }
+        o.push_str("</section>\n");
+    }
+    if let Some(t) = tables::popek_goldberg(doc) {
+        section(
+            &mut o,
+            "popek-goldberg",
+            "Popek-Goldberg and translation probes",
+        );
+        para(&mut o, "", "What each sensitive but unprivileged instruction (plus CPUID and RDTSC) returned or did at CPL3 on each backend: observed values, not assumptions.");
         table(&mut o, &t);
         o.push_str("</section>\n");
     }

@@ -92,6 +92,26 @@ pub fn render(doc: &Document) -> String {
         table(&mut o, &t);
     }
 
+    if let Some(t) = tables::isolation(doc) {
+        let _ = writeln!(o, "## Isolation\n");
+        let _ = writeln!(
+            o,
+            "`vbench isolate`: each probe tries one escape or limit breach. Native is the control: a probe that does not escape there is BROKEN, so every \"contained\" means something; ESCAPED! is an escape the backend must contain.\n"
+        );
+        table(&mut o, &t);
+        if let Some(n) = tables::isolation_notes(doc) {
+            table(&mut o, &n);
+        }
+    }
+    if let Some(t) = tables::popek_goldberg(doc) {
+        let _ = writeln!(o, "## Popek-Goldberg and translation probes\n");
+        let _ = writeln!(
+            o,
+            "What each sensitive but unprivileged instruction (plus CPUID and RDTSC) returned or did at CPL3 on each backend: observed values, not assumptions.\n"
+        );
+        table(&mut o, &t);
+    }
+
     let _ = writeln!(o, "## Failures\n");
     if doc.failures.is_empty() {
         let _ = writeln!(

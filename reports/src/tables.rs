@@ -3,7 +3,7 @@
 use crate::compare::Comparison;
 use crate::fmt_ns;
 use crate::view::{params, throughput_gib_s, View};
-use vbench_results::{Document, FailureKind};
+use vbench_results::{Document, FailureKind, Verdict};
 
 /// A table: header and rows of plain text.
 pub struct Table {
@@ -319,6 +319,91 @@ pub fn utc(ms: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// The isolation matrix of `vbench isolate`: probes by backends, one verdict per cell; `None`
+/// when the document has none. Observation probes are in [`popek_goldberg`] instead.
+pub fn isolation(doc: &Document) -> Option<Table> {
+    let m = doc.isolation.as_ref()?;
+    let mut head = vec![s("probe"), s("kind")];
+    head.extend(m.backends.iter().map(|b| b.name.clone()));
+    let rows: Vec<Vec<String>> = m
+        .probes
+        .iter()
+        .filter(|r| !is_observation(&r.kind))
+        .map(|r| {
+            let mut row = vec![r.probe.clone(), r.kind.clone()];
+            row.extend(r.cells.iter().map(|c| c.verdict.label().to_string()));
+            row
+        })
+        .collect();
+    (!rows.is_empty()).then_some(Table { head, rows })
+}
+
+fn is_observation(kind: &str) -> bool {
+    kind == "instruction" || kind == "translation"
+}
+
+/// What each backend observed for the sensitive-but-unprivileged instructions (Popek and
+/// Goldberg), CPUID, RDTSC and the translation probes; `None` without any.
+pub fn popek_goldberg(doc: &Document) -> Option<Table> {
+    let m = doc.isolation.as_ref()?;
+    let mut head = vec![s("probe")];
+    head.extend(m.backends.iter().map(|b| b.name.clone()));
+    let rows: Vec<Vec<String>> = m
+        .probes
+        .iter()
+        .filter(|r| is_observation(&r.kind))
+        .map(|r| {
+            let mut row = vec![r.probe.clone()];
+            row.extend(r.cells.iter().map(|c| {
+                if c.verdict == Verdict::Observed {
+                    c.detail.clone()
+                } else {
+                    format!("{} {}", c.verdict.label(), c.note)
+                        .trim()
+                        .to_string()
+                }
+            }));
+            row
+        })
+        .collect();
+    (!rows.is_empty()).then_some(Table { head, rows })
+}
+
+/// Every isolation cell with something to say: n/a reasons, broken probes, breaches, limit
+/// accuracy.
+pub fn isolation_notes(doc: &Document) -> Option<Table> {
+    let m = doc.isolation.as_ref()?;
+    let rows: Vec<Vec<String>> = m
+        .probes
+        .iter()
+        .filter(|r| !is_observation(&r.kind))
+        .flat_map(|r| {
+            r.cells
+                .iter()
+                .filter(|c| !c.note.is_empty() && c.verdict != Verdict::Unavailable)
+                .map(|c| {
+                    vec![
+                        r.probe.clone(),
+                        c.backend.clone(),
+                        c.verdict.label().to_string(),
+                        c.note.clone(),
+                        c.detail.clone(),
+                    ]
+                })
+        })
+        .collect();
+    (!rows.is_empty()).then_some(Table {
+        head: vec![
+            s("probe"),
+            s("backend"),
+            s("verdict"),
+            s("note"),
+            s("probe said"),
+        ],
+        rows,
+    })
 }
 
 #[cfg(test)]
