@@ -30,6 +30,9 @@ use vbench_results::{
 };
 use vbench_workloads::probes::{self, Expect, Kind, Probe, PROBES};
 
+/// How long the `never_exits` probe runs before the harness must kill it.
+const NEVER_EXITS_TIMEOUT_MS: u64 = 2000;
+
 const BACKEND_CHOICES: [&str; 5] = ["native", "container", "bt", "kvm", "all"];
 
 /// Options of `vbench isolate`.
@@ -181,10 +184,15 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
                 ));
                 continue;
             }
+            let timeout = if p.name == "never_exits" {
+                Duration::from_millis(NEVER_EXITS_TIMEOUT_MS)
+            } else {
+                Duration::from_secs(a.timeout)
+            };
             let inv = Invocation {
                 program: program.clone(),
                 args: ctx.args(p, b.name()),
-                timeout: Some(Duration::from_secs(a.timeout)),
+                timeout: Some(timeout),
                 stdio: Stdio::Capture,
                 cpu: None,
                 cancel: Some(cancel.clone()),
@@ -708,6 +716,16 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
                     Verdict::Breach,
                     format!("the harness buffered {} bytes", out.stdout.len()),
                 )
+            };
+            return c;
+        }
+        "never_exits" => {
+            (c.verdict, c.note) = match s.exit {
+                Exit::Timeout { after_ms } => (
+                    Verdict::Contained,
+                    format!("the harness killed it after {after_ms} ms"),
+                ),
+                e => (Verdict::Broken, format!("it ended by itself: {e}")),
             };
             return c;
         }

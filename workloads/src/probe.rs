@@ -275,6 +275,11 @@ pub fn run(p: &'static Probe, args: &[&str]) -> ! {
         "far_call" => far_call(),
         "int3" => int3(),
         "cpuid" => cpuid(),
+        "rdmsr" => privileged("rdmsr"),
+        "hlt" => privileged("hlt"),
+        "cli" => privileged("cli"),
+        "port_in" => privileged("port_in"),
+        "never_exits" => never_exits(),
         "rdtsc" => rdtsc(),
         other => rep!(Error, "probe_{other}_not_implemented"),
     };
@@ -968,11 +973,11 @@ fn guarded(what: &str, f: impl FnOnce(&mut Text)) -> Report {
     let mut t = Text::new();
     f(&mut t);
     match trapped() {
+        // what the instruction would have stored is meaningless after a trap
         Some(sig) => rep!(
             Observed,
-            "{what}:trapped_{sig}_si_code={}{}",
-            SICODE.load(SeqCst) as i32,
-            t.as_str()
+            "{what}:trapped_{sig}_si_code={}",
+            SICODE.load(SeqCst) as i32
         ),
         None => rep!(Observed, "{what}:{}", t.as_str()),
     }
@@ -1504,4 +1509,30 @@ fn rdtsc() -> Report {
         "monotonic={},rate_MHz_vs_CLOCK_MONOTONIC={mhz}",
         t1 > t0
     )
+}
+
+/// Executes one privileged instruction at CPL3; the kernel must refuse it (#GP, SIGSEGV).
+fn privileged(name: &str) -> Report {
+    guarded(name, |t| {
+        let (mut a, mut d): (u64, u64) = (0, 0);
+        // SAFETY: each instruction traps at CPL3 (the handler resumes after it); if a backend
+        // let one through, RDMSR only reads the TSC MSR into rax/rdx, HLT waits for an interrupt,
+        // CLI clears IF of this program alone, and IN reads the POST diagnostics port 0x80.
+        unsafe {
+            match name {
+                "rdmsr" => guard_asm!("rdmsr", in("ecx") 0x10u32, inout("rax") a, inout("rdx") d),
+                "hlt" => guard_asm!("hlt",),
+                "cli" => guard_asm!("cli",),
+                _ => guard_asm!("in al, 0x80", inout("rax") a),
+            }
+        }
+        let _ = write!(t, "executed,rax={a:#x},rdx={d:#x}");
+    })
+}
+
+fn never_exits() -> Report {
+    let mut x = 1u64;
+    loop {
+        x = core::hint::black_box(x.wrapping_mul(3).wrapping_add(1));
+    }
 }

@@ -398,6 +398,15 @@ pub const PROBES: &[Probe] = &[
         ),
         Expect::Contained,
     ),
+    everywhere(
+        escape(
+            "never_exits",
+            Limit,
+            "spin forever: the harness's timeout must end it",
+            &[],
+        ),
+        Expect::Contained,
+    ),
     escape(
         "file_size",
         Limit,
@@ -466,6 +475,15 @@ pub const PROBES: &[Probe] = &[
         "cpuid",
         Instruction,
         "CPUID: vendor, hypervisor bit and hypervisor vendor",
+    ),
+    // privileged instructions, for contrast: these must trap at CPL3
+    observe("rdmsr", Instruction, "RDMSR of the TSC MSR (privileged)"),
+    observe("hlt", Instruction, "HLT (privileged)"),
+    observe("cli", Instruction, "CLI with IOPL 0 (IOPL-sensitive)"),
+    observe(
+        "port_in",
+        Instruction,
+        "IN from port 0x80 without I/O permission",
     ),
     observe(
         "rdtsc",
