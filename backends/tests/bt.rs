@@ -423,3 +423,92 @@ fn sse_state_survives_exits() {
         o.sample.stderr_tail
     );
 }
+
+#[test]
+fn ymm_registers_survive_exits() {
+    if !usable() || !std::arch::is_x86_feature_detected!("avx2") {
+        return;
+    }
+    // ymm0 = all ones; a syscall and a block link in between; vptest: CF = all ones still
+    let o = run(elf(
+        |a| {
+            a.vpcmpeqb(ymm0, ymm0, ymm0)?;
+            a.mov(eax, 39)?;
+            a.syscall()?;
+            a.vpcmpeqb(ymm1, ymm1, ymm1)?;
+            a.vptest(ymm0, ymm1)?;
+            a.setb(dil)?;
+            a.movzx(edi, dil)?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 1 },
+        "{}",
+        o.sample.stderr_tail
+    );
+}
+
+/// Runs a static program (a file) under the translator and natively; returns both stdouts.
+fn both(prog: &str, args: &[&str]) -> (Vec<u8>, Vec<u8>) {
+    let inv = Invocation::new(
+        Program::Path(prog.into()),
+        args.iter().map(std::ffi::OsString::from).collect(),
+    );
+    let o = BtBackend.run(&inv).unwrap();
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{args:?}: {}",
+        o.sample.stderr_tail
+    );
+    let native = std::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (o.stdout, native.stdout)
+}
+
+#[test]
+fn busybox_static_applets_match_native_byte_for_byte() {
+    let bb = "/bin/busybox";
+    if !usable() || !std::path::Path::new(bb).exists() {
+        eprintln!("skipping: no {bb}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("in.bin");
+    let txt = dir.path().join("in.txt");
+    let mut x = 0x1234_5678u32;
+    let bytes: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&bin, &bytes).unwrap();
+    let text: String = bytes
+        .chunks(7)
+        .map(|c| format!("{} line {}\n", c[0] as u32 * 7919 % 1000, c[1]))
+        .collect();
+    std::fs::write(&txt, text).unwrap();
+    let (bin, txt) = (bin.to_str().unwrap(), txt.to_str().unwrap());
+    for args in [
+        vec!["sha256sum", bin],
+        vec!["md5sum", bin],
+        vec!["sort", txt],
+        vec!["sort", "-n", txt],
+        vec!["wc", txt],
+        vec!["sed", "s/line/LINE/g", txt],
+    ] {
+        let (bt, native) = both(bb, &args);
+        assert!(!native.is_empty(), "{args:?}");
+        assert!(bt == native, "{args:?}: output differs from native");
+    }
+}

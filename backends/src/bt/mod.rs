@@ -740,6 +740,8 @@ impl Backend for BtBackend {
     fn availability(&self) -> Availability {
         if !cfg!(target_arch = "x86_64") {
             Availability::Unavailable("the translator needs an x86-64 host".into())
+        } else if xsave_mask().is_none() {
+            Availability::Unavailable("no XSAVE (or its state is too large)".into())
         } else if !has_fsgsbase() {
             Availability::Unavailable("the kernel does not enable FSGSBASE (Linux >= 5.9)".into())
         } else {
@@ -801,8 +803,12 @@ impl Backend for BtBackend {
         )
         .map_err(|e| invalid(format!("initial stack: {e}")))?;
 
+        let xmask = xsave_mask().ok_or_else(|| BackendError::Unavailable {
+            backend: "bt",
+            reason: "no usable XSAVE".into(),
+        })?;
         let (tcode, tramps) =
-            trampolines().map_err(|e| invalid(format!("assembling the trampolines: {e}")))?;
+            trampolines(xmask).map_err(|e| invalid(format!("assembling the trampolines: {e}")))?;
         let mut tr = Translator {
             tramps,
             cursor: CODE,
@@ -827,10 +833,10 @@ impl Backend for BtBackend {
         ctx.rflags = 0x202;
         ctx.next = elf.entry;
         // a fresh FPU/SSE state: default control words, MXCSR 0x1f80
-        ctx.guest_fx = [0; 512];
-        ctx.guest_fx[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-        ctx.guest_fx[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        ctx.guest_fx[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+        // XSTATE_BV = 0: x87 and vector registers start in their initial state; MXCSR 0x1f80
+        ctx.guest_xsave = [0; XSAVE_BYTES];
+        ctx.guest_xsave[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        ctx.xmask = xmask;
         // SAFETY: `enter` points at the entry trampoline just written into the executable
         // cache; it follows the System V ABI (saves callee-saved registers, FS base and FPU
         // state and restores them before returning).
@@ -954,6 +960,9 @@ impl Backend for BtBackend {
                     let mut m = format!("guest crashed: {name} at guest rip {grip:#x}");
                     if matches!(sig, libc::SIGSEGV | libc::SIGBUS) {
                         m.push_str(&format!(", address {:#x}", ctx.fault_addr));
+                    }
+                    if std::env::var_os("VBENCH_BT_DEBUG").is_some() {
+                        m.push_str(&format!(" (host rip {host:#x}) registers {:x?}", ctx.gpr));
                     }
                     break crash(sig, m);
                 }

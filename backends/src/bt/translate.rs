@@ -34,6 +34,9 @@ pub const CODE_END: u64 = CACHE_BASE + CACHE_SIZE;
 /// The negated key of an empty table entry (no guest address is `u64::MAX`).
 pub const EMPTY_KEY: u64 = 1;
 
+/// Room for the guest's XSAVE image in the context page.
+pub const XSAVE_BYTES: usize = 3072;
+
 /// Exit reasons left in [`Ctx::info`] (values at or above [`CODE`] are link sites).
 pub const INFO_INDIRECT: u64 = 1;
 /// The instruction at `next` must be emulated by the dispatcher.
@@ -78,11 +81,12 @@ pub struct Ctx {
     pub fault_sig: u64,
     /// Scratch: a second temporary of generated code.
     pub s_tmp: u64,
-    _pad: [u64; 1],
-    /// The guest's FXSAVE image (x87, MXCSR, XMM0-15).
-    pub guest_fx: [u8; 512],
-    /// vbench's FXSAVE image while the guest runs.
+    /// Components the trampolines save with XSAVE (x87, SSE, AVX, AVX-512 as enabled).
+    pub xmask: u64,
+    /// vbench's x87 control word (bytes 0..2) and MXCSR (bytes 24..28) while the guest runs.
     pub host_fx: [u8; 512],
+    /// The guest's XSAVE image (x87, MXCSR, XMM/YMM/ZMM registers), standard format.
+    pub guest_xsave: [u8; XSAVE_BYTES],
 }
 
 macro_rules! slot {
@@ -206,8 +210,9 @@ pub struct Tramps {
     pub kick_exit: u64,
 }
 
-/// Assembles the trampolines for [`TRAMP`]; returns their bytes and addresses.
-pub fn trampolines() -> Result<(Vec<u8>, Tramps), IcedError> {
+/// Assembles the trampolines for [`TRAMP`]; returns their bytes and addresses. `xmask` is the
+/// set of XSAVE components the context switch saves (see [`xsave_mask`]).
+pub fn trampolines(xmask: u64) -> Result<(Vec<u8>, Tramps), IcedError> {
     use Register::*;
     let mut e = Emitter::new(TRAMP);
     // --- exit: rax = info, guest rax in s_rax, guest rsp and flags live
@@ -225,10 +230,16 @@ pub fn trampolines() -> Result<(Vec<u8>, Tramps), IcedError> {
             e.store(gpr_slot(i), *r)?;
         }
     }
+    // every exit saves the whole vector state: the guest may have live YMM registers anywhere
+    e.load(RAX, slot!(xmask))?;
+    e.imm(RDX, 0)?;
     e.ins(Instruction::with1(
-        Code::Fxsave64_m512byte,
-        rip(slot!(guest_fx)),
+        Code::Xsave64_mem,
+        rip(slot!(guest_xsave)),
     )?)?;
+    if xmask & 4 != 0 {
+        e.ins(Instruction::with(Code::VEX_Vzeroupper))?;
+    }
     // vbench's x87/SSE registers are caller-saved: only its control words come back
     e.ins(Instruction::with1(Code::Fldcw_m2byte, rip(slot!(host_fx)))?)?;
     e.ins(Instruction::with1(
@@ -260,9 +271,11 @@ pub fn trampolines() -> Result<(Vec<u8>, Tramps), IcedError> {
         Code::Stmxcsr_m32,
         rip(slot!(host_fx) + 24),
     )?)?;
+    e.load(RAX, slot!(xmask))?;
+    e.imm(RDX, 0)?;
     e.ins(Instruction::with1(
-        Code::Fxrstor64_m512byte,
-        rip(slot!(guest_fx)),
+        Code::Xrstor64_mem,
+        rip(slot!(guest_xsave)),
     )?)?;
     e.load(RAX, slot!(guest_fs))?;
     e.ins(Instruction::with1(Code::Wrfsbase_r64, RAX)?)?;
@@ -305,6 +318,27 @@ pub fn trampolines() -> Result<(Vec<u8>, Tramps), IcedError> {
             kick_exit,
         },
     ))
+}
+
+/// The XSAVE components to switch: x87, SSE, AVX and AVX-512 as far as XCR0 enables them, and
+/// whether their standard-format image fits [`XSAVE_BYTES`].
+pub fn xsave_mask() -> Option<u64> {
+    let c1 = core::arch::x86_64::__cpuid_count(1, 0);
+    if c1.ecx & (1 << 27) == 0 {
+        return None; // no OSXSAVE
+    }
+    // SAFETY: xgetbv is available when CPUID reports OSXSAVE, checked above.
+    let xcr0 = unsafe { core::arch::x86_64::_xgetbv(0) };
+    let mask = xcr0 & 0xe7;
+    // the size of the standard image for the highest component in the mask
+    let mut size = 576u32;
+    for c in 2..8u32 {
+        if mask & (1 << c) != 0 {
+            let l = core::arch::x86_64::__cpuid_count(0xd, c);
+            size = size.max(l.ebx + l.eax);
+        }
+    }
+    (size as usize <= XSAVE_BYTES).then_some(mask)
 }
 
 /// Instructions the guest may not execute directly: the dispatcher emulates them or reports
@@ -644,13 +678,13 @@ mod tests {
     use super::*;
 
     fn tramps() -> Tramps {
-        trampolines().unwrap().1
+        trampolines(xsave_mask().unwrap_or(3)).unwrap().1
     }
 
     #[test]
     fn context_layout_fits_its_page_and_aligns_fxsave() {
         assert!(std::mem::size_of::<Ctx>() <= 0x1000);
-        assert_eq!(std::mem::offset_of!(Ctx, guest_fx) % 16, 0);
+        assert_eq!(std::mem::offset_of!(Ctx, guest_xsave) % 64, 0);
         assert_eq!(std::mem::offset_of!(Ctx, host_fx) % 16, 0);
         const { assert!(CODE < CODE_END) };
     }
