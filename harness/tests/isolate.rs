@@ -116,6 +116,21 @@ fn native_control_shows_every_escape() {
     assert_eq!(m.fixtures["tcp_connections_accepted"], "1", "{text}");
     let sgdt = cell(&m, "sgdt", "native");
     assert!(sgdt.detail.contains("base=0x"), "{sgdt:?}");
+    // the translation probes really exercised what bt must reproduce
+    for (probe, want) in [
+        ("smc", "first=1,after_patch=2"),
+        ("hidden_syscall", "matches=true"),
+        ("mid_insn_jump", "from_middle=42"),
+        ("far_jump32", "eax=8,cs=0x23"),
+        ("popf_tf", "traps=1,signal=SIGTRAP"),
+        ("int3", "int3:SIGTRAP"),
+        ("popf", "silently_ignored=true"),
+        ("mov_sreg", "cpl=3"),
+        ("hlt", "trapped_SIGSEGV"),
+    ] {
+        let c = cell(&m, probe, "native");
+        assert!(c.detail.contains(want), "{probe}: {c:?}");
+    }
     assert!(text.contains("Popek-Goldberg"), "{text}");
     assert_fixtures_gone(&m);
 }
