@@ -512,3 +512,39 @@ fn busybox_static_applets_match_native_byte_for_byte() {
         assert!(bt == native, "{args:?}: output differs from native");
     }
 }
+
+#[test]
+fn self_modifying_code_runs_in_its_new_form() {
+    if !usable() {
+        return;
+    }
+    // ebx += imm of `mov eax, 2`; then the program rewrites that immediate to 40 and loops:
+    // 2 + 40 = 42 only when the rewritten instruction is translated again
+    let o = run(elf(
+        |a| {
+            let mut patched = a.create_label();
+            let mut done = a.create_label();
+            a.xor(ebx, ebx)?;
+            a.xor(ecx, ecx)?;
+            a.set_label(&mut patched)?;
+            a.mov(eax, 2)?;
+            a.add(ebx, eax)?;
+            a.inc(ecx)?;
+            a.cmp(ecx, 2)?;
+            a.je(done)?;
+            a.lea(rdx, ptr(patched))?;
+            a.mov(dword_ptr(rdx + 1), 40)?;
+            a.jmp(patched)?;
+            a.set_label(&mut done)?;
+            exit_with(a, rbx)
+        },
+        &[],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 42 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    assert!(o.sample.counters["bt.invalidations"] >= 1);
+}

@@ -15,7 +15,8 @@ pub mod translate;
 use crate::elf::Elf;
 use crate::linux_abi::{self, Abi, Action, GuestMem, Output, OutsideGuest};
 use crate::{Availability, Backend, BackendError, Invocation, Outcome, Stdio};
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,6 +94,11 @@ struct Region {
 struct Space {
     regions: Vec<Region>,
     maps: Vec<(u64, u64)>,
+    /// Writable guest pages holding translated code, write-protected in the host so that a
+    /// write to them (self-modifying code) is seen.
+    code_pages: RefCell<BTreeSet<u64>>,
+    /// Set when a write through [`GuestMem`] hit a code page: the dispatcher flushes the cache.
+    stale: Cell<bool>,
 }
 
 impl Space {
@@ -127,6 +133,42 @@ impl Space {
         }
         self.maps.push((lo, len));
         Ok(p.cast())
+    }
+
+    /// Write-protects the writable guest pages of [lo, hi) that hold translated code.
+    fn protect_code(&self, lo: u64, hi: u64) {
+        let mut p = lo & !(PAGE - 1);
+        while p < hi {
+            if self.find(p).is_some_and(|r| r.perm & W != 0)
+                && self.code_pages.borrow_mut().insert(p)
+            {
+                // SAFETY: a page of a guest region this Space mapped; only its protection changes.
+                unsafe { libc::mprotect(p as *mut libc::c_void, PAGE as usize, libc::PROT_READ) };
+            }
+            p += PAGE;
+        }
+    }
+
+    /// Makes the code pages in [lo, hi) writable again; true when there was any.
+    fn unprotect_code(&self, lo: u64, hi: u64) -> bool {
+        let pages: Vec<u64> = self
+            .code_pages
+            .borrow()
+            .range((lo & !(PAGE - 1))..hi)
+            .copied()
+            .collect();
+        for p in &pages {
+            self.code_pages.borrow_mut().remove(p);
+            // SAFETY: a writable guest page this Space mapped and protected in protect_code.
+            unsafe {
+                libc::mprotect(
+                    *p as *mut libc::c_void,
+                    PAGE as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+        }
+        !pages.is_empty()
     }
 
     fn find(&self, addr: u64) -> Option<&Region> {
@@ -183,6 +225,11 @@ impl GuestMem for Space {
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest> {
         if !self.check(addr, data.len() as u64, W) {
             return Err(OutsideGuest);
+        }
+        if !self.code_pages.borrow().is_empty()
+            && self.unprotect_code(addr, addr + data.len() as u64)
+        {
+            self.stale.set(true);
         }
         // SAFETY: the range was checked to be writable guest memory (mapped read-write).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
@@ -366,6 +413,9 @@ struct Translator {
     decoded: HashMap<u64, iced_x86::Instruction, FastHash>,
     /// cache flushes so far
     generation: u64,
+    /// The next block is the one guest instruction that wrote to its own code: translated
+    /// alone, without protecting its page, and not kept.
+    single: bool,
 }
 
 /// A multiplicative hasher for u64 keys (guest addresses, mnemonics): the dispatcher's maps
@@ -431,6 +481,7 @@ impl Translator {
     fn flush(&mut self) {
         self.generation += 1;
         self.blocks.clear();
+        self.decoded.clear();
         self.host_to_guest.clear();
         self.cursor = CODE;
         let t = (TABLE - CACHE_BASE) as usize;
@@ -448,7 +499,9 @@ impl Translator {
         if self.cursor + 0x4000 > CODE_END {
             self.flush();
         }
-        let b = translate(pc, space.code_at(pc), self.cursor, &self.tramps).map_err(|e| match e
+        let single = std::mem::take(&mut self.single);
+        let max = if single { 1 } else { 64 };
+        let b = translate_n(pc, space.code_at(pc), self.cursor, &self.tramps, max).map_err(|e| match e
         {
             NoBlock::NotExecutable => crash(
                 libc::SIGSEGV,
@@ -464,6 +517,11 @@ impl Translator {
         self.cache()[o..o + b.bytes.len()].copy_from_slice(&b.bytes);
         self.cursor = (at + b.bytes.len() as u64 + 15) & !15;
         self.host_to_guest.extend(b.map.iter().copied());
+        if single {
+            CODE_HI.store(self.cursor, Ordering::Release);
+            return Ok(at);
+        }
+        space.protect_code(pc, b.guest_end);
         self.blocks.insert(pc, at);
         self.table_set(pc, at);
         self.bump("bt.blocks_translated");
@@ -764,6 +822,8 @@ impl Backend for BtBackend {
         let mut space = Space {
             regions: Vec::new(),
             maps: Vec::new(),
+            code_pages: RefCell::new(BTreeSet::new()),
+            stale: Cell::new(false),
         };
         let image_end = load_image(&mut space, &elf, &bytes)
             .map_err(|e| invalid(format!("{}: {e}", inv.program.name())))?;
@@ -818,6 +878,7 @@ impl Backend for BtBackend {
             emulated: HashMap::default(),
             decoded: HashMap::default(),
             generation: 0,
+            single: false,
         };
         {
             let o = (TRAMP - CACHE_BASE) as usize;
@@ -943,6 +1004,29 @@ impl Backend for BtBackend {
                 INFO_EMULATE => {
                     if let Err(s) = emulate(ctx, &space, &mut abi, &mut vcpu, &mut tr) {
                         break s;
+                    }
+                    if space.stale.take() {
+                        tr.flush(); // a syscall wrote over translated code
+                    }
+                }
+                INFO_FAULT
+                    if ctx.fault_sig == libc::SIGSEGV as u64
+                        && space.unprotect_code(ctx.fault_addr, ctx.fault_addr + 1) =>
+                {
+                    // self-modifying code: the guest wrote to a page it executes. Forget every
+                    // translation and run the writing instruction again, now unprotected.
+                    match tr.host_to_guest.get(&ctx.fault_host_rip) {
+                        Some(g) => {
+                            ctx.next = *g;
+                            tr.flush();
+                            tr.single = true;
+                        }
+                        None => {
+                            break crash(
+                                libc::SIGSEGV,
+                                "bt: a write to translated code from an instruction that cannot be restarted".into(),
+                            )
+                        }
                     }
                 }
                 INFO_FAULT => {

@@ -434,6 +434,8 @@ pub struct Block {
     pub map: Vec<(u64, u64)>,
     /// Guest instructions translated.
     pub guest_instrs: usize,
+    /// End (exclusive) of the guest bytes the block was made from.
+    pub guest_end: u64,
 }
 
 /// Longest block, in guest instructions.
@@ -455,12 +457,23 @@ fn mem_of(i: &Instruction) -> MemoryOperand {
 /// Decodes the guest code at `pc` (whose executable bytes are `code`, starting at `pc`) and
 /// translates one basic block for the host address `at`.
 pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoBlock> {
+    translate_n(pc, code, at, t, MAX_BLOCK)
+}
+
+/// [`translate`] with at most `max` guest instructions in the block.
+pub fn translate_n(
+    pc: u64,
+    code: &[u8],
+    at: u64,
+    t: &Tramps,
+    max: usize,
+) -> Result<Block, NoBlock> {
     let enc = |e: IcedError| NoBlock::Encode(e.to_string());
     let mut dec = Decoder::with_ip(64, code, pc, DecoderOptions::NONE);
     let mut body: Vec<Instruction> = Vec::new();
     let mut last: Option<Instruction> = None;
     let mut stop_at = None; // ends before an instruction the dispatcher must see
-    while body.len() < MAX_BLOCK {
+    while body.len() < max {
         if !dec.can_decode() {
             stop_at = Some(dec.ip());
             break;
@@ -492,6 +505,7 @@ pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoB
             bytes: e.buf,
             map: vec![(at, pc)],
             guest_instrs: 0,
+            guest_end: pc + 1,
         });
     }
     let mut e = Emitter::new(at);
@@ -508,6 +522,7 @@ pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoB
             bytes: e.buf,
             map,
             guest_instrs: n,
+            guest_end: body.last().map_or(pc + 1, |i| i.next_ip()),
         });
     };
     map.push((e.at(), i.ip()));
@@ -598,6 +613,7 @@ pub fn translate(pc: u64, code: &[u8], at: u64, t: &Tramps) -> Result<Block, NoB
         bytes: e.buf,
         map,
         guest_instrs: n,
+        guest_end: i.next_ip(),
     })
 }
 
