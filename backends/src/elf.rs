@@ -157,6 +157,27 @@ impl Elf {
         if segments.is_empty() {
             return Err(ElfError::NoSegments);
         }
+        let mut sorted: Vec<&Segment> = segments.iter().collect();
+        sorted.sort_by_key(|s| s.vaddr);
+        for w in sorted.windows(2) {
+            // segments share a page at most where one ends and the next begins (as linkers lay
+            // them out), never a byte
+            if w[0].vaddr + w[0].memsz > w[1].vaddr {
+                return Err(ElfError::Malformed(format!(
+                    "segments at {:#x} and {:#x} overlap",
+                    w[0].vaddr, w[1].vaddr
+                )));
+            }
+        }
+        let entry_at = entry.wrapping_add(bias);
+        if !segments
+            .iter()
+            .any(|s| s.flags & 1 != 0 && (s.vaddr..s.vaddr + s.memsz).contains(&entry_at))
+        {
+            return Err(ElfError::Malformed(format!(
+                "entry point {entry_at:#x} is not inside an executable segment"
+            )));
+        }
         let phdr = phdr.unwrap_or_else(|| {
             segments
                 .iter()
@@ -349,6 +370,32 @@ mod tests {
         assert_eq!(w(sp + 40), 0);
         assert_eq!((w(sp + 48), w(sp + 56)), (3, e.phdr));
         assert!(initial_stack(16, &e, &[], &[], &mut |_, _| Ok(())).is_err());
+    }
+
+    #[test]
+    fn overlapping_segments_and_stray_entry_points_are_refused() {
+        // a second PT_LOAD overlapping the first
+        let mut b = tiny();
+        b[56..58].copy_from_slice(&2u16.to_le_bytes());
+        b.resize(0x80 + 56, 0);
+        b.copy_within(64..120, 120);
+        let e = Elf::parse(&b, 0).unwrap_err();
+        assert!(
+            matches!(&e, ElfError::Malformed(m) if m.contains("overlap")),
+            "{e}"
+        );
+        // entry outside every segment
+        let mut b = tiny();
+        b[24..32].copy_from_slice(&0x900000u64.to_le_bytes());
+        let e = Elf::parse(&b, 0).unwrap_err();
+        assert!(
+            matches!(&e, ElfError::Malformed(m) if m.contains("entry point")),
+            "{e}"
+        );
+        // entry in a segment that is not executable
+        let mut b = tiny();
+        b[68..72].copy_from_slice(&6u32.to_le_bytes());
+        assert!(Elf::parse(&b, 0).is_err());
     }
 
     #[test]

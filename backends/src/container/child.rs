@@ -352,14 +352,17 @@ pub unsafe fn init(s: &Spec) -> ! {
         if s.user {
             // Become the namespace's root (host uid `id_base`): files we create must be owned
             // by an id that is mapped in the namespace.
+            // Raw syscalls: glibc's wrappers broadcast the change to every thread it believes the
+            // process has (a copy of the parent's thread list after our raw clone) and wait for
+            // them forever.
             check!(
                 s,
-                libc::setresgid(0, 0, 0),
+                libc::syscall(libc::SYS_setresgid, 0, 0, 0) as i32,
                 "setresgid(0) in the user namespace"
             );
             check!(
                 s,
-                libc::setresuid(0, 0, 0),
+                libc::syscall(libc::SYS_setresuid, 0, 0, 0) as i32,
                 "setresuid(0) in the user namespace"
             );
             // Changing ids made us non-dumpable, which gives /proc/self to the host's root.
