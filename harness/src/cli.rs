@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Benchmark workloads (or your own static binary after `--`) on one or more backends.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run any static x86-64 binary under one backend, passing its stdio and exit status through.
     Exec(ExecArgs),
     /// List workloads with their parameters, and backends with their availability.
@@ -102,6 +102,15 @@ struct RunArgs {
     /// Also render the HTML/SVG/Markdown/CSV report into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Save the results as the named baseline (vbench-results/baselines/NAME.json).
+    #[arg(long, value_name = "NAME")]
+    save_baseline: Option<String>,
+    /// Gate the results against a named baseline or a baseline file (exit 1 on a regression,
+    /// 2 on bad input), as `vbench gate` does.
+    #[arg(long, value_name = "NAME|FILE")]
+    baseline: Option<String>,
+    #[command(flatten)]
+    gate: crate::gate_cmd::GateSettings,
     /// Seed of the round shuffles and the bootstrap.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -239,7 +248,7 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
         Command::Gate(a) => crate::gate_cmd::gate(a),
         Command::Compare(a) => crate::gate_cmd::compare(a),
         Command::Exec(a) => exec(a),
@@ -378,6 +387,24 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         let w = vbench_reports::write_all(&doc, dir)
             .with_context(|| format!("rendering the report into {}", dir.display()))?;
         eprintln!("report written to {}", w.index.display());
+    }
+    if let Some(name) = &a.save_baseline {
+        let p = crate::gate_cmd::save_baseline(&doc, name)?;
+        eprintln!("baseline saved to {}", p.display());
+    }
+    if let Some(b) = &a.baseline {
+        let base = match crate::gate_cmd::load_baseline(b) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("vbench gate: bad input: {e:#}");
+                return Ok(ExitCode::from(crate::gate_cmd::EXIT_BAD_INPUT));
+            }
+        };
+        let gated =
+            crate::gate_cmd::gate_documents(&base, b, &doc, &out.display().to_string(), &a.gate);
+        if doc.failures.is_empty() {
+            return Ok(gated);
+        }
     }
     Ok(if doc.status == RunStatus::Interrupted {
         ExitCode::from(130)

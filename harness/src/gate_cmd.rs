@@ -87,7 +87,6 @@ fn parse_alpha(s: &str) -> Result<f64, String> {
 }
 
 /// Saves `doc` as baseline `name` (atomically), returning its path.
-#[allow(dead_code)] // for `vbench run --save-baseline NAME`
 pub fn save_baseline(doc: &Document, name: &str) -> Result<PathBuf> {
     let path = compare::baseline_path(Path::new(RESULTS_DIR), name)?;
     vbench_results::write_atomic(&path, doc)?;
@@ -150,7 +149,6 @@ pub fn exit_status(what: &str, outcome: Result<GateReport>) -> ExitCode {
 }
 
 /// Judges a run against a baseline document in memory (for `vbench run --baseline NAME`).
-#[allow(dead_code)]
 pub fn gate_documents(
     base: &Document,
     base_label: &str,
