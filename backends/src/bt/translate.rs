@@ -233,10 +233,13 @@ pub fn trampolines(xmask: u64) -> Result<(Vec<u8>, Tramps), IcedError> {
     // every exit saves the whole vector state: the guest may have live YMM registers anywhere
     e.load(RAX, slot!(xmask))?;
     e.imm(RDX, 0)?;
-    e.ins(Instruction::with1(
-        Code::Xsave64_mem,
-        rip(slot!(guest_xsave)),
-    )?)?;
+    // XSAVEOPT writes only what the guest changed since the entry's XRSTOR of the same area
+    let xsave = if xsaveopt() {
+        Code::Xsaveopt64_mem
+    } else {
+        Code::Xsave64_mem
+    };
+    e.ins(Instruction::with1(xsave, rip(slot!(guest_xsave)))?)?;
     if xmask & 4 != 0 {
         e.ins(Instruction::with(Code::VEX_Vzeroupper))?;
     }
@@ -339,6 +342,11 @@ pub fn xsave_mask() -> Option<u64> {
         }
     }
     (size as usize <= XSAVE_BYTES).then_some(mask)
+}
+
+/// Whether the CPU has XSAVEOPT.
+fn xsaveopt() -> bool {
+    core::arch::x86_64::__cpuid_count(0xd, 1).eax & 1 != 0
 }
 
 /// Instructions the guest may not execute directly: the dispatcher emulates them or reports
