@@ -191,4 +191,19 @@ fn finish(doc: &mut Document, run_failures: &[Failure], seed: u64) {
         .chain(checksum_failures)
         .collect();
     doc.finished_unix_ms = Some(now_ms());
+    // What the micro-VM found out about this host: where `syscall` lands in a guest.
+    if let Some(ring) = doc
+        .samples
+        .iter()
+        .find_map(|r| r.sample.counters.get("kvm.syscall_ring"))
+    {
+        let mode = if *ring == 3 {
+            "stays at CPL3 (nested KVM, e.g. kvm_pvm): every forwarded syscall is a nested VM exit"
+        } else {
+            "enters CPL0 (hardware-assisted VMX/SVM)"
+        };
+        doc.environment
+            .extra
+            .insert("kvm_guest_syscall".into(), mode.into());
+    }
 }
