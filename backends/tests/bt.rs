@@ -548,3 +548,26 @@ fn self_modifying_code_runs_in_its_new_form() {
     );
     assert!(o.sample.counters["bt.invalidations"] >= 1);
 }
+
+#[test]
+fn pinning_applies_to_the_run_only() {
+    if !usable() {
+        return;
+    }
+    let p = Program::from_bytes("guest", elf(|a| exit_with(a, rsp).map(|_| ()), &[])).unwrap();
+    let mut inv = Invocation::new(p, vec![]);
+    inv.cpu = Some(0);
+    let before = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let o = BtBackend.run(&inv).unwrap();
+    assert!(matches!(o.sample.exit, Exit::Code { .. }));
+    let after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let allowed = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("Cpus_allowed_list"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(allowed(&before), allowed(&after));
+    inv.cpu = Some(100_000);
+    assert!(BtBackend.run(&inv).is_err());
+}

@@ -815,6 +815,7 @@ impl Backend for BtBackend {
             });
         }
         let _lock = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let _pin = Pin::to(inv.cpu)?;
         let t0 = Instant::now();
         let bytes = inv.program.bytes()?;
         let elf = Elf::parse(&bytes, PIE_BASE)
@@ -1131,6 +1132,41 @@ impl Backend for BtBackend {
             },
             stdout,
         })
+    }
+}
+
+/// Pins the calling thread to one CPU until dropped (then its old affinity comes back).
+struct Pin(Option<libc::cpu_set_t>);
+
+impl Pin {
+    fn to(cpu: Option<usize>) -> Result<Pin, BackendError> {
+        let Some(cpu) = cpu else { return Ok(Pin(None)) };
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(invalid(format!("CPU {cpu} is out of range")));
+        }
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: zeroed cpu_set_t values are valid; the affinity calls read/write them only.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, size, &mut old) != 0 {
+                return Err(os("sched_getaffinity"));
+            }
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, size, &set) != 0 {
+                return Err(os(&format!("pinning to CPU {cpu}")));
+            }
+            Ok(Pin(Some(old)))
+        }
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            // SAFETY: restoring the affinity saved by `Pin::to` for this thread.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
+        }
     }
 }
 
