@@ -58,14 +58,22 @@ pub struct IsolateArgs {
     #[arg(long, default_value = "256M", value_parser = vbench_backends::container::parse_bytes)]
     memory: u64,
     /// Container CPU quota for the probes, a fraction of one CPU.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = parse_cpus)]
     cpus: f64,
     /// Container task limit for the probes (the fork bomb tries twice this).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(4..=2048))]
     pids: u64,
     /// Per-probe timeout in seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
     timeout: u64,
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        // the native control must be able to exceed it by 0.15 of a CPU with 8 spinners
+        Ok(v) if (0.05..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a CPU fraction in [0.05, 1]")),
+    }
 }
 
 /// Runs `vbench isolate`.
