@@ -221,28 +221,30 @@ pub fn initial_stack(
     env: &[&[u8]],
     write: WriteGuest<'_>,
 ) -> Result<u64, String> {
-    let mut sp = top;
-    let mut push_bytes = |b: &[u8], sp: &mut u64| -> Result<u64, String> {
+    fn push(write: WriteGuest<'_>, sp: &mut u64, b: &[u8], nul: bool) -> Result<u64, String> {
         *sp = sp
-            .checked_sub(b.len() as u64 + 1)
+            .checked_sub(b.len() as u64 + u64::from(nul))
             .ok_or_else(|| "initial stack: out of room".to_string())?;
         write(*sp, b)?;
-        write(*sp + b.len() as u64, &[0])?;
+        if nul {
+            write(*sp + b.len() as u64, &[0])?;
+        }
         Ok(*sp)
-    };
+    }
+    let mut sp = top;
     let arg_ptrs: Vec<u64> = argv
         .iter()
-        .map(|a| push_bytes(a, &mut sp))
+        .map(|a| push(write, &mut sp, a, true))
         .collect::<Result<_, _>>()?;
     let env_ptrs: Vec<u64> = env
         .iter()
-        .map(|a| push_bytes(a, &mut sp))
+        .map(|a| push(write, &mut sp, a, true))
         .collect::<Result<_, _>>()?;
-    let platform = push_bytes(b"x86_64", &mut sp)?;
+    let platform = push(write, &mut sp, b"x86_64", true)?;
     let mut rnd = [0u8; 16];
     let _ = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd));
-    let random = push_bytes(&rnd[..15], &mut sp)?;
+    let random = push(write, &mut sp, &rnd, false)?;
     let auxv: [(u64, u64); 13] = [
         (3, elf.phdr),
         (4, u64::from(elf.phent)),
