@@ -571,3 +571,66 @@ fn pinning_applies_to_the_run_only() {
     inv.cpu = Some(100_000);
     assert!(BtBackend.run(&inv).is_err());
 }
+
+#[test]
+fn descriptor_table_reads_see_the_virtual_machine() {
+    if !usable() {
+        return;
+    }
+    // smsw, str, sldt into registers; sidt into memory; exit(smsw_low8 ^ str ^ sldt ^ idt_limit_low8)
+    let o = run(elf(
+        |a| {
+            a.smsw(eax)?;
+            a.str(ebx)?;
+            a.sldt(ecx)?;
+            a.mov(rdx, DATA)?;
+            a.sidt(ptr(rdx))?;
+            a.movzx(edx, byte_ptr(rdx))?;
+            a.xor(eax, ebx)?;
+            a.xor(eax, ecx)?;
+            a.xor(eax, edx)?;
+            a.movzx(edi, al)?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[0u8; 16],
+    ));
+    // 0x33 ^ 0x40 ^ 0 ^ 0xff
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code {
+            code: 0x33 ^ 0x40 ^ 0xff
+        },
+        "{}",
+        o.sample.stderr_tail
+    );
+    for k in ["smsw", "str", "sldt", "sidt"] {
+        assert_eq!(o.sample.counters[&format!("bt.emulated.{k}")], 1, "{k}");
+    }
+}
+
+#[test]
+fn rdtscp_sysenter_and_int_n() {
+    if !usable() {
+        return;
+    }
+    let o = run(elf(
+        |a| {
+            a.mov(ecx, 77)?;
+            a.rdtscp()?; // ecx = TSC_AUX = 0
+            exit_with(a, rcx)
+        },
+        &[],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    let at = format!("guest rip {:#x}", BASE + 0x79);
+    let o = run(elf(|a| a.nop().and_then(|_| a.sysenter()), &[]));
+    crashed(&o, libc::SIGILL, &["sysenter", &at]);
+    let o = run(elf(|a| a.nop().and_then(|_| a.int(0x81)), &[]));
+    crashed(&o, libc::SIGSEGV, &["int", &at]);
+}
