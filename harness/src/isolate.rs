@@ -742,10 +742,27 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
             let ooms = s.counters.get("cgroup.oom_kills").copied().unwrap_or(0);
             let limit = ctx.limits.memory.unwrap_or(0);
             c.verdict = Verdict::Contained;
+            // the probe's last progress line: anonymous memory it had touched when killed
+            let touched = s
+                .stderr_tail
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("vbench-probe memory touched_kib="))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if let (Some(kib), true) = (touched, limit > 0) {
+                c.counters
+                    .insert("probe.touched_bytes_at_kill".into(), kib * 1024);
+                c.detail = format!("touched_at_kill={kib}KiB");
+            }
             c.note = match peak {
                 Some(pk) if limit > 0 => format!(
-                    "killed (SIGKILL, {ooms} OOM kill(s)); peak {pk} B = {:.1}% of the {limit} B limit",
-                    pk as f64 * 100.0 / limit as f64
+                    "killed (SIGKILL, {ooms} OOM kill(s)); cgroup peak {pk} B = {:.1}% of the {limit} B limit{}",
+                    pk as f64 * 100.0 / limit as f64,
+                    touched.map_or(String::new(), |kib| format!(
+                        "; the probe had touched {} B = {:.1}% of it",
+                        kib * 1024,
+                        (kib * 1024) as f64 * 100.0 / limit as f64
+                    ))
                 ),
                 _ => format!("killed (SIGKILL, {ooms} OOM kill(s))"),
             };
@@ -911,9 +928,17 @@ pub fn render(m: &IsolationMatrix) -> String {
             "\nPopek-Goldberg and translation probes: what each backend observed at CPL3"
         );
         for r in &pg {
+            let native = r.cells.iter().find(|c| c.backend == "native");
             for c in &r.cells {
                 let v = match c.verdict {
-                    Verdict::Observed => c.detail.clone(),
+                    Verdict::Observed => {
+                        let differs = native.is_some_and(|n| {
+                            n.backend != c.backend
+                                && n.verdict == Verdict::Observed
+                                && n.detail != c.detail
+                        });
+                        format!("{}{}", c.detail, if differs { "  (≠ native)" } else { "" })
+                    }
                     v => format!("{} {}", v.label(), c.note),
                 };
                 let _ = writeln!(o, "{:<w0$}  {:<10}  {v}", r.probe, c.backend);

@@ -201,6 +201,12 @@ fn container_contains_what_native_shows() {
         "peak {peak} vs limit {limit}: {mem:?}"
     );
     assert!(mem.counters["cgroup.oom_kills"] >= 1, "{mem:?}");
+    // independent of the cgroup's own accounting: what the probe had touched when killed
+    let touched = mem.counters["probe.touched_bytes_at_kill"] as f64;
+    assert!(
+        touched <= limit && touched / limit >= 0.95,
+        "touched {touched} vs limit {limit}: {mem:?}"
+    );
     let pids: u64 = m.limits["pids"].parse().unwrap();
     let fork = cell(&m, "fork_bomb", "container");
     let forked = fork.detail["forked=".len()..]

@@ -725,6 +725,13 @@ fn memory(a: &Args<'_>) -> Report {
     for i in (0..mb * MIB).step_by(4096) {
         // SAFETY: i < mb MiB, inside the fresh private mapping that nothing else refers to.
         unsafe { p.add(i).write_volatile(1) };
+        if i % MIB == 0 {
+            // Progress on stderr, whose tail the harness keeps: what was touched when a limit
+            // killed the probe.
+            let mut t = Text::new();
+            let _ = writeln!(t, "vbench-probe memory touched_kib={}", i / 1024);
+            let _ = sys::write(2, t.as_str().as_bytes());
+        }
     }
     rep!(Escaped, "touched={mb}MiB")
 }
