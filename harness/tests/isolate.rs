@@ -299,3 +299,82 @@ fn too_big_a_memory_limit_is_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("more than half"), "{err}");
 }
+
+/// Pids of the children of `pid` named `comm`.
+fn children_named(pid: u32, comm: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ..."
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            head.ends_with(&format!("({comm}"))
+                && rest.split(' ').nth(1) == Some(pid.to_string().as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_harness_leaves_no_process_or_segment_and_its_scratch_dir_goes_at_the_next_start() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vbench"))
+        .args([
+            "isolate",
+            "--backend",
+            "native",
+            "--probe",
+            "limit",
+            "--out",
+        ])
+        .arg(dir.path().join("iso.json"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sleepers = children_named(pid, "sleep");
+    assert_eq!(sleepers.len(), 1, "the host sleeper of {pid}");
+    let segments = |cpid: u32| -> usize {
+        std::fs::read_to_string("/proc/sysvipc/shm")
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(4) == Some(cpid.to_string().as_str()))
+            .count()
+    };
+    assert_eq!(segments(pid), 1, "the SysV segment of {pid}");
+    let scratch: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("vbench-isolate-{pid}-"))
+        })
+        .collect();
+    assert_eq!(scratch.len(), 1, "the scratch dir of {pid}");
+    child.kill().unwrap(); // SIGKILL: no clean-up code runs
+    child.wait().unwrap();
+    // the sleeper dies with the harness, the segment at its last detach
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !Path::new(&format!("/proc/{}", sleepers[0])).exists()
+    });
+    assert!(gone, "sleeper {} outlived the harness", sleepers[0]);
+    assert_eq!(segments(pid), 0, "the SysV segment outlived the harness");
+    // the scratch directory is removed by the next run
+    assert!(scratch[0].exists());
+    let (_, text, code) = isolate(&["--backend", "native", "--probe", "hostname"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        !scratch[0].exists(),
+        "{} was not removed",
+        scratch[0].display()
+    );
+}
