@@ -634,3 +634,40 @@ fn rdtscp_sysenter_and_int_n() {
     let o = run(elf(|a| a.nop().and_then(|_| a.int(0x81)), &[]));
     crashed(&o, libc::SIGSEGV, &["int", &at]);
 }
+
+#[test]
+fn code_written_to_anonymous_memory_runs_and_can_be_patched() {
+    if !usable() {
+        return;
+    }
+    // page = mmap(RWX); page <- mov eax, 1; ret; r12 = page(); page[1] = 2; exit(r12 * 10 + page())
+    let o = run(elf(
+        |a| {
+            a.xor(edi, edi)?;
+            a.mov(esi, 4096)?;
+            a.mov(edx, 7)?;
+            a.mov(r10d, 0x22)?;
+            a.mov(r8, -1i64)?;
+            a.xor(r9d, r9d)?;
+            a.mov(eax, 9)?;
+            a.syscall()?;
+            a.mov(rbx, rax)?;
+            a.mov(rcx, 0xc300_0000_01b8_u64)?;
+            a.mov(qword_ptr(rbx), rcx)?;
+            a.call(rbx)?;
+            a.imul_3(r12d, eax, 10)?;
+            a.mov(byte_ptr(rbx + 1), 2)?;
+            a.call(rbx)?;
+            a.add(eax, r12d)?;
+            exit_with(a, rax)
+        },
+        &[],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 12 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    assert!(o.sample.counters["bt.invalidations"] >= 1);
+}

@@ -695,6 +695,9 @@ fn emulate(
                     })
                     .unwrap_or(0);
                 space.write(addr, &bytes).map_err(|_| segv(pc, addr))?;
+            } else if i.mnemonic() == M::Smsw && i.op0_register().size() >= 4 {
+                // a register gets all of CR0's low half: PG AM WP NE ET MP PE
+                write_reg(ctx, i.op0_register(), 0x8005_0033);
             } else {
                 write_reg(ctx, i.op0_register(), u64::from(limit));
             }
@@ -832,16 +835,14 @@ impl Backend for BtBackend {
         space.map(image_end, BRK_SIZE, rw)?;
         space.map(STACK_TOP - STACK_SIZE, STACK_SIZE, rw)?;
         space.map(MMAP_LO, MMAP_HI - MMAP_LO, rw)?;
-        for (lo, hi) in [
-            (image_end, image_end + BRK_SIZE),
-            (STACK_TOP - STACK_SIZE, STACK_TOP),
-            (MMAP_LO, MMAP_HI),
+        // linux_abi keeps no protections for anonymous mappings, so the guest may run code it
+        // wrote there (a JIT, a patched trampoline); writes over such code invalidate it
+        for (lo, hi, perm) in [
+            (image_end, image_end + BRK_SIZE, R | W),
+            (STACK_TOP - STACK_SIZE, STACK_TOP, R | W),
+            (MMAP_LO, MMAP_HI, R | W | X),
         ] {
-            space.regions.push(Region {
-                lo,
-                hi,
-                perm: R | W,
-            });
+            space.regions.push(Region { lo, hi, perm });
         }
         space.map(CACHE_BASE, CACHE_SIZE, rw | libc::PROT_EXEC)?;
 
