@@ -193,14 +193,21 @@ fn ipc_namespace_hides_host_segments() {
     let Some(_serial) = privileged() else {
         return;
     };
-    // a SysV segment on the host
-    // SAFETY: shmget with constant arguments; the segment is removed below.
-    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+    // a SysV segment on the host, removed when the guard drops (also if the test panics)
+    struct Segment(i32);
+    impl Drop for Segment {
+        fn drop(&mut self) {
+            // SAFETY: removing the segment this test created.
+            unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+    }
+    // SAFETY: shmget with constant arguments; the guard removes the segment.
+    let seg = Segment(unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) });
+    let id = seg.0;
     assert!(id >= 0);
     let c = container(ContainerConfig::default());
     let (out, _) = sh(&c, "cat /proc/sysvipc/shm");
-    // SAFETY: removing the segment we created.
-    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    drop(seg);
     assert!(
         !out.lines()
             .skip(1)
