@@ -110,73 +110,6 @@ fn invalid(msg: String) -> BackendError {
     BackendError::Invalid(msg)
 }
 
-/// Builds the Linux initial stack at the top of RAM; returns the initial rsp.
-fn initial_stack(
-    mem: &GuestMemoryMmap,
-    top: u64,
-    elf: &Elf,
-    argv: &[Vec<u8>],
-    env: &[&[u8]],
-) -> Result<u64, BackendError> {
-    let mut sp = top;
-    let push_bytes = |b: &[u8], sp: &mut u64| -> Result<u64, BackendError> {
-        *sp -= b.len() as u64 + 1;
-        mem.write_slice(b, GuestAddress(*sp))
-            .map_err(|e| invalid(format!("initial stack: {e}")))?;
-        mem.write_obj(0u8, GuestAddress(*sp + b.len() as u64))
-            .map_err(|e| invalid(format!("initial stack: {e}")))?;
-        Ok(*sp)
-    };
-    let arg_ptrs: Vec<u64> = argv
-        .iter()
-        .map(|a| push_bytes(a, &mut sp))
-        .collect::<Result<_, _>>()?;
-    let env_ptrs: Vec<u64> = env
-        .iter()
-        .map(|a| push_bytes(a, &mut sp))
-        .collect::<Result<_, _>>()?;
-    let platform = push_bytes(b"x86_64", &mut sp)?;
-    sp -= 16;
-    let random = sp;
-    let mut rnd = [0u8; 16];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd));
-    mem.write_slice(&rnd, GuestAddress(random))
-        .map_err(|e| invalid(format!("initial stack: {e}")))?;
-    let auxv: [(u64, u64); 13] = [
-        (3, elf.phdr),
-        (4, u64::from(elf.phent)),
-        (5, u64::from(elf.phnum)),
-        (6, 4096),
-        (9, elf.entry),
-        (11, 0),
-        (12, 0),
-        (13, 0),
-        (14, 0),
-        (17, 100),
-        (23, 0),
-        (25, random),
-        (15, platform),
-    ];
-    let mut words: Vec<u64> = vec![argv.len() as u64];
-    words.extend(&arg_ptrs);
-    words.push(0);
-    words.extend(&env_ptrs);
-    words.push(0);
-    for (k, v) in auxv {
-        words.push(k);
-        words.push(v);
-    }
-    words.push(0);
-    words.push(0);
-    sp = (sp - 8 * words.len() as u64) & !15;
-    for (i, w) in words.iter().enumerate() {
-        mem.write_obj(*w, GuestAddress(sp + 8 * i as u64))
-            .map_err(|e| invalid(format!("initial stack: {e}")))?;
-    }
-    Ok(sp)
-}
-
 fn user_seg(selector: u16, code: bool) -> kvm_segment {
     kvm_segment {
         base: 0,
@@ -327,7 +260,17 @@ impl Backend for KvmBackend {
                 .iter()
                 .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()).to_vec()),
         );
-        let rsp = initial_stack(&mem, ram, &elf, &argv, &[b"PATH=/bin", b"HOME=/"])?;
+        let rsp = crate::elf::initial_stack(
+            ram,
+            &elf,
+            &argv,
+            &[b"PATH=/bin", b"HOME=/"],
+            &mut |at, b| {
+                mem.write_slice(b, GuestAddress(at))
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .map_err(invalid)?;
 
         // vCPU
         let mut vcpu = vm.create_vcpu(0).map_err(err("create vCPU"))?;
