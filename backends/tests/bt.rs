@@ -671,3 +671,51 @@ fn code_written_to_anonymous_memory_runs_and_can_be_patched() {
     );
     assert!(o.sample.counters["bt.invalidations"] >= 1);
 }
+
+#[test]
+fn a_guest_signal_handler_sees_the_fault_and_resumes() {
+    if !usable() {
+        return;
+    }
+    // rt_sigaction(SIGSEGV, {handler, SA_SIGINFO|SA_RESTORER, restorer}); load from 0x10;
+    // the handler puts si_addr + signo into the saved rbx and resumes past the load
+    let o = run(elf(
+        |a| {
+            let mut handler = a.create_label();
+            let mut restorer = a.create_label();
+            let mut resume = a.create_label();
+            a.lea(rax, ptr(handler))?;
+            a.mov(qword_ptr(DATA), rax)?;
+            a.mov(qword_ptr(DATA + 8), 0x0400_0004)?;
+            a.lea(rax, ptr(restorer))?;
+            a.mov(qword_ptr(DATA + 16), rax)?;
+            a.mov(eax, 13)?;
+            a.mov(edi, 11)?;
+            a.mov(esi, DATA as u32)?;
+            a.xor(edx, edx)?;
+            a.mov(r10d, 8)?;
+            a.syscall()?;
+            a.mov(rax, qword_ptr(0x10))?;
+            a.set_label(&mut resume)?;
+            exit_with(a, rbx)?;
+            a.set_label(&mut handler)?;
+            a.mov(rax, qword_ptr(rsi + 16))?;
+            a.add(rax, rdi)?;
+            a.mov(qword_ptr(rdx + 40 + 11 * 8), rax)?;
+            a.lea(rax, ptr(resume))?;
+            a.mov(qword_ptr(rdx + 40 + 16 * 8), rax)?;
+            a.ret()?;
+            a.set_label(&mut restorer)?;
+            a.mov(eax, 15)?;
+            a.syscall()
+        },
+        &[0u8; 32],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0x10 + 11 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    assert_eq!(o.sample.counters["bt.signals_delivered"], 1);
+}

@@ -308,7 +308,7 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut l
             let ctx = CTX as *mut Ctx;
             let kick = sig == kick_signal();
             (*ctx).fault_host_rip = rip;
-            (*ctx).fault_sig = sig as u64;
+            (*ctx).fault_sig = sig as u32 as u64 | (((*info).si_code as u32 as u64) << 32);
             (*ctx).fault_addr = if kick { 0 } else { (*info).si_addr() as u64 };
             let to = if kick { &KICK_EXIT } else { &FAULT_EXIT };
             uc.uc_mcontext.gregs[libc::REG_RIP as usize] = to.load(Ordering::Acquire) as i64;
@@ -391,8 +391,109 @@ impl Drop for Signals {
 #[derive(Debug)]
 enum Stop {
     Exited(i32),
-    Crashed { signal: i32, message: String },
+    Crashed {
+        signal: i32,
+        message: String,
+    },
+    /// A fault the guest may handle itself (a handler installed with rt_sigaction).
+    Fault(GuestFault),
     Kicked,
+}
+
+/// A synchronous signal of the guest, with what its handler would see.
+#[derive(Debug)]
+struct GuestFault {
+    signal: i32,
+    code: i32,
+    /// Where the guest resumes when the handler returns.
+    rip: u64,
+    addr: u64,
+    message: String,
+}
+
+fn gfault(signal: i32, code: i32, rip: u64, addr: u64, message: String) -> Stop {
+    Stop::Fault(GuestFault {
+        signal,
+        code,
+        rip,
+        addr,
+        message,
+    })
+}
+
+/// si_code of faults the kernel raises itself (#GP, int n, int3).
+const SI_KERNEL: i32 = 0x80;
+const SA_RESTORER: u64 = 0x0400_0000;
+
+/// Delivers `f` to the guest's handler, Linux-style: an rt_sigframe (return address = the
+/// handler's restorer, ucontext with the registers, siginfo) below the red zone; false when
+/// the guest has no handler for it (it then dies of the signal).
+fn deliver(ctx: &mut Ctx, space: &Space, vcpu: &Vcpu, f: &GuestFault) -> bool {
+    let Some(&[handler, flags, restorer, _mask]) = vcpu.actions.get(f.signal as usize) else {
+        return false;
+    };
+    if handler <= 1 || flags & SA_RESTORER == 0 {
+        return false;
+    }
+    let g = ctx.gpr;
+    let frame = (g[4].wrapping_sub(128 + 440) & !15).wrapping_sub(8);
+    let (uc, info) = (frame + 8, frame + 8 + 304);
+    let mut b: Vec<u8> = Vec::with_capacity(440);
+    let mut q = |v: u64| b.extend(v.to_le_bytes());
+    q(restorer);
+    for _ in 0..5 {
+        q(0); // uc_flags, uc_link, uc_stack
+    }
+    for r in [8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 3, 2, 0, 1, 4] {
+        q(g[r]);
+    }
+    q(f.rip);
+    q((ctx.rflags & !0x200) | (u64::from(vcpu.vif) << 9));
+    q(0x2b << 48 | 0x33); // cs, gs, fs, ss
+    let trapno = match f.signal {
+        libc::SIGILL => 6,
+        libc::SIGTRAP => 3,
+        libc::SIGFPE => 0,
+        _ if f.code == SI_KERNEL => 13,
+        _ => 14,
+    };
+    for v in [0, trapno, 0, f.addr, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] {
+        q(v); // err, trapno, oldmask, cr2, fpstate, reserved[8], uc_sigmask
+    }
+    q(f.signal as u32 as u64);
+    q(f.code as u32 as u64);
+    q(f.addr);
+    b.resize(440, 0);
+    if space.write(frame, &b).is_err() {
+        return false;
+    }
+    ctx.gpr[7] = f.signal as u64;
+    ctx.gpr[6] = info;
+    ctx.gpr[2] = uc;
+    ctx.gpr[0] = 0;
+    ctx.gpr[4] = frame;
+    ctx.rflags &= !0x500; // TF, DF
+    ctx.next = handler;
+    true
+}
+
+/// rt_sigreturn: the registers from the ucontext at the guest's rsp.
+fn sigreturn(ctx: &mut Ctx, space: &Space) -> Result<(), Stop> {
+    let uc = ctx.gpr[4];
+    let mut b = [0u8; 18 * 8];
+    space
+        .read(uc + 40, &mut b)
+        .map_err(|_| segv(ctx.next, uc))?;
+    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
+    for (i, r) in [8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 3, 2, 0, 1, 4]
+        .into_iter()
+        .enumerate()
+    {
+        ctx.gpr[r] = w(i);
+    }
+    ctx.next = w(16);
+    ctx.rflags = (ctx.rflags & !POPF_MASK) | (w(17) & POPF_MASK) | 2;
+    Ok(())
 }
 
 fn crash(signal: i32, message: String) -> Stop {
@@ -542,6 +643,8 @@ impl Translator {
 struct Vcpu {
     vif: bool,
     tsc0: u64,
+    /// rt_sigaction state: handler, flags, restorer, mask per signal
+    actions: Vec<[u64; 4]>,
 }
 
 fn rdtsc() -> u64 {
@@ -605,6 +708,36 @@ fn emulate(
     let kind = || mnemonic_name(i.mnemonic());
     let g = &mut ctx.gpr;
     match i.mnemonic() {
+        M::Syscall if g[0] == 15 => return sigreturn(ctx, space),
+        M::Syscall if g[0] == 13 => {
+            // rt_sigaction: signals are the translator's to deliver
+            let (sig, act, old) = (g[7] as usize, g[6], g[2]);
+            let r: i64 = if !(1..=64).contains(&sig) || sig == 9 || sig == 19 {
+                -22
+            } else if old != 0
+                && space
+                    .write(old, &vcpu.actions[sig].map(u64::to_le_bytes).concat())
+                    .is_err()
+            {
+                -14
+            } else if act != 0 {
+                let mut b = [0u8; 32];
+                if space.read(act, &mut b).is_err() {
+                    -14
+                } else {
+                    for (k, v) in vcpu.actions[sig].iter_mut().enumerate() {
+                        *v = u64::from_le_bytes(b[k * 8..k * 8 + 8].try_into().expect("8"));
+                    }
+                    0
+                }
+            } else {
+                0
+            };
+            let g = &mut ctx.gpr;
+            g[0] = r as u64;
+            g[1] = next;
+            g[11] = ctx.rflags;
+        }
         M::Syscall => {
             let args = [g[7], g[6], g[2], g[10], g[8], g[9]];
             let r = match abi.syscall(space, g[0], args) {
@@ -703,8 +836,11 @@ fn emulate(
             }
         }
         M::Int3 => {
-            return Err(crash(
+            return Err(gfault(
                 libc::SIGTRAP,
+                SI_KERNEL,
+                next, // a trap: the handler returns after the int3
+                0,
                 format!("guest crashed: SIGTRAP (int3) at guest rip {pc:#x}"),
             ))
         }
@@ -715,8 +851,11 @@ fn emulate(
             ))
         }
         M::Ud0 | M::Ud1 | M::Ud2 | M::Sysenter | M::Sysexit | M::Sysret => {
-            return Err(crash(
+            return Err(gfault(
                 libc::SIGILL,
+                2, // ILL_ILLOPN
+                pc,
+                pc,
                 format!("guest crashed: SIGILL ({}) at guest rip {pc:#x}", kind()),
             ))
         }
@@ -727,8 +866,11 @@ fn emulate(
             ))
         }
         _ => {
-            return Err(crash(
+            return Err(gfault(
                 libc::SIGSEGV,
+                SI_KERNEL,
+                pc,
+                0,
                 format!("guest crashed: SIGSEGV ({}: privileged or unsupported) at guest rip {pc:#x}", kind()),
             ))
         }
@@ -747,15 +889,21 @@ fn undecodable(pc: u64, len: u64, err: iced_x86::DecoderError, tr: &mut Translat
         );
     }
     *tr.emulated.entry(iced_x86::Mnemonic::INVALID).or_default() += 1;
-    crash(
+    gfault(
         libc::SIGILL,
+        2,
+        pc,
+        pc,
         format!("guest crashed: SIGILL (invalid opcode) at guest rip {pc:#x}"),
     )
 }
 
 fn segv(pc: u64, addr: u64) -> Stop {
-    crash(
+    gfault(
         libc::SIGSEGV,
+        1, // SEGV_MAPERR
+        pc,
+        addr,
         format!("guest crashed: SIGSEGV at guest rip {pc:#x}, address {addr:#x}"),
     )
 }
@@ -976,6 +1124,7 @@ impl Backend for BtBackend {
         let mut vcpu = Vcpu {
             vif: true,
             tsc0: rdtsc(),
+            actions: vec![[0; 4]; 65],
         };
         let mut startup = None;
         let mut entries = 0u64;
@@ -1004,15 +1153,22 @@ impl Backend for BtBackend {
             match ctx.info {
                 INFO_INDIRECT => misses += 1,
                 INFO_EMULATE => {
-                    if let Err(s) = emulate(ctx, &space, &mut abi, &mut vcpu, &mut tr) {
-                        break s;
+                    match emulate(ctx, &space, &mut abi, &mut vcpu, &mut tr) {
+                        Ok(()) => {}
+                        Err(Stop::Fault(f)) if deliver(ctx, &space, &vcpu, &f) => {
+                            *tr.counters
+                                .entry("bt.signals_delivered".into())
+                                .or_default() += 1;
+                        }
+                        Err(Stop::Fault(f)) => break crash(f.signal, f.message),
+                        Err(s) => break s,
                     }
                     if space.stale.take() {
                         tr.flush(); // a syscall wrote over translated code
                     }
                 }
                 INFO_FAULT
-                    if ctx.fault_sig == libc::SIGSEGV as u64
+                    if ctx.fault_sig as u32 == libc::SIGSEGV as u32
                         && space.unprotect_code(ctx.fault_addr, ctx.fault_addr + 1) =>
                 {
                     // self-modifying code: the guest wrote to a page it executes. Forget every
@@ -1033,7 +1189,8 @@ impl Backend for BtBackend {
                 }
                 INFO_FAULT => {
                     let host = ctx.fault_host_rip;
-                    let sig = ctx.fault_sig as i32;
+                    let sig = ctx.fault_sig as u32 as i32;
+                    let code = (ctx.fault_sig >> 32) as u32 as i32;
                     let grip = tr.guest_rip_of(host).unwrap_or(0);
                     let name = match sig {
                         libc::SIGSEGV => "SIGSEGV",
@@ -1050,7 +1207,22 @@ impl Backend for BtBackend {
                     if std::env::var_os("VBENCH_BT_DEBUG").is_some() {
                         m.push_str(&format!(" (host rip {host:#x}) registers {:x?}", ctx.gpr));
                     }
-                    break crash(sig, m);
+                    // a precise fault (at the start of a translated instruction) may be handled
+                    let f = GuestFault {
+                        signal: sig,
+                        code,
+                        rip: grip,
+                        addr: ctx.fault_addr,
+                        message: m,
+                    };
+                    if tr.host_to_guest.get(&host) == Some(&grip) && deliver(ctx, &space, &vcpu, &f)
+                    {
+                        *tr.counters
+                            .entry("bt.signals_delivered".into())
+                            .or_default() += 1;
+                        continue;
+                    }
+                    break crash(sig, f.message);
                 }
                 INFO_KICK => break Stop::Kicked,
                 _ => {} // a link site: linked on the next turn
@@ -1078,13 +1250,17 @@ impl Backend for BtBackend {
         drop(space);
 
         let mut stderr_tail = String::new();
+        let stop = match stop {
+            Stop::Fault(f) => crash(f.signal, f.message),
+            s => s,
+        };
         let exit = match stop {
             Stop::Exited(code) => Exit::Code { code },
             Stop::Crashed { signal, message } => {
                 stderr_tail = format!("vbench bt: {message}\n");
                 Exit::Signal { signal }
             }
-            Stop::Kicked => {
+            Stop::Fault(_) | Stop::Kicked => {
                 if inv
                     .cancel
                     .as_ref()
