@@ -719,3 +719,50 @@ fn a_guest_signal_handler_sees_the_fault_and_resumes() {
     );
     assert_eq!(o.sample.counters["bt.signals_delivered"], 1);
 }
+
+#[test]
+fn popf_setting_the_trap_flag_traps_once_after_the_next_instruction() {
+    if !usable() {
+        return;
+    }
+    // SIGTRAP handler counts in the saved rbx and clears TF in the saved rflags
+    let o = run(elf(
+        |a| {
+            let mut handler = a.create_label();
+            let mut restorer = a.create_label();
+            a.lea(rax, ptr(handler))?;
+            a.mov(qword_ptr(DATA), rax)?;
+            a.mov(qword_ptr(DATA + 8), 0x0400_0004)?;
+            a.lea(rax, ptr(restorer))?;
+            a.mov(qword_ptr(DATA + 16), rax)?;
+            a.mov(eax, 13)?;
+            a.mov(edi, 5)?;
+            a.mov(esi, DATA as u32)?;
+            a.xor(edx, edx)?;
+            a.mov(r10d, 8)?;
+            a.syscall()?;
+            a.xor(ebx, ebx)?;
+            a.pushfq()?;
+            a.or(qword_ptr(rsp), 0x100)?;
+            a.popfq()?;
+            a.nop()?;
+            a.nop()?;
+            a.nop()?;
+            exit_with(a, rbx)?;
+            a.set_label(&mut handler)?;
+            a.add(qword_ptr(rdx + 40 + 11 * 8), 1)?;
+            a.and(qword_ptr(rdx + 40 + 17 * 8), !0x100)?;
+            a.ret()?;
+            a.set_label(&mut restorer)?;
+            a.mov(eax, 15)?;
+            a.syscall()
+        },
+        &[0u8; 32],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 1 },
+        "{}",
+        o.sample.stderr_tail
+    );
+}

@@ -428,7 +428,7 @@ const SA_RESTORER: u64 = 0x0400_0000;
 /// Delivers `f` to the guest's handler, Linux-style: an rt_sigframe (return address = the
 /// handler's restorer, ucontext with the registers, siginfo) below the red zone; false when
 /// the guest has no handler for it (it then dies of the signal).
-fn deliver(ctx: &mut Ctx, space: &Space, vcpu: &Vcpu, f: &GuestFault) -> bool {
+fn deliver(ctx: &mut Ctx, space: &Space, vcpu: &mut Vcpu, f: &GuestFault) -> bool {
     let Some(&[handler, flags, restorer, _mask]) = vcpu.actions.get(f.signal as usize) else {
         return false;
     };
@@ -448,7 +448,7 @@ fn deliver(ctx: &mut Ctx, space: &Space, vcpu: &Vcpu, f: &GuestFault) -> bool {
         q(g[r]);
     }
     q(f.rip);
-    q((ctx.rflags & !0x200) | (u64::from(vcpu.vif) << 9));
+    q((ctx.rflags & !0x300) | (u64::from(vcpu.tf) << 8) | (u64::from(vcpu.vif) << 9));
     q(0x2b << 48 | 0x33); // cs, gs, fs, ss
     let trapno = match f.signal {
         libc::SIGILL => 6,
@@ -473,12 +473,13 @@ fn deliver(ctx: &mut Ctx, space: &Space, vcpu: &Vcpu, f: &GuestFault) -> bool {
     ctx.gpr[0] = 0;
     ctx.gpr[4] = frame;
     ctx.rflags &= !0x500; // TF, DF
+    vcpu.tf = false;
     ctx.next = handler;
     true
 }
 
 /// rt_sigreturn: the registers from the ucontext at the guest's rsp.
-fn sigreturn(ctx: &mut Ctx, space: &Space) -> Result<(), Stop> {
+fn sigreturn(ctx: &mut Ctx, space: &Space, vcpu: &mut Vcpu) -> Result<(), Stop> {
     let uc = ctx.gpr[4];
     let mut b = [0u8; 18 * 8];
     space
@@ -493,6 +494,7 @@ fn sigreturn(ctx: &mut Ctx, space: &Space) -> Result<(), Stop> {
     }
     ctx.next = w(16);
     ctx.rflags = (ctx.rflags & !POPF_MASK) | (w(17) & POPF_MASK) | 2;
+    vcpu.tf = w(17) & 0x100 != 0;
     Ok(())
 }
 
@@ -594,8 +596,10 @@ impl Translator {
 
     /// The host address of the translation of `pc`, translating it if needed.
     fn block(&mut self, space: &Space, pc: u64) -> Result<u64, Stop> {
-        if let Some(h) = self.blocks.get(&pc) {
-            return Ok(*h);
+        if !self.single {
+            if let Some(h) = self.blocks.get(&pc) {
+                return Ok(*h);
+            }
         }
         if self.cursor + 0x4000 > CODE_END {
             self.flush();
@@ -645,6 +649,8 @@ struct Vcpu {
     tsc0: u64,
     /// rt_sigaction state: handler, flags, restorer, mask per signal
     actions: Vec<[u64; 4]>,
+    /// The guest's trap flag: a SIGTRAP after each instruction (single-stepped by the dispatcher)
+    tf: bool,
 }
 
 fn rdtsc() -> u64 {
@@ -708,7 +714,7 @@ fn emulate(
     let kind = || mnemonic_name(i.mnemonic());
     let g = &mut ctx.gpr;
     match i.mnemonic() {
-        M::Syscall if g[0] == 15 => return sigreturn(ctx, space),
+        M::Syscall if g[0] == 15 => return sigreturn(ctx, space, vcpu),
         M::Syscall if g[0] == 13 => {
             // rt_sigaction: signals are the translator's to deliver
             let (sig, act, old) = (g[7] as usize, g[6], g[2]);
@@ -770,7 +776,10 @@ fn emulate(
         }
         M::Pushfq | M::Pushf => {
             let size = if i.mnemonic() == M::Pushf { 2 } else { 8 };
-            let v = (ctx.rflags & !0x300) | (u64::from(vcpu.vif) << 9) | 2;
+            let v = (ctx.rflags & !0x300)
+                | (u64::from(vcpu.tf) << 8)
+                | (u64::from(vcpu.vif) << 9)
+                | 2;
             let sp = g[4].wrapping_sub(size);
             space
                 .write(sp, &v.to_le_bytes()[..size as usize])
@@ -787,6 +796,7 @@ fn emulate(
             let v = u64::from_le_bytes(b);
             let mask = if size == 2 { POPF_MASK & 0xffff } else { POPF_MASK };
             vcpu.vif = v & 0x200 != 0;
+            vcpu.tf = v & 0x100 != 0;
             ctx.rflags = (ctx.rflags & !mask) | (v & mask) | 2;
             ctx.gpr[4] = sp + size;
         }
@@ -1125,6 +1135,7 @@ impl Backend for BtBackend {
             vif: true,
             tsc0: rdtsc(),
             actions: vec![[0; 4]; 65],
+            tf: false,
         };
         let mut startup = None;
         let mut entries = 0u64;
@@ -1136,6 +1147,9 @@ impl Backend for BtBackend {
             }
             let pc = ctx.next;
             let generation = tr.generation;
+            // the guest's trap flag: run one instruction, then deliver SIGTRAP
+            let stepping = vcpu.tf;
+            tr.single |= stepping;
             let host = match tr.block(&space, pc) {
                 Ok(h) => h,
                 Err(s) => break s,
@@ -1155,7 +1169,7 @@ impl Backend for BtBackend {
                 INFO_EMULATE => {
                     match emulate(ctx, &space, &mut abi, &mut vcpu, &mut tr) {
                         Ok(()) => {}
-                        Err(Stop::Fault(f)) if deliver(ctx, &space, &vcpu, &f) => {
+                        Err(Stop::Fault(f)) if deliver(ctx, &space, &mut vcpu, &f) => {
                             *tr.counters
                                 .entry("bt.signals_delivered".into())
                                 .or_default() += 1;
@@ -1215,7 +1229,8 @@ impl Backend for BtBackend {
                         addr: ctx.fault_addr,
                         message: m,
                     };
-                    if tr.host_to_guest.get(&host) == Some(&grip) && deliver(ctx, &space, &vcpu, &f)
+                    if tr.host_to_guest.get(&host) == Some(&grip)
+                        && deliver(ctx, &space, &mut vcpu, &f)
                     {
                         *tr.counters
                             .entry("bt.signals_delivered".into())
@@ -1226,6 +1241,23 @@ impl Backend for BtBackend {
                 }
                 INFO_KICK => break Stop::Kicked,
                 _ => {} // a link site: linked on the next turn
+            }
+            if stepping && vcpu.tf {
+                let f = GuestFault {
+                    signal: libc::SIGTRAP,
+                    code: 2, // TRAP_TRACE
+                    rip: ctx.next,
+                    addr: 0,
+                    message: format!(
+                        "guest crashed: SIGTRAP (trap flag) after the instruction at guest rip {pc:#x}"
+                    ),
+                };
+                if !deliver(ctx, &space, &mut vcpu, &f) {
+                    break crash(f.signal, f.message);
+                }
+                *tr.counters
+                    .entry("bt.signals_delivered".into())
+                    .or_default() += 1;
             }
         };
         CODE_HI.store(0, Ordering::Release);

@@ -476,6 +476,9 @@ pub fn translate_n(
     t: &Tramps,
     max: usize,
 ) -> Result<Block, NoBlock> {
+    // a one-instruction block leaves for the dispatcher even on an indirect branch (no lookup
+    // that could run on into other blocks): it is how single steps and restarts are made
+    let step = max == 1;
     let enc = |e: IcedError| NoBlock::Encode(e.to_string());
     let mut dec = Decoder::with_ip(64, code, pc, DecoderOptions::NONE);
     let mut body: Vec<Instruction> = Vec::new();
@@ -597,7 +600,11 @@ pub fn translate_n(
                     e.load(RAX, slot!(s_tmp))?;
                 }
             }
-            lookup(&mut e, t)
+            if step {
+                to_dispatcher(&mut e, t)
+            } else {
+                lookup(&mut e, t)
+            }
         })(),
         FlowControl::Return => (|| {
             e.store(slot!(s_rax), RAX)?;
@@ -608,7 +615,11 @@ pub fn translate_n(
                     MemoryOperand::with_base_displ(RSP, i64::from(i.immediate16())),
                 )?;
             }
-            lookup(&mut e, t)
+            if step {
+                to_dispatcher(&mut e, t)
+            } else {
+                lookup(&mut e, t)
+            }
         })(),
         _ => {
             // anything else that transfers control goes to the dispatcher as an emulation
@@ -660,6 +671,13 @@ fn lookup(e: &mut Emitter, t: &Tramps) -> Result<(), IcedError> {
     e.load(RDX, slot!(s_rdx))?;
     e.load(RAX, slot!(s_rax))?;
     e.ins(Instruction::with1(Code::Jmp_rm64, rip(slot!(s_tgt)))?)
+}
+
+/// Leaves for the dispatcher with rax = guest target (the lookup's miss path).
+fn to_dispatcher(e: &mut Emitter, t: &Tramps) -> Result<(), IcedError> {
+    e.store(slot!(s_rcx), Register::RCX)?;
+    e.store(slot!(s_rdx), Register::RDX)?;
+    e.jmp(t.lookup)
 }
 
 /// Pushes the guest return address `ret` without touching flags or registers.
