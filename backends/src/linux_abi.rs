@@ -73,6 +73,21 @@ enum Fd {
     File(std::fs::File),
 }
 
+impl Fd {
+    /// A second descriptor for the same open file (dup): a host file is duplicated on the host,
+    /// so the two share their offset as they would under Linux.
+    fn try_clone(&self) -> Result<Fd, i64> {
+        Ok(match self {
+            Fd::Stdin(inherit) => Fd::Stdin(*inherit),
+            Fd::Out(i) => Fd::Out(*i),
+            Fd::File(f) => Fd::File(
+                f.try_clone()
+                    .map_err(|err| -(err.raw_os_error().unwrap_or(e::EMFILE as i32) as i64))?,
+            ),
+        })
+    }
+}
+
 /// Linux error numbers used here.
 mod e {
     pub const EPERM: i64 = 1;
@@ -224,6 +239,24 @@ impl Abi {
             }
             5 => r(self.fstat(mem, a[0], a[1])),
             262 if a[3] as i32 & libc::AT_EMPTY_PATH != 0 => r(self.fstat(mem, a[0], a[2])),
+            4 | 6 => r(self.stat_path(mem, a[0], a[1], nr == 6)),
+            262 => {
+                // newfstatat of a path: only AT_FDCWD or absolute paths, like openat
+                if a[0] as i32 != libc::AT_FDCWD {
+                    return R(-e::EINVAL);
+                }
+                let nofollow = a[3] as i32 & libc::AT_SYMLINK_NOFOLLOW != 0;
+                r(self.stat_path(mem, a[1], a[2], nofollow))
+            }
+            32 => r(self.dup(a[0], None, 0)),
+            33 if a[0] == a[1] => match self.fds.get(a[0] as usize) {
+                Some(Some(_)) => R(a[0] as i64),
+                _ => R(-e::EBADF),
+            },
+            33 => r(self.dup(a[0], Some(a[1]), 0)),
+            292 if a[0] == a[1] => R(-e::EINVAL),
+            292 if a[2] & !(libc::O_CLOEXEC as u64) != 0 => R(-e::EINVAL),
+            292 => r(self.dup(a[0], Some(a[1]), a[2])),
             8 => r(self.lseek(a[0], a[1] as i64, a[2] as i32)),
             9 => r(self.mmap(mem, a[0], a[1], a[2], a[3], a[4] as i64)),
             11 => r(self.munmap(a[0], a[1])),
@@ -359,15 +392,84 @@ impl Abi {
         if host_fd >= 0 && unsafe { libc::fstat(host_fd, &mut st) } != 0 {
             return Err(-e::EBADF);
         }
+        Self::put_stat(mem, buf, &st)
+    }
+
+    /// stat/lstat/newfstatat of a path: allowed paths only, answered from the host's file.
+    fn stat_path(
+        &mut self,
+        mem: &dyn GuestMem,
+        path: u64,
+        buf: u64,
+        nofollow: bool,
+    ) -> Result<i64, i64> {
+        self.count("stat");
+        let p = Self::cstring(mem, path)?;
+        let p = PathBuf::from(String::from_utf8_lossy(&p).into_owned());
+        if !self.allowed.contains(&p) {
+            self.count("denied_path");
+            return Err(-e::EACCES);
+        }
+        let c = std::ffi::CString::new(p.into_os_string().into_encoded_bytes())
+            .map_err(|_| -e::EINVAL)?;
+        // SAFETY: zeroed stat is a valid out-buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a valid out-pointer.
+        let rc = unsafe {
+            if nofollow {
+                libc::lstat(c.as_ptr(), &mut st)
+            } else {
+                libc::stat(c.as_ptr(), &mut st)
+            }
+        };
+        if rc != 0 {
+            return Err(-(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(e::ENOENT as i32) as i64));
+        }
+        Self::put_stat(mem, buf, &st)
+    }
+
+    fn put_stat(mem: &dyn GuestMem, buf: u64, st: &libc::stat) -> Result<i64, i64> {
         // SAFETY: libc::stat is plain old data; viewing it as bytes is sound.
         let bytes = unsafe {
             std::slice::from_raw_parts(
-                (&st as *const libc::stat).cast::<u8>(),
+                (st as *const libc::stat).cast::<u8>(),
                 std::mem::size_of::<libc::stat>(),
             )
         };
         mem.write(buf, bytes).map_err(|_| -e::EFAULT)?;
         Ok(0)
+    }
+
+    /// dup (`to` None: the lowest free descriptor), dup2 and dup3 (`to`: that descriptor,
+    /// closed first). Descriptors carry no close-on-exec state here: the guest never execs.
+    fn dup(&mut self, from: u64, to: Option<u64>, _flags: u64) -> Result<i64, i64> {
+        self.count("dup");
+        let new = match self.fds.get(from as usize) {
+            Some(Some(f)) => f.try_clone()?,
+            _ => return Err(-e::EBADF),
+        };
+        let slot = match to {
+            Some(t) if t >= 1024 => return Err(-e::EBADF),
+            Some(t) => {
+                let t = t as usize;
+                if self.fds.len() <= t {
+                    self.fds.resize_with(t + 1, || None);
+                }
+                t
+            }
+            None => match self.fds.iter().position(Option::is_none) {
+                Some(i) => i,
+                None if self.fds.len() < 1024 => {
+                    self.fds.push(None);
+                    self.fds.len() - 1
+                }
+                None => return Err(-e::EMFILE),
+            },
+        };
+        self.fds[slot] = Some(new);
+        Ok(slot as i64)
     }
 
     fn lseek(&mut self, fd: u64, off: i64, whence: i32) -> Result<i64, i64> {
@@ -641,6 +743,70 @@ mod tests {
         assert_eq!(
             a.syscall(&m, 3, [3, 0, 0, 0, 0, 0]),
             Action::Return(-e::EBADF)
+        );
+    }
+
+    #[test]
+    fn dup2_moves_a_file_onto_stdin_sharing_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("in.txt");
+        std::fs::write(&f, b"abcdef").unwrap();
+        let (_, m) = abi();
+        let layout = Layout {
+            brk_start: 0x10000,
+            brk_limit: 0x20000,
+            mmap_lo: 0x20000,
+            mmap_hi: 0x40000,
+        };
+        let cap = || Output::Capture {
+            buf: vec![],
+            total: 0,
+        };
+        let mut a = Abi::new(layout, [cap(), cap()], false, vec![f.clone()]);
+        let path = format!("{}\0", f.display());
+        m.write(0x200, path.as_bytes()).unwrap();
+        let at = libc::AT_FDCWD as u64;
+        assert_eq!(
+            a.syscall(&m, 257, [at, 0x200, 0, 0, 0, 0]),
+            Action::Return(3)
+        );
+        // busybox's xmove_fd: dup2(fd, 0) then close(fd)
+        assert_eq!(a.syscall(&m, 33, [3, 0, 0, 0, 0, 0]), Action::Return(0));
+        assert_eq!(a.syscall(&m, 3, [3, 0, 0, 0, 0, 0]), Action::Return(0));
+        assert_eq!(a.syscall(&m, 0, [0, 0x300, 3, 0, 0, 0]), Action::Return(3));
+        // dup shares the offset with the descriptor it copies
+        assert_eq!(a.syscall(&m, 32, [0, 0, 0, 0, 0, 0]), Action::Return(3));
+        assert_eq!(a.syscall(&m, 0, [3, 0x303, 8, 0, 0, 0]), Action::Return(3));
+        let mut got = [0u8; 6];
+        m.read(0x300, &mut got).unwrap();
+        assert_eq!(&got, b"abcdef");
+        assert_eq!(a.syscall(&m, 33, [3, 3, 0, 0, 0, 0]), Action::Return(3));
+        assert_eq!(
+            a.syscall(&m, 292, [3, 3, 0, 0, 0, 0]),
+            Action::Return(-e::EINVAL)
+        );
+        assert_eq!(
+            a.syscall(&m, 33, [9, 4, 0, 0, 0, 0]),
+            Action::Return(-e::EBADF)
+        );
+        assert_eq!(
+            a.syscall(&m, 33, [3, 5000, 0, 0, 0, 0]),
+            Action::Return(-e::EBADF)
+        );
+        // stat of an allowed path gives its size; other paths stay hidden
+        assert_eq!(
+            a.syscall(&m, 4, [0x200, 0x1000, 0, 0, 0, 0]),
+            Action::Return(0)
+        );
+        let mut st = [0u8; std::mem::size_of::<libc::stat>()];
+        m.read(0x1000, &mut st).unwrap();
+        // SAFETY: libc::stat is plain old data, any bytes are a valid value.
+        let st: libc::stat = unsafe { std::ptr::read_unaligned(st.as_ptr().cast()) };
+        assert_eq!(st.st_size, 6);
+        m.write(0x200, b"/etc/passwd\0").unwrap();
+        assert_eq!(
+            a.syscall(&m, 262, [at, 0x200, 0x1000, 0, 0, 0]),
+            Action::Return(-e::EACCES)
         );
     }
 

@@ -506,6 +506,7 @@ fn busybox_static_applets_match_native_byte_for_byte() {
         vec!["sort", "-n", txt],
         vec!["wc", txt],
         vec!["sed", "s/line/LINE/g", txt],
+        vec!["gzip", "-c", txt],
     ] {
         let (bt, native) = both(bb, &args);
         assert!(!native.is_empty(), "{args:?}");
