@@ -4,11 +4,16 @@
 # the same number of times, alternating in blocks so machine drift hits both alike.
 # Prints, per tool: the median wall time per run that the tool itself reports, and the elapsed
 # time per run of the whole tool invocation (what the harness's own bookkeeping costs).
-# Usage: scripts/overhead-vs-hyperfine.sh [RUNS] [BLOCKS]   (needs: hyperfine, python3)
+# PIN=CPU runs both tools (and so their children) on that one CPU with taskset: on a 2-vCPU VM
+# the unpinned figures are dominated by where the scheduler wakes the parent after the child
+# exits (a cross-CPU wake-up is an IPI to a halted vCPU, tens of microseconds).
+# Usage: [PIN=0] scripts/overhead-vs-hyperfine.sh [RUNS] [BLOCKS]   (needs: hyperfine, python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-300}
-blocks=${2:-3}
+runs=${1:-100}
+blocks=${2:-10}
+pin=()
+[ -z "${PIN:-}" ] || pin=(taskset -c "$PIN")
 command -v hyperfine >/dev/null || { echo "hyperfine is not installed (apt-get install hyperfine)" >&2; exit 2; }
 cargo build --release --locked -q -p vbench
 tmp=$(mktemp -d)
@@ -18,9 +23,9 @@ $vb workload-elf "$tmp/wl"
 now() { date +%s%N; }
 for b in $(seq 1 "$blocks"); do
     t0=$(now)
-    hyperfine -N --style none --warmup 10 --runs "$runs" --export-json "$tmp/h$b.json" "$tmp/wl getpid iters=1" >/dev/null
+    "${pin[@]}" hyperfine -N --style none --warmup 10 --runs "$runs" --export-json "$tmp/h$b.json" "$tmp/wl getpid iters=1" >/dev/null
     t1=$(now)
-    $vb run --warmup 10 --rounds "$runs" --out "$tmp/v$b.json" -- "$tmp/wl" getpid iters=1 >/dev/null 2>&1
+    "${pin[@]}" $vb run --warmup 10 --rounds "$runs" --out "$tmp/v$b.json" -- "$tmp/wl" getpid iters=1 >/dev/null 2>&1
     t2=$(now)
     echo "$((t1 - t0)) $((t2 - t1))" >>"$tmp/elapsed"
 done
@@ -36,8 +41,6 @@ for b in range(1, blocks + 1):
     vw.append(statistics.median(s["sample"]["wall_ns"] for s in v) / 1e3)
 he = [e[0] / (runs + 10) / 1e3 for e in el]
 ve = [e[1] / (runs + 10) / 1e3 for e in el]
-for b in range(blocks):
-    print(f"block {b+1}: hyperfine {hw[b]:.1f} us ({he[b]:.1f} elapsed), vbench {vw[b]:.1f} us ({ve[b]:.1f} elapsed)")
 print(f"{runs} runs x {blocks} blocks of `workload getpid iters=1`, medians over blocks")
 print(f"{'tool':<10} {'reported wall/run (us)':>24} {'elapsed/run incl. tool (us)':>28}")
 print(f"{'hyperfine':<10} {statistics.median(hw):>24.1f} {statistics.median(he):>28.1f}")

@@ -61,6 +61,11 @@ pub struct Invocation {
     pub cpu: Option<usize>,
     /// Set by the harness on SIGINT/SIGTERM: the backend kills the run and returns promptly.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The run is expected to write more output than a pipe holds (the harness learned it from
+    /// an earlier run of the same cell): the backend drains it as it comes. Otherwise output is
+    /// drained when the run ends (or when it turns out to be large), which spares a short run a
+    /// wake-up of the harness.
+    pub chatty: bool,
 }
 
 impl Invocation {
@@ -73,6 +78,7 @@ impl Invocation {
             stdio: Stdio::Capture,
             cpu: None,
             cancel: None,
+            chatty: false,
         }
     }
 }

@@ -62,6 +62,7 @@ impl Backend for Native {
         let pipes = Pipes {
             stdout: child.stdout.take().map(Into::into),
             stderr: child.stderr.take().map(Into::into),
+            chatty: inv.chatty,
         };
         let sup = supervise(
             child.id() as libc::pid_t,

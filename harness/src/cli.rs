@@ -436,6 +436,7 @@ fn exec(a: ExecArgs) -> Result<ExitCode> {
         stdio: Stdio::Inherit,
         cpu: a.pin,
         cancel: Some(cancel),
+        chatty: false,
     };
     let out = backend.run(&inv)?;
     let s = &out.sample;

@@ -24,6 +24,9 @@ use vbench_results::{
 /// Least time between two writes of the partial results (writing after every round would
 /// make a many-round run of a short program quadratic in the file size).
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Output above which a cell's next run has its output drained as it comes (a quarter of the
+/// stdout pipe the backends give a run).
+const CHATTY_BYTES: u64 = 256 << 10;
 
 /// How to schedule.
 pub struct Schedule<'a> {
@@ -95,13 +98,16 @@ pub fn run(
     let mut rng = ChaCha8Rng::seed_from_u64(sched.seed);
     let mut run_failures: Vec<Failure> = Vec::new();
     let cancelled = || sched.cancel.load(Ordering::Relaxed);
-    let invocation = |i: usize| Invocation {
+    // Cells whose last run wrote more than a pipe holds: their output is drained as it comes.
+    let mut chatty = vec![false; plan.cells.len()];
+    let invocation = |i: usize, chatty: bool| Invocation {
         program: plan.cells[i].program.clone(),
         args: plan.cells[i].argv.clone(),
         timeout: Some(sched.timeout),
         stdio: Stdio::Capture,
         cpu: sched.cpu,
         cancel: Some(sched.cancel.clone()),
+        chatty,
     };
     let mut order: Vec<usize> = (0..plan.cells.len()).collect();
     'rounds: for round in 0..sched.warmup + sched.rounds {
@@ -120,9 +126,12 @@ pub fn run(
             ));
             let result = run_once(
                 backends[cp.backend].as_ref(),
-                &invocation(i),
+                &invocation(i, chatty[i]),
                 cp.expects_report,
             );
+            if let Ok(s) = &result {
+                chatty[i] = s.stdout_bytes > CHATTY_BYTES;
+            }
             bar.inc(1);
             if cancelled() {
                 break 'rounds; // this run was killed by the interruption: not a sample

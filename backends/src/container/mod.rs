@@ -388,6 +388,7 @@ impl Backend for Container {
             Pipes {
                 stdout: out_r,
                 stderr: err_r,
+                chatty: inv.chatty,
             },
             inv.timeout,
             inv.cancel.as_deref(),
