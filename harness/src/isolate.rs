@@ -204,6 +204,8 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
                 stdio: Stdio::Capture,
                 cpu: None,
                 cancel: Some(cancel.clone()),
+                // the flood is expected to flood: drain it from the start
+                chatty: p.name == "stdout_flood",
             };
             // A CPU share depends on what else the machine runs: a native control that could
             // not show the spinner above the quota gets up to two more tries.
@@ -888,6 +890,11 @@ fn control(cells: &mut [ProbeCell]) {
 
 // ---- rendering ----
 
+/// Kinds of probes that record an observation instead of a verdict.
+fn is_observation(kind: &str) -> bool {
+    matches!(kind, "translation" | "instruction" | "vm")
+}
+
 /// The matrix, the Popek-Goldberg table and the notes, as terminal text.
 pub fn render(m: &IsolationMatrix) -> String {
     use std::fmt::Write;
@@ -896,7 +903,7 @@ pub fn render(m: &IsolationMatrix) -> String {
     let verdict_rows: Vec<&ProbeRow> = m
         .probes
         .iter()
-        .filter(|r| r.kind != "translation" && r.kind != "instruction")
+        .filter(|r| !is_observation(&r.kind))
         .collect();
     let w0 = m
         .probes
@@ -905,11 +912,13 @@ pub fn render(m: &IsolationMatrix) -> String {
         .max()
         .unwrap_or(5)
         .max(5);
-    let _ = write!(o, "{:<w0$}  {:<11}", "probe", "kind");
-    for n in &names {
-        let _ = write!(o, "  {n:<10}");
+    if !verdict_rows.is_empty() {
+        let _ = write!(o, "{:<w0$}  {:<11}", "probe", "kind");
+        for n in &names {
+            let _ = write!(o, "  {n:<10}");
+        }
+        o.push('\n');
     }
-    o.push('\n');
     for r in &verdict_rows {
         let _ = write!(o, "{:<w0$}  {:<11}", r.probe, r.kind);
         for c in &r.cells {
@@ -920,12 +929,12 @@ pub fn render(m: &IsolationMatrix) -> String {
     let pg: Vec<&ProbeRow> = m
         .probes
         .iter()
-        .filter(|r| r.kind == "translation" || r.kind == "instruction")
+        .filter(|r| is_observation(&r.kind))
         .collect();
     if !pg.is_empty() {
         let _ = writeln!(
             o,
-            "\nPopek-Goldberg and translation probes: what each backend observed at CPL3"
+            "\nPopek-Goldberg, translation and machine-edge probes: what each backend observed at CPL3"
         );
         for r in &pg {
             let native = r.cells.iter().find(|c| c.backend == "native");
@@ -950,10 +959,7 @@ pub fn render(m: &IsolationMatrix) -> String {
         .iter()
         .flat_map(|r| r.cells.iter().map(move |c| (r, c)))
         .filter(|(r, c)| {
-            !c.note.is_empty()
-                && c.verdict != Verdict::Unavailable
-                && r.kind != "translation"
-                && r.kind != "instruction"
+            !c.note.is_empty() && c.verdict != Verdict::Unavailable && !is_observation(&r.kind)
         })
         .collect();
     if !notes.is_empty() {

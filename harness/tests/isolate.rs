@@ -127,12 +127,53 @@ fn native_control_shows_every_escape() {
         ("popf", "silently_ignored=true"),
         ("mov_sreg", "cpl=3"),
         ("hlt", "trapped_SIGSEGV"),
+        ("wild_read", "load_64TiB:trapped_SIGSEGV"),
+        (
+            "efault_read",
+            "read_to_64TiB=EFAULT,read_across_64TiB=EFAULT,read_to_kernel_half=EFAULT",
+        ),
+        ("unknown_msr", "trapped_SIGSEGV"),
+        ("huge_mmap", "mmap_16GiB=ok"),
     ] {
         let c = cell(&m, probe, "native");
         assert!(c.detail.contains(want), "{probe}: {c:?}");
     }
     assert!(text.contains("Popek-Goldberg"), "{text}");
     assert_fixtures_gone(&m);
+}
+
+/// The machine-edge probes in the micro-VM: an address outside guest RAM is the guest's page
+/// fault, a syscall pointer outside it is EFAULT, an unknown MSR is the guest's #GP, and guest
+/// RAM is the memory limit.
+#[test]
+fn the_vm_contains_the_machine_edges() {
+    if !Path::new("/dev/kvm").exists() {
+        assert!(
+            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
+            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but no /dev/kvm"
+        );
+        eprintln!("skipping: no /dev/kvm");
+        return;
+    }
+    let _serial = serial();
+    let (m, text, code) = isolate(&["--backend", "kvm", "--probe", "vm"]);
+    assert_eq!(code, Some(0), "{text}");
+    let wild = cell(&m, "wild_read", "kvm");
+    assert_eq!(wild.detail, "killed_by_SIGSEGV", "{wild:?}");
+    assert!(
+        wild.note.contains("#PF") && wild.note.contains("address 0x400000000000"),
+        "{wild:?}"
+    );
+    let efault = cell(&m, "efault_read", "kvm");
+    assert_eq!(
+        efault.detail,
+        "read_to_64TiB=EFAULT,read_across_64TiB=EFAULT,read_to_kernel_half=EFAULT"
+    );
+    let msr = cell(&m, "unknown_msr", "kvm");
+    assert!(msr.note.contains("#GP"), "{msr:?}");
+    assert_eq!(cell(&m, "huge_mmap", "kvm").detail, "mmap_16GiB=ENOMEM");
+    // native ran as the control and saw the host's answers
+    assert_eq!(cell(&m, "huge_mmap", "native").detail, "mmap_16GiB=ok");
 }
 
 #[test]

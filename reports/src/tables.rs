@@ -341,7 +341,7 @@ pub fn isolation(doc: &Document) -> Option<Table> {
 }
 
 fn is_observation(kind: &str) -> bool {
-    kind == "instruction" || kind == "translation"
+    matches!(kind, "instruction" | "translation" | "vm")
 }
 
 /// What each backend observed for the sensitive-but-unprivileged instructions (Popek and

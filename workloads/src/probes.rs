@@ -39,6 +39,10 @@ pub enum Kind {
     /// An x86 instruction that is sensitive but not privileged (Popek-Goldberg), or CPUID/RDTSC:
     /// the probe records what it returns at CPL3.
     Instruction,
+    /// The machine's edges that a VM must contain: addresses outside RAM, system-call pointers
+    /// outside memory, MSRs no CPU has, more memory than the machine has. Observed everywhere,
+    /// compared against native.
+    Vm,
 }
 
 impl Kind {
@@ -50,6 +54,7 @@ impl Kind {
             Kind::Limit => "limit",
             Kind::Translation => "translation",
             Kind::Instruction => "instruction",
+            Kind::Vm => "vm",
         }
     }
 }
@@ -498,6 +503,27 @@ pub const PROBES: &[Probe] = &[
         Instruction,
         "RDTSC: monotonic, and its rate against CLOCK_MONOTONIC",
     ),
+    // --- the machine's edges ---
+    observe(
+        "wild_read",
+        Vm,
+        "load from 64 TiB: an address (guest-physical in a VM) outside any RAM",
+    ),
+    observe(
+        "efault_read",
+        Vm,
+        "read(2) into 64 TiB, across it and into the kernel half: EFAULT, nothing else",
+    ),
+    observe(
+        "unknown_msr",
+        Vm,
+        "RDMSR of MSR 0xc0de0000, which no CPU has",
+    ),
+    observe(
+        "huge_mmap",
+        Vm,
+        "mmap 16 GiB (MAP_NORESERVE, untouched): beyond a VM's RAM",
+    ),
 ];
 
 /// The probe called `name`.
@@ -597,7 +623,7 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
             // native is the control: every escape probe must escape there
             match p.kind {
-                Kind::Translation | Kind::Instruction => {
+                Kind::Translation | Kind::Instruction | Kind::Vm => {
                     assert_eq!(p.native, Expect::Observe, "{}", p.name)
                 }
                 _ => assert!(
