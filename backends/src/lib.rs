@@ -8,7 +8,7 @@ pub mod elf;
 pub mod kvm;
 pub mod linux_abi;
 pub mod native;
-pub mod planned;
+pub mod peer;
 mod process;
 pub mod program;
 pub mod tiny_elf;
@@ -133,11 +133,16 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> &'static str;
     /// Whether it can run here, with the reason when not.
     fn availability(&self) -> Availability;
+    /// True for a peer tool measured beside vbench's backends (qemu-user, valgrind): selected
+    /// only by name, never by `all`.
+    fn is_peer(&self) -> bool {
+        false
+    }
     /// Runs the program once and measures it.
     fn run(&self, inv: &Invocation) -> Result<Outcome, BackendError>;
 }
 
-/// Every backend vbench knows, in display order.
+/// Every backend vbench knows, in display order: its own four, then the peers.
 pub fn all() -> Vec<Box<dyn Backend>> {
     all_with(&Config::default())
 }
@@ -151,13 +156,15 @@ pub struct Config {
     pub kvm: kvm::KvmConfig,
 }
 
-/// Every backend, configured.
+/// Every backend, configured: its own four, then the peers.
 pub fn all_with(cfg: &Config) -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(native::Native),
         Box::new(container::Container::new(cfg.container.clone())),
         Box::new(bt::BtBackend),
         Box::new(kvm::KvmBackend::new(cfg.kvm.clone())),
+        Box::new(peer::Peer(peer::PeerKind::QemuUser)),
+        Box::new(peer::Peer(peer::PeerKind::Valgrind)),
     ]
 }
 

@@ -27,72 +27,78 @@ impl Backend for Native {
     fn run(&self, inv: &Invocation) -> Result<Outcome, BackendError> {
         let mut cmd = Command::new(inv.program.exec_path());
         cmd.arg0(inv.program.name()).args(&inv.args);
-        let capture = inv.stdio == Stdio::Capture;
-        if capture {
-            // Its own process group, so a timeout kills everything it forked and the
-            // terminal's ^C reaches vbench (which then cancels the run) and not the child.
-            cmd.process_group(0)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-        }
-        if let Some(cpu) = inv.cpu {
-            if cpu >= libc::CPU_SETSIZE as usize {
-                return Err(BackendError::Invalid(format!("CPU {cpu} is out of range")));
-            }
-            // SAFETY: the closure runs in the child between fork and exec and calls only
-            // async-signal-safe functions (CPU_* macros are plain bit operations).
-            unsafe {
-                cmd.pre_exec(move || {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(cpu, &mut set);
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let start = Instant::now();
-        let mut child = cmd.spawn().map_err(|source| BackendError::Spawn {
-            program: inv.program.name(),
-            source,
-        })?;
-        let pipes = Pipes {
-            stdout: child.stdout.take().map(Into::into),
-            stderr: child.stderr.take().map(Into::into),
-            chatty: inv.chatty,
-        };
-        let sup = supervise(
-            child.id() as libc::pid_t,
-            pipes,
-            inv.timeout,
-            inv.cancel.as_deref(),
-            capture,
-        )
-        .map_err(|source| BackendError::Os {
-            what: format!("supervising {}", inv.program.name()),
-            source,
-        })?;
-        let wall = sup.reaped_at.unwrap_or_else(Instant::now) - start;
-        Ok(Outcome {
-            sample: Sample {
-                wall_ns: wall.as_nanos() as u64,
-                user_ns: sup.user_ns,
-                sys_ns: sup.sys_ns,
-                max_rss_kib: sup.max_rss_kib,
-                exit: sup.exit,
-                report: None,
-                startup_ns: None,
-                counters: Default::default(),
-                stdout_bytes: sup.stdout_bytes,
-                stdout_digest: String::new(),
-                stderr_tail: String::from_utf8_lossy(&sup.stderr_tail).into_owned(),
-            },
-            stdout: sup.stdout,
-        })
+        run_command(cmd, inv)
     }
+}
+
+/// Runs `cmd` as the child process of `inv` and measures it: its own process group, stdio
+/// captured (bounded) or inherited as `inv` says, optional pinning, timeout and cancellation.
+/// Shared with the peer backends, which run a tool with the program as its argument.
+pub(crate) fn run_command(mut cmd: Command, inv: &Invocation) -> Result<Outcome, BackendError> {
+    let capture = inv.stdio == Stdio::Capture;
+    if capture {
+        // Its own process group, so a timeout kills everything it forked and the
+        // terminal's ^C reaches vbench (which then cancels the run) and not the child.
+        cmd.process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    }
+    if let Some(cpu) = inv.cpu {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(BackendError::Invalid(format!("CPU {cpu} is out of range")));
+        }
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // async-signal-safe functions (CPU_* macros are plain bit operations).
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| BackendError::Spawn {
+        program: inv.program.name(),
+        source,
+    })?;
+    let pipes = Pipes {
+        stdout: child.stdout.take().map(Into::into),
+        stderr: child.stderr.take().map(Into::into),
+        chatty: inv.chatty,
+    };
+    let sup = supervise(
+        child.id() as libc::pid_t,
+        pipes,
+        inv.timeout,
+        inv.cancel.as_deref(),
+        capture,
+    )
+    .map_err(|source| BackendError::Os {
+        what: format!("supervising {}", inv.program.name()),
+        source,
+    })?;
+    let wall = sup.reaped_at.unwrap_or_else(Instant::now) - start;
+    Ok(Outcome {
+        sample: Sample {
+            wall_ns: wall.as_nanos() as u64,
+            user_ns: sup.user_ns,
+            sys_ns: sup.sys_ns,
+            max_rss_kib: sup.max_rss_kib,
+            exit: sup.exit,
+            report: None,
+            startup_ns: None,
+            counters: Default::default(),
+            stdout_bytes: sup.stdout_bytes,
+            stdout_digest: String::new(),
+            stderr_tail: String::from_utf8_lossy(&sup.stderr_tail).into_owned(),
+        },
+        stdout: sup.stdout,
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,13 @@ pub struct MemoryImage {
     fd: OwnedFd,
 }
 
+impl MemoryImage {
+    /// The sealed, close-on-exec memfd holding the image.
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
 impl Program {
     /// Holds `bytes` as an executable image named `name` (the name shown as argv\[0\]).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Program, BackendError> {

@@ -71,11 +71,20 @@ enum Command {
     },
 }
 
-const BACKEND_CHOICES: [&str; 5] = ["native", "container", "bt", "kvm", "all"];
+const BACKEND_CHOICES: [&str; 7] = [
+    "native",
+    "container",
+    "bt",
+    "kvm",
+    "all",
+    "qemu-user",
+    "valgrind",
+];
 
 #[derive(Args)]
 struct RunArgs {
-    /// Backend to run on; repeat for several, or `all`. Native is always added as the control.
+    /// Backend to run on; repeat for several, or `all` (vbench's four). Native is always added
+    /// as the control. The peers `qemu-user` and `valgrind` are measured only when named.
     #[arg(long = "backend", short = 'b', value_parser = BACKEND_CHOICES, default_value = "native")]
     backends: Vec<String>,
     /// Workload to run (see `vbench list`); repeatable. Default: every workload.
@@ -219,8 +228,8 @@ fn parse_cpuset(s: &str) -> Result<String, String> {
 
 #[derive(Args)]
 struct ExecArgs {
-    /// Backend to run on.
-    #[arg(long = "backend", short = 'b', value_parser = ["native", "container", "bt", "kvm"], default_value = "native")]
+    /// Backend to run on (or a peer: qemu-user, valgrind).
+    #[arg(long = "backend", short = 'b', value_parser = ["native", "container", "bt", "kvm", "qemu-user", "valgrind"], default_value = "native")]
     backend: String,
     /// Kill the program after this many seconds (exit status 124).
     #[arg(long, value_parser = parse_secs)]
@@ -336,7 +345,9 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     add(backend_index(&all, "native")); // the control
     for b in &a.backends {
         if b == "all" {
-            (0..all.len()).for_each(&mut add);
+            (0..all.len())
+                .filter(|&i| !all[i].is_peer())
+                .for_each(&mut add);
         } else {
             add(backend_index(&all, b));
         }

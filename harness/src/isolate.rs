@@ -114,7 +114,7 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
     let mut cols: Vec<usize> = vec![index(&all, "native")];
     for b in &a.backends {
         let add: Vec<usize> = if b == "all" {
-            (0..all.len()).collect()
+            (0..all.len()).filter(|&i| !all[i].is_peer()).collect()
         } else {
             vec![index(&all, b)]
         };
@@ -138,6 +138,7 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
                     Availability::Unavailable(r) => Some(r),
                     Availability::Available => None,
                 },
+                peer: false,
             }
         })
         .collect();

@@ -91,12 +91,14 @@ pub fn build(subject: &Subject, all: &[Box<dyn Backend>], requested: &[usize]) -
                     name: b.name().into(),
                     available: true,
                     reason: None,
+                    peer: b.is_peer(),
                 })
             }
             Availability::Unavailable(reason) => backends.push(BackendStatus {
                 name: b.name().into(),
                 available: false,
                 reason: Some(reason),
+                peer: b.is_peer(),
             }),
         }
     }

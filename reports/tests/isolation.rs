@@ -25,6 +25,7 @@ fn matrix() -> IsolationMatrix {
             name: b.into(),
             available: true,
             reason: None,
+            peer: false,
         })
         .to_vec();
     let row = |probe: &str, kind: &str, cells| ProbeRow {

@@ -202,6 +202,9 @@ pub struct BackendStatus {
     pub available: bool,
     /// Why not, when it could not.
     pub reason: Option<String>,
+    /// A peer tool measured beside vbench's own backends (qemu-user, valgrind).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub peer: bool,
 }
 
 /// One workload on one backend.

@@ -244,6 +244,7 @@ pub fn document() -> Document {
                     name: b.to_string(),
                     available: r.is_none(),
                     reason: r.map(str::to_string),
+                    peer: false,
                 })
                 .collect(),
             cells,
