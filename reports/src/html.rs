@@ -204,6 +204,9 @@ pub fn render(doc: &Document, charts: &[Chart]) -> String {
         toc.push(("startup", "Start-up"));
     }
     toc.push(("noise", "Noise"));
+    if tables::peers(&view).is_some() {
+        toc.push(("peers", "Peers"));
+    }
     if tables::counters(&view).is_some() {
         toc.push(("counters", "Counters"));
     }
@@ -284,6 +287,13 @@ pub fn render(doc: &Document, charts: &[Chart]) -> String {
         o.push_str("</ul>\n");
     }
     o.push_str("</section>\n");
+
+    if let Some(t) = tables::peers(&view) {
+        section(&mut o, "peers", "Peers");
+        para(&mut o, "", tables::PEERS_CAPTION);
+        table(&mut o, &t);
+        o.push_str("</section>\n");
+    }
 
     if let Some(t) = tables::counters(&view) {
         section(&mut o, "counters", "Backend counters");

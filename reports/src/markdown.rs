@@ -86,6 +86,12 @@ pub fn render(doc: &Document) -> String {
         o.push('\n');
     }
 
+    if let Some(t) = tables::peers(&view) {
+        let _ = writeln!(o, "## Peers\n");
+        let _ = writeln!(o, "{}\n", tables::PEERS_CAPTION);
+        table(&mut o, &t);
+    }
+
     if let Some(t) = tables::counters(&view) {
         let _ = writeln!(o, "## Backend counters\n");
         let _ = writeln!(o, "Median per run.\n");

@@ -78,6 +78,72 @@ pub fn overhead(view: &View) -> Option<Table> {
     Some(Table { head, rows })
 }
 
+/// What the peers table says, in one sentence.
+pub const PEERS_CAPTION: &str = "Other people's translators run the same unmodified binary, measured by vbench in the same rounds: qemu-user is QEMU's TCG translator in user mode, valgrind is Valgrind's translator with no instrumentation (--tool=none). Ratios are per-round medians with 95% intervals; the last column is bt's time per operation over the fastest peer's.";
+
+/// vbench's translator beside the peer tools that ran: each one's overhead against native, and
+/// bt's time over the fastest peer's; `None` when no peer ran.
+pub fn peers(view: &View) -> Option<Table> {
+    let peers = view.peers();
+    if peers.is_empty() {
+        return None;
+    }
+    let mut cols: Vec<&str> = view.ran.iter().copied().filter(|b| *b == "bt").collect();
+    cols.extend(peers.iter().copied());
+    let mut head = vec![s("workload")];
+    head.extend(cols.iter().map(|b| format!("{b} vs native")));
+    let with_bt = cols.first() == Some(&"bt");
+    if with_bt {
+        head.push(s("bt / fastest peer"));
+    }
+    let rows = view
+        .workloads
+        .iter()
+        .map(|w| {
+            let mut r = vec![w.to_string()];
+            for b in &cols {
+                r.push(
+                    match view
+                        .summary(w, b)
+                        .and_then(|sm| sm.overhead.map(|o| (sm, o)))
+                    {
+                        Some((sm, o)) => format!(
+                            "{:.2}x [{:.2}, {:.2}]{}",
+                            o.median,
+                            o.ci_low,
+                            o.ci_high,
+                            if sm.checksum_matches_native == Some(false) {
+                                " WRONG RESULT"
+                            } else {
+                                ""
+                            }
+                        ),
+                        None => s("-"),
+                    },
+                );
+            }
+            if with_bt {
+                let fastest = peers
+                    .iter()
+                    .filter_map(|p| view.summary(w, p).map(|sm| sm.median_ns))
+                    .fold(f64::INFINITY, f64::min);
+                r.push(match view.summary(w, "bt") {
+                    Some(bt) if fastest.is_finite() && fastest > 0.0 => {
+                        let q = bt.median_ns / fastest;
+                        format!(
+                            "{q:.2}x ({})",
+                            if q < 1.0 { "bt faster" } else { "bt slower" }
+                        )
+                    }
+                    _ => s("-"),
+                });
+            }
+            r
+        })
+        .collect();
+    Some(Table { head, rows })
+}
+
 /// lmbench-style absolute costs: one row per workload, one column per backend that ran.
 pub fn costs(view: &View) -> Table {
     let mut head = vec![s("workload"), s("class"), s("per"), s("parameters")];

@@ -40,6 +40,21 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Peer tools (qemu-user, valgrind) that ran.
+    pub fn peers(&self) -> Vec<&'a str> {
+        self.ran
+            .iter()
+            .copied()
+            .filter(|b| {
+                self.doc
+                    .plan
+                    .backends
+                    .iter()
+                    .any(|s| s.name == *b && s.peer)
+            })
+            .collect()
+    }
+
     /// Backends other than native that ran.
     pub fn others(&self) -> Vec<&'a str> {
         self.ran.iter().copied().filter(|b| *b != NATIVE).collect()
