@@ -25,7 +25,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 #[derive(Args, Clone, Debug, Default)]
 pub struct GateSettings {
     /// Noise threshold: a change of an overhead ratio whose confidence interval is not wholly
-    /// beyond it is never a regression. A percentage (10%) or a fraction (0.10). [default: 10%]
+    /// beyond it is never a regression. A percentage (10%) or a fraction (0.10). [default: 5%]
     #[arg(long, value_parser = parse_threshold)]
     pub threshold: Option<Threshold>,
     /// Significance level of the permutation test; the interval is at 1 - alpha. [default: 0.05]

@@ -71,8 +71,11 @@ fn two_runs_of_the_same_build_pass() {
     let base = run(dir.path(), "base.json", SAME_BUILD);
     let new = run(dir.path(), "new.json", SAME_BUILD);
     let junit = dir.path().join("ci/junit.xml");
+    // CI's own setting: at the 5% default about 1 in 20 evaluations of 14 metrics (1 in 280
+    // metrics) cries wolf on this machine (scripts/gate-calibration.sh), at 10% none did
     vbench()
         .arg("gate")
+        .args(["--threshold", "10%"])
         .arg("--baseline")
         .arg(&base)
         .arg(&new)
