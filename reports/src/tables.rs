@@ -130,10 +130,14 @@ pub fn peers(view: &View) -> Option<Table> {
                 r.push(match view.summary(w, "bt") {
                     Some(bt) if fastest.is_finite() && fastest > 0.0 => {
                         let q = bt.median_ns / fastest;
-                        format!(
-                            "{q:.2}x ({})",
-                            if q < 1.0 { "bt faster" } else { "bt slower" }
-                        )
+                        let word = if (q - 1.0).abs() < 0.005 {
+                            "even"
+                        } else if q < 1.0 {
+                            "bt faster"
+                        } else {
+                            "bt slower"
+                        };
+                        format!("{q:.2}x ({word})")
                     }
                     _ => s("-"),
                 });
