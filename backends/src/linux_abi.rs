@@ -290,14 +290,20 @@ impl Abi {
         }
     }
 
-    fn open(&mut self, mem: &dyn GuestMem, path: u64, flags: u64) -> Result<i64, i64> {
-        self.count("open");
+    /// The guest's path at `path`, when it is one the guest may use (EACCES, counted, if not).
+    fn allowed_path(&mut self, mem: &dyn GuestMem, path: u64) -> Result<PathBuf, i64> {
         let p = Self::cstring(mem, path)?;
         let p = PathBuf::from(String::from_utf8_lossy(&p).into_owned());
         if !self.allowed.contains(&p) {
             self.count("denied_path");
             return Err(-e::EACCES);
         }
+        Ok(p)
+    }
+
+    fn open(&mut self, mem: &dyn GuestMem, path: u64, flags: u64) -> Result<i64, i64> {
+        self.count("open");
+        let p = self.allowed_path(mem, path)?;
         let acc = flags as i32 & libc::O_ACCMODE;
         let is_dev = p.starts_with("/dev/");
         if acc != libc::O_RDONLY && !is_dev {
@@ -404,12 +410,7 @@ impl Abi {
         nofollow: bool,
     ) -> Result<i64, i64> {
         self.count("stat");
-        let p = Self::cstring(mem, path)?;
-        let p = PathBuf::from(String::from_utf8_lossy(&p).into_owned());
-        if !self.allowed.contains(&p) {
-            self.count("denied_path");
-            return Err(-e::EACCES);
-        }
+        let p = self.allowed_path(mem, path)?;
         let c = std::ffi::CString::new(p.into_os_string().into_encoded_bytes())
             .map_err(|_| -e::EINVAL)?;
         // SAFETY: zeroed stat is a valid out-buffer.
