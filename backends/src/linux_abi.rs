@@ -19,6 +19,20 @@ pub trait GuestMem {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest>;
     /// Copies `data` to guest memory at `addr`; `Err` when any byte is outside guest memory.
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest>;
+    /// Makes `len` bytes at `addr` read as zero, as fresh anonymous memory does (mmap, brk).
+    /// The default writes zeros; a backend whose guest memory is its own process's may hand
+    /// the pages back to the host instead, so they are faulted in again, zero-filled, when the
+    /// guest touches them, as fresh memory is natively.
+    fn zero(&self, addr: u64, len: u64) -> Result<(), OutsideGuest> {
+        let z = vec![0u8; (len as usize).min(MAX_IO)];
+        let mut off = 0;
+        while off < len {
+            let n = (len - off).min(z.len() as u64) as usize;
+            self.write(addr + off, &z[..n])?;
+            off += n as u64;
+        }
+        Ok(())
+    }
 }
 
 /// What the guest's "kernel" must do after a syscall.
@@ -199,17 +213,6 @@ impl Abi {
                 return Err(-e::ENAMETOOLONG);
             }
         }
-    }
-
-    fn zero(mem: &dyn GuestMem, addr: u64, len: u64) -> Result<(), OutsideGuest> {
-        let z = vec![0u8; (len as usize).min(MAX_IO)];
-        let mut off = 0;
-        while off < len {
-            let n = (len - off).min(z.len() as u64) as usize;
-            mem.write(addr + off, &z[..n])?;
-            off += n as u64;
-        }
-        Ok(())
     }
 
     /// Services syscall `nr` with arguments `a` (rdi, rsi, rdx, r10, r8, r9).
@@ -493,7 +496,8 @@ impl Abi {
         self.count("brk");
         if want >= self.brk_start && want <= self.brk_limit {
             if want > self.brk {
-                Self::zero(mem, self.brk, want - self.brk).map_err(|_| self.brk as i64)?;
+                mem.zero(self.brk, want - self.brk)
+                    .map_err(|_| self.brk as i64)?;
             }
             self.brk = want;
         }
@@ -534,7 +538,7 @@ impl Abi {
             found = Some(top - len);
         }
         let at = found.ok_or(-e::ENOMEM)?;
-        Self::zero(mem, at, len).map_err(|_| -e::ENOMEM)?;
+        mem.zero(at, len).map_err(|_| -e::ENOMEM)?;
         self.maps.insert(at, len);
         Ok(at as i64)
     }

@@ -674,6 +674,61 @@ fn code_written_to_anonymous_memory_runs_and_can_be_patched() {
 }
 
 #[test]
+fn freed_memory_comes_back_zeroed_and_untouched_memory_is_not_resident() {
+    if !usable() {
+        return;
+    }
+    // p = mmap(64 MiB); p[0] = p[64 MiB - 1] = 7; munmap(p); q = mmap(64 MiB) (the same range);
+    // exit(q[0] + q[64 MiB - 1] + (q == p ? 100 : 0))
+    let len = 64u32 << 20;
+    let mmap = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        a.xor(edi, edi)?;
+        a.mov(esi, len)?;
+        a.mov(edx, 3)?;
+        a.mov(r10d, 0x22)?;
+        a.mov(r8, -1i64)?;
+        a.xor(r9d, r9d)?;
+        a.mov(eax, 9)?;
+        a.syscall()
+    };
+    let o = run(elf(
+        |a| {
+            mmap(a)?;
+            a.mov(rbx, rax)?;
+            a.mov(byte_ptr(rbx), 7)?;
+            a.mov(byte_ptr(rbx + (len - 1)), 7)?;
+            a.mov(rdi, rbx)?;
+            a.mov(esi, len)?;
+            a.mov(eax, 11)?;
+            a.syscall()?;
+            mmap(a)?;
+            a.xor(r12d, r12d)?;
+            a.cmp(rax, rbx)?;
+            let mut differ = a.create_label();
+            a.jne(differ)?;
+            a.mov(r12d, 100)?;
+            a.set_label(&mut differ)?;
+            a.movzx(ecx, byte_ptr(rax))?;
+            a.add(r12d, ecx)?;
+            a.movzx(ecx, byte_ptr(rax + (len - 1)))?;
+            a.add(r12d, ecx)?;
+            exit_with(a, r12)
+        },
+        &[],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 100 },
+        "the same range, read back as zero: {}",
+        o.sample.stderr_tail
+    );
+    // 64 MiB were mapped twice and touched at two pages each time: freed pages went back to
+    // the host, so the guest ends with its image, its stack and two pages resident
+    let resident = o.sample.counters["bt.guest_resident_bytes_at_exit"];
+    assert!(resident < 1 << 20, "{resident} bytes resident at exit");
+}
+
+#[test]
 fn a_guest_signal_handler_sees_the_fault_and_resumes() {
     if !usable() {
         return;

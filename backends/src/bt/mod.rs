@@ -171,6 +171,24 @@ impl Space {
         !pages.is_empty()
     }
 
+    /// Bytes of guest memory (not the code cache) resident in the host now, from mincore.
+    fn resident_bytes(&self) -> u64 {
+        let mut total = 0;
+        let mut vec = Vec::new();
+        for &(lo, len) in self.maps.iter().filter(|(lo, _)| *lo != CACHE_BASE) {
+            let pages = len.div_ceil(PAGE) as usize;
+            vec.clear();
+            vec.resize(pages, 0u8);
+            // SAFETY: [lo, lo+len) is a mapping this Space made; `vec` has one byte per page.
+            if unsafe { libc::mincore(lo as *mut libc::c_void, len as usize, vec.as_mut_ptr()) }
+                == 0
+            {
+                total += vec.iter().filter(|b| *b & 1 != 0).count() as u64 * PAGE;
+            }
+        }
+        total
+    }
+
     fn find(&self, addr: u64) -> Option<&Region> {
         self.regions.iter().find(|r| r.lo <= addr && addr < r.hi)
     }
@@ -233,6 +251,44 @@ impl GuestMem for Space {
         }
         // SAFETY: the range was checked to be writable guest memory (mapped read-write).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+        Ok(())
+    }
+
+    /// Whole pages go back to the host (MADV_DONTNEED on this private anonymous mapping), so
+    /// the guest's first touch of fresh memory faults as it does natively, and its RSS falls
+    /// when it frees; partial pages, and pages holding translated code (whose write must
+    /// invalidate the cache), are written.
+    fn zero(&self, addr: u64, len: u64) -> Result<(), OutsideGuest> {
+        let end = addr.checked_add(len).ok_or(OutsideGuest)?;
+        if !self.check(addr, len, W) {
+            return Err(OutsideGuest);
+        }
+        let (lo, hi) = ((addr + PAGE - 1) & !(PAGE - 1), end & !(PAGE - 1));
+        let has_code = lo < hi && self.code_pages.borrow().range(lo..hi).next().is_some();
+        if lo >= hi || has_code {
+            let z = vec![0u8; len.min(1 << 20) as usize];
+            let mut off = 0;
+            while off < len {
+                let n = (len - off).min(z.len() as u64) as usize;
+                self.write(addr + off, &z[..n])?;
+                off += n as u64;
+            }
+            return Ok(());
+        }
+        self.write(addr, &vec![0u8; (lo - addr) as usize])?;
+        self.write(hi, &vec![0u8; (end - hi) as usize])?;
+        // SAFETY: [lo, hi) is whole pages of a private anonymous guest mapping this Space made
+        // and checked writable; dropping them only makes them read as zero again.
+        if unsafe {
+            libc::madvise(
+                lo as *mut libc::c_void,
+                (hi - lo) as usize,
+                libc::MADV_DONTNEED,
+            )
+        } != 0
+        {
+            return Err(OutsideGuest);
+        }
         Ok(())
     }
 }
@@ -1279,6 +1335,10 @@ impl Backend for BtBackend {
             counters.insert(format!("bt.emulated.{}", mnemonic_name(*m)), *n);
         }
         counters.extend(abi.counters.clone());
+        counters.insert(
+            "bt.guest_resident_bytes_at_exit".into(),
+            space.resident_bytes(),
+        );
         drop(space);
 
         let mut stderr_tail = String::new();
