@@ -148,9 +148,25 @@ mod tests {
 
     #[test]
     fn flood_is_bounded() {
-        let out = Native.run(&sh("head -c 5000000 /dev/zero")).unwrap();
-        assert_eq!(out.sample.stdout_bytes, 5_000_000);
-        assert_eq!(out.stdout.len(), crate::process::STDOUT_CAP);
+        // unwatched pipes at first (the harness learns the run is chatty), then drained as
+        // they fill; and watched from the start when the harness already knows
+        for chatty in [false, true] {
+            let mut inv = sh("head -c 5000000 /dev/zero; echo tail >&2");
+            inv.chatty = chatty;
+            let out = Native.run(&inv).unwrap();
+            assert_eq!(out.sample.stdout_bytes, 5_000_000, "chatty {chatty}");
+            assert_eq!(out.stdout.len(), crate::process::STDOUT_CAP);
+            assert_eq!(out.sample.stderr_tail, "tail\n");
+            assert_eq!(out.sample.exit, Exit::Code { code: 0 });
+        }
+    }
+
+    #[test]
+    fn a_short_run_with_a_line_of_output_loses_nothing() {
+        // the common case: the pipes are not watched, output is drained at exit
+        let out = Native.run(&sh("echo line; echo err >&2")).unwrap();
+        assert_eq!(out.stdout, b"line\n");
+        assert_eq!(out.sample.stderr_tail, "err\n");
     }
 
     #[test]
