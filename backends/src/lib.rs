@@ -9,8 +9,8 @@ pub mod kvm;
 pub mod linux_abi;
 pub mod native;
 pub mod peer;
-mod process;
 pub mod program;
+pub mod session;
 pub mod tiny_elf;
 
 pub use program::Program;
@@ -88,7 +88,7 @@ impl Invocation {
 pub struct Outcome {
     /// Measurements (the harness fills `report` from `stdout`).
     pub sample: Sample,
-    /// Captured standard output, at most [`process::STDOUT_CAP`] bytes (empty for `Stdio::Inherit`).
+    /// Captured standard output, at most [`session::STDOUT_CAP`] bytes (empty for `Stdio::Inherit`).
     pub stdout: Vec<u8>,
 }
 
@@ -140,6 +140,13 @@ pub trait Backend: Send + Sync {
     }
     /// Runs the program once and measures it.
     fn run(&self, inv: &Invocation) -> Result<Outcome, BackendError>;
+    /// What this backend's samples tell about the host, as (key, text) pairs for the results'
+    /// environment (e.g. where `syscall` lands in a kvm guest). Each backend reads only its own
+    /// counters, so the scheduler knows no backend's counter names.
+    fn environment_notes(&self, samples: &[&Sample]) -> Vec<(String, String)> {
+        let _ = samples;
+        Vec::new()
+    }
 }
 
 /// Every backend vbench knows, in display order: its own four, then the peers.

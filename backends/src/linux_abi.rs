@@ -60,6 +60,9 @@ pub enum Output {
     Inherit(i32),
 }
 
+/// Syscall numbers counted one by one (x86-64 Linux has fewer than 512).
+const COUNTED_NRS: usize = 512;
+
 /// Stdout bytes kept in capture mode.
 pub const CAPTURE_CAP: usize = 1 << 20;
 
@@ -134,8 +137,13 @@ pub struct Abi {
     mmap_lo: u64,
     mmap_hi: u64,
     maps: BTreeMap<u64, u64>,
-    /// Counters by name (`abi.*`).
-    pub counters: BTreeMap<String, u64>,
+    /// Calls by syscall number (the last slot counts every larger number): counted into a fixed
+    /// array on the hot path, named once at the end by [`Abi::counters`].
+    calls: Box<[u64; COUNTED_NRS]>,
+    /// Calls answered with ENOSYS.
+    enosys: u64,
+    /// Paths refused by the confinement.
+    denied_path: u64,
     /// The first syscall number answered with ENOSYS.
     pub first_unsupported: Option<u64>,
 }
@@ -181,13 +189,39 @@ impl Abi {
             mmap_lo: layout.mmap_lo,
             mmap_hi: layout.mmap_hi,
             maps: BTreeMap::new(),
-            counters: BTreeMap::new(),
+            calls: Box::new([0; COUNTED_NRS]),
+            enosys: 0,
+            denied_path: 0,
             first_unsupported: None,
         }
     }
 
-    fn count(&mut self, name: &str) {
-        *self.counters.entry(format!("abi.{name}")).or_default() += 1;
+    /// The counters by name (`abi.<syscall>` per syscall made, `abi.enosys`,
+    /// `abi.denied_path`), made once when the run ends.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let mut m: BTreeMap<String, u64> = self
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(nr, n)| {
+                let name = match syscall_name(nr as u64) {
+                    "?" if nr == COUNTED_NRS - 1 => "abi.other".to_string(),
+                    "?" => format!("abi.sys_{nr}"),
+                    name => format!("abi.{name}"),
+                };
+                (name, *n)
+            })
+            .collect();
+        for (k, v) in [
+            ("abi.enosys", self.enosys),
+            ("abi.denied_path", self.denied_path),
+        ] {
+            if v > 0 {
+                m.insert(k.into(), v);
+            }
+        }
+        m
     }
 
     fn cstring(mem: &dyn GuestMem, addr: u64) -> Result<Vec<u8>, i64> {
@@ -218,6 +252,7 @@ impl Abi {
     /// Services syscall `nr` with arguments `a` (rdi, rsi, rdx, r10, r8, r9).
     pub fn syscall(&mut self, mem: &dyn GuestMem, nr: u64, a: [u64; 6]) -> Action {
         use Action::Return as R;
+        self.calls[(nr as usize).min(COUNTED_NRS - 1)] += 1;
         let r = |v: Result<i64, i64>| R(v.unwrap_or_else(|err| err));
         match nr {
             0 => r(self.read(mem, a[0], a[1], a[2])),
@@ -230,16 +265,13 @@ impl Abi {
                 }
                 r(self.open(mem, a[1], a[2]))
             }
-            3 => {
-                self.count("close");
-                match self.fds.get_mut(a[0] as usize) {
-                    Some(slot @ Some(_)) => {
-                        *slot = None;
-                        R(0)
-                    }
-                    _ => R(-e::EBADF),
+            3 => match self.fds.get_mut(a[0] as usize) {
+                Some(slot @ Some(_)) => {
+                    *slot = None;
+                    R(0)
                 }
-            }
+                _ => R(-e::EBADF),
+            },
             5 => r(self.fstat(mem, a[0], a[1])),
             262 if a[3] as i32 & libc::AT_EMPTY_PATH != 0 => r(self.fstat(mem, a[0], a[2])),
             4 | 6 => r(self.stat_path(mem, a[0], a[1], nr == 6)),
@@ -267,10 +299,7 @@ impl Abi {
             12 => r(self.brk(mem, a[0])),
             16 => R(-e::ENOTTY),
             20 => r(self.writev(mem, a[0], a[1], a[2])),
-            39 | 186 => {
-                self.count("getpid");
-                R(1)
-            }
+            39 | 186 => R(1),
             102 | 104 | 107 | 108 => R(0), // get[e]uid, get[e]gid: root of its own machine
             60 | 231 => Action::Exit(a[0] as i32),
             63 => r(self.uname(mem, a[0])),
@@ -286,7 +315,7 @@ impl Abi {
             // rseq: libc registers it when available and copes with ENOSYS, as on old kernels
             334 => R(-e::ENOSYS),
             _ => {
-                self.count("enosys");
+                self.enosys += 1;
                 self.first_unsupported.get_or_insert(nr);
                 R(-e::ENOSYS)
             }
@@ -298,19 +327,18 @@ impl Abi {
         let p = Self::cstring(mem, path)?;
         let p = PathBuf::from(String::from_utf8_lossy(&p).into_owned());
         if !self.allowed.contains(&p) {
-            self.count("denied_path");
+            self.denied_path += 1;
             return Err(-e::EACCES);
         }
         Ok(p)
     }
 
     fn open(&mut self, mem: &dyn GuestMem, path: u64, flags: u64) -> Result<i64, i64> {
-        self.count("open");
         let p = self.allowed_path(mem, path)?;
         let acc = flags as i32 & libc::O_ACCMODE;
         let is_dev = p.starts_with("/dev/");
         if acc != libc::O_RDONLY && !is_dev {
-            self.count("denied_path");
+            self.denied_path += 1;
             return Err(-e::EPERM);
         }
         let f = std::fs::OpenOptions::new()
@@ -331,7 +359,6 @@ impl Abi {
     }
 
     fn read(&mut self, mem: &dyn GuestMem, fd: u64, buf: u64, len: u64) -> Result<i64, i64> {
-        self.count("read");
         let n = (len as usize).min(MAX_IO);
         let mut tmp = vec![0u8; n];
         let got = match self.fds.get_mut(fd as usize) {
@@ -348,7 +375,6 @@ impl Abi {
     }
 
     fn write(&mut self, mem: &dyn GuestMem, fd: u64, buf: u64, len: u64) -> Result<i64, i64> {
-        self.count("write");
         let n = (len as usize).min(MAX_IO);
         let mut tmp = vec![0u8; n];
         mem.read(buf, &mut tmp).map_err(|_| -e::EFAULT)?;
@@ -412,7 +438,6 @@ impl Abi {
         buf: u64,
         nofollow: bool,
     ) -> Result<i64, i64> {
-        self.count("stat");
         let p = self.allowed_path(mem, path)?;
         let c = std::ffi::CString::new(p.into_os_string().into_encoded_bytes())
             .map_err(|_| -e::EINVAL)?;
@@ -449,7 +474,6 @@ impl Abi {
     /// dup (`to` None: the lowest free descriptor), dup2 and dup3 (`to`: that descriptor,
     /// closed first). Descriptors carry no close-on-exec state here: the guest never execs.
     fn dup(&mut self, from: u64, to: Option<u64>, _flags: u64) -> Result<i64, i64> {
-        self.count("dup");
         let new = match self.fds.get(from as usize) {
             Some(Some(f)) => f.try_clone()?,
             _ => return Err(-e::EBADF),
@@ -493,7 +517,6 @@ impl Abi {
     }
 
     fn brk(&mut self, mem: &dyn GuestMem, want: u64) -> Result<i64, i64> {
-        self.count("brk");
         if want >= self.brk_start && want <= self.brk_limit {
             if want > self.brk {
                 mem.zero(self.brk, want - self.brk)
@@ -514,7 +537,6 @@ impl Abi {
         flags: u64,
         fd: i64,
     ) -> Result<i64, i64> {
-        self.count("mmap");
         let anon = flags as i32 & libc::MAP_ANONYMOUS != 0;
         if !anon || fd != -1 {
             return Err(-e::ENODEV);
@@ -544,7 +566,6 @@ impl Abi {
     }
 
     fn munmap(&mut self, addr: u64, len: u64) -> Result<i64, i64> {
-        self.count("munmap");
         if !addr.is_multiple_of(PAGE) {
             return Err(-e::EINVAL);
         }
@@ -589,7 +610,6 @@ impl Abi {
     }
 
     fn clock_gettime(&mut self, mem: &dyn GuestMem, clk: u64, tp: u64) -> Result<i64, i64> {
-        self.count("clock_gettime");
         if clk > 11 {
             return Err(-e::EINVAL);
         }
@@ -869,7 +889,7 @@ mod tests {
         assert_eq!(a.syscall(&m, 56, [0; 6]), Action::Return(-e::ENOSYS));
         assert_eq!(a.first_unsupported, Some(56));
         assert_eq!(syscall_name(56), "clone");
-        assert_eq!(a.counters["abi.enosys"], 1);
+        assert_eq!(a.counters()["abi.enosys"], 1);
         assert_eq!(a.syscall(&m, 231, [7, 0, 0, 0, 0, 0]), Action::Exit(7));
     }
 }

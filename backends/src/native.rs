@@ -1,6 +1,7 @@
 //! The control: the program as a plain child process.
 
-use crate::process::{supervise, Pipes};
+use crate::session::pin;
+use crate::session::process::{supervise, Pipes};
 use crate::{Availability, Backend, BackendError, Invocation, Outcome, Stdio};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -45,20 +46,11 @@ pub(crate) fn run_command(mut cmd: Command, inv: &Invocation) -> Result<Outcome,
             .stderr(std::process::Stdio::piped());
     }
     if let Some(cpu) = inv.cpu {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(BackendError::Invalid(format!("CPU {cpu} is out of range")));
-        }
+        let set = pin::one_cpu_set(cpu)?;
         // SAFETY: the closure runs in the child between fork and exec and calls only
-        // async-signal-safe functions (CPU_* macros are plain bit operations).
+        // sched_setaffinity (async-signal-safe, no allocation) on a set made before the fork.
         unsafe {
-            cmd.pre_exec(move || {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || pin::apply(&set));
         }
     }
     let start = Instant::now();
@@ -88,7 +80,7 @@ pub(crate) fn run_command(mut cmd: Command, inv: &Invocation) -> Result<Outcome,
             wall_ns: wall.as_nanos() as u64,
             user_ns: sup.user_ns,
             sys_ns: sup.sys_ns,
-            max_rss_kib: sup.max_rss_kib,
+            max_rss_kib: Some(sup.max_rss_kib),
             exit: sup.exit,
             report: None,
             startup_ns: None,
@@ -96,6 +88,7 @@ pub(crate) fn run_command(mut cmd: Command, inv: &Invocation) -> Result<Outcome,
             stdout_bytes: sup.stdout_bytes,
             stdout_digest: String::new(),
             stderr_tail: String::from_utf8_lossy(&sup.stderr_tail).into_owned(),
+            cpu: inv.cpu,
         },
         stdout: sup.stdout,
     })
@@ -122,7 +115,7 @@ mod tests {
         assert_eq!(out.sample.stderr_tail, "err\n");
         assert_eq!(out.sample.exit, Exit::Code { code: 3 });
         assert!(out.sample.wall_ns > 0);
-        assert!(out.sample.max_rss_kib > 0);
+        assert!(out.sample.max_rss_kib.unwrap() > 0);
     }
 
     #[test]
@@ -155,7 +148,7 @@ mod tests {
             inv.chatty = chatty;
             let out = Native.run(&inv).unwrap();
             assert_eq!(out.sample.stdout_bytes, 5_000_000, "chatty {chatty}");
-            assert_eq!(out.stdout.len(), crate::process::STDOUT_CAP);
+            assert_eq!(out.stdout.len(), crate::session::STDOUT_CAP);
             assert_eq!(out.sample.stderr_tail, "tail\n");
             assert_eq!(out.sample.exit, Exit::Code { code: 0 });
         }
@@ -178,6 +171,7 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).trim(),
             "Cpus_allowed_list:\t0"
         );
+        assert_eq!(out.sample.cpu, Some(0));
     }
 
     #[test]

@@ -499,3 +499,38 @@ fn exit_status_and_signals_pass_through() {
     let inv = Invocation::new(Program::Path("/nonexistent".into()), vec![]);
     assert!(c.run(&inv).is_err());
 }
+
+#[test]
+fn the_payload_is_pinned_to_the_cpu_asked_for() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    let cpu = *vbench_backends::session::pin::allowed_cpus()
+        .last()
+        .unwrap();
+    let mut inv = Invocation::new(
+        Program::Path(BUSYBOX.into()),
+        ["sh", "-c", "grep Cpus_allowed_list /proc/self/status"]
+            .iter()
+            .map(OsString::from)
+            .collect(),
+    );
+    inv.timeout = Some(Duration::from_secs(60));
+    inv.cpu = Some(cpu);
+    let o = c.run(&inv).unwrap();
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("Cpus_allowed_list:\t{cpu}")
+    );
+    assert_eq!(o.sample.cpu, Some(cpu));
+    inv.cpu = Some(4095);
+    let e = c.run(&inv).unwrap_err().to_string();
+    assert!(e.contains("CPU 4095"), "{e}");
+}

@@ -292,3 +292,72 @@ fn malformed_and_dynamic_programs_are_refused_with_a_reason() {
         .unwrap_err();
     assert!(e.to_string().contains("dynamically linked"), "{e}");
 }
+
+#[test]
+fn the_vcpu_thread_is_pinned_and_its_cpu_time_and_memory_are_measured() {
+    if !kvm_usable() {
+        return;
+    }
+    let cpus = vbench_backends::session::pin::allowed_cpus();
+    let cpu = *cpus.last().unwrap();
+    // the guest spins until the watchdog stops it; meanwhile the test reads the affinity of
+    // the thread that runs the vCPU
+    let image = elf(
+        |a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            a.jmp(top)
+        },
+        &[],
+    );
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        let p = Program::from_bytes("spin", image).unwrap();
+        let mut inv = Invocation::new(p, vec![]);
+        inv.timeout = Some(Duration::from_millis(600));
+        inv.cpu = Some(cpu);
+        KvmBackend::default().run(&inv).unwrap()
+    });
+    let tid = tid_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let o = runner.join().unwrap();
+    assert_eq!(
+        allowed,
+        cpu.to_string(),
+        "the vCPU thread runs on the pinned CPU"
+    );
+    assert_eq!(o.sample.exit, Exit::Timeout { after_ms: 600 });
+    assert_eq!(o.sample.cpu, Some(cpu));
+    // 600 ms of spinning in the guest is CPU time of the vCPU thread (user or system,
+    // depending on how the host accounts guest time), not 0 as before
+    assert!(
+        o.sample.user_ns + o.sample.sys_ns > 100_000_000,
+        "cpu time {} + {}",
+        o.sample.user_ns,
+        o.sample.sys_ns
+    );
+    let touched = o.sample.counters["kvm.guest_ram_touched_bytes"];
+    assert!(touched > 0 && touched < 512 << 20, "{touched}");
+    assert_eq!(o.sample.max_rss_kib, Some(touched / 1024));
+}
+
+#[test]
+fn a_cpu_that_does_not_exist_is_refused_before_the_vm_starts() {
+    if !kvm_usable() {
+        return;
+    }
+    let p = Program::from_bytes("g", elf(|a| a.hlt(), &[])).unwrap();
+    let mut inv = Invocation::new(p, vec![]);
+    inv.cpu = Some(4095);
+    let e = KvmBackend::default().run(&inv).unwrap_err().to_string();
+    assert!(e.contains("CPU 4095") && e.contains("available"), "{e}");
+}

@@ -453,7 +453,7 @@ fn exec(a: ExecArgs) -> Result<ExitCode> {
     let s = &out.sample;
     if a.stats {
         eprintln!(
-            "vbench: {} on {}: {}, wall {}, user {}, sys {}, max rss {} KiB",
+            "vbench: {} on {}: {}, wall {}, user {}, sys {}, max rss {}",
             inv.program.name(),
             backend.name(),
             s.exit,
@@ -461,6 +461,7 @@ fn exec(a: ExecArgs) -> Result<ExitCode> {
             vbench_reports::fmt_ns(s.user_ns as f64),
             vbench_reports::fmt_ns(s.sys_ns as f64),
             s.max_rss_kib
+                .map_or("not measured".to_string(), |k| format!("{k} KiB"))
         );
     }
     Ok(ExitCode::from(match s.exit {

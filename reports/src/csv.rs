@@ -123,7 +123,7 @@ pub fn samples(doc: &Document) -> String {
                 s.wall_ns.to_string(),
                 s.user_ns.to_string(),
                 s.sys_ns.to_string(),
-                s.max_rss_kib.to_string(),
+                s.max_rss_kib.map(|k| k.to_string()).unwrap_or_default(),
                 opt(s.report.as_ref().map(|r| r.ns)),
                 opt(s.report.as_ref().map(|r| r.iters)),
                 opt(s.metric_loop()),

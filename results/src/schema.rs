@@ -244,8 +244,10 @@ pub struct Sample {
     pub user_ns: u64,
     /// System CPU time, nanoseconds.
     pub sys_ns: u64,
-    /// Peak resident set size, KiB.
-    pub max_rss_kib: u64,
+    /// Peak resident set size, KiB; absent where the backend cannot measure it (a guest run
+    /// inside the harness's own process shares its RSS).
+    #[serde(default)]
+    pub max_rss_kib: Option<u64>,
     /// How the program ended.
     pub exit: Exit,
     /// The workload's own result line, when it printed one.
@@ -264,6 +266,9 @@ pub struct Sample {
     /// The last bytes of standard error (bounded), for diagnosis.
     #[serde(default)]
     pub stderr_tail: String,
+    /// The CPU the run was pinned to (`--pin`), on every backend alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<usize>,
 }
 
 impl Sample {

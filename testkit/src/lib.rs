@@ -88,7 +88,10 @@ mod tests {
         assert!(!decide("x", Err("gone".into()), false));
         let forbidden = std::panic::catch_unwind(|| decide("x", Err("gone".into()), true));
         let msg = *forbidden.unwrap_err().downcast::<String>().unwrap();
-        assert!(msg.contains("x is required") && msg.contains("gone"), "{msg}");
+        assert!(
+            msg.contains("x is required") && msg.contains("gone"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -1334,7 +1334,7 @@ impl Backend for BtBackend {
         for (m, n) in &tr.emulated {
             counters.insert(format!("bt.emulated.{}", mnemonic_name(*m)), *n);
         }
-        counters.extend(abi.counters.clone());
+        counters.extend(abi.counters());
         counters.insert(
             "bt.guest_resident_bytes_at_exit".into(),
             space.resident_bytes(),
@@ -1390,7 +1390,7 @@ impl Backend for BtBackend {
                 wall_ns: wall.as_nanos() as u64,
                 user_ns: ru1.0.saturating_sub(ru0.0),
                 sys_ns: ru1.1.saturating_sub(ru0.1),
-                max_rss_kib: 0,
+                max_rss_kib: None,
                 exit,
                 report: None,
                 startup_ns: startup.map(|s| s.as_nanos() as u64),
@@ -1398,6 +1398,7 @@ impl Backend for BtBackend {
                 stdout_bytes,
                 stdout_digest: String::new(),
                 stderr_tail,
+                cpu: inv.cpu,
             },
             stdout,
         })

@@ -119,6 +119,8 @@ pub struct SpecInput<'a> {
     pub exec_fallback: PathBuf,
     pub bytes: &'a [u8],
     pub args: &'a [OsString],
+    /// The payload's CPU affinity (`--pin`), applied just before exec.
+    pub cpu: Option<libc::cpu_set_t>,
     pub go: Fd,
     pub go_w: Fd,
     pub report: Fd,
@@ -130,6 +132,7 @@ pub struct SpecInput<'a> {
 
 /// Everything the child needs, prepared before the clone.
 pub struct Spec {
+    cpu: Option<libc::cpu_set_t>,
     user: bool,
     mount: bool,
     pid: bool,
@@ -203,6 +206,7 @@ impl Spec {
             .unwrap_or(40);
         let has = |n| cfg.namespaces.contains(&n);
         Ok(Spec {
+            cpu: i.cpu,
             user: has(Namespace::User),
             mount: has(Namespace::Mount),
             pid: has(Namespace::Pid),
@@ -544,6 +548,13 @@ unsafe fn payload(s: &Spec) -> ! {
     // SAFETY: (whole function) as in `init`.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if let Some(set) = &s.cpu {
+            check!(
+                s,
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set),
+                "pinning the program to its CPU (--pin; is the CPU in --cpuset?)"
+            );
+        }
         for cap in 0..=s.cap_last {
             if s.keep_caps & (1 << cap) == 0 {
                 check!(

@@ -18,7 +18,7 @@
 pub mod cgroup;
 mod child;
 
-use crate::process::{supervise, Pipes};
+use crate::session::process::{supervise, Pipes};
 use crate::{Availability, Backend, BackendError, Invocation, Outcome, Stdio};
 use cgroup::{Layout, Limits};
 use std::collections::BTreeMap;
@@ -275,6 +275,8 @@ impl Backend for Container {
             reason,
         })?;
         let cfg = &self.config;
+        // checked before anything is created
+        let cpu = inv.cpu.map(crate::session::pin::one_cpu_set).transpose()?;
         let bytes = inv.program.bytes()?;
         let name = format!(
             "{}{}-{}",
@@ -307,6 +309,7 @@ impl Backend for Container {
             exec_fallback: inv.program.exec_path(),
             bytes: &bytes,
             args: &inv.args,
+            cpu,
             go: go_r.as_raw_fd(),
             go_w: go_w.as_raw_fd(),
             report: rep_w.as_raw_fd(),
@@ -435,7 +438,7 @@ impl Backend for Container {
                 wall_ns: wall.as_nanos() as u64,
                 user_ns: sup.user_ns,
                 sys_ns: sup.sys_ns,
-                max_rss_kib: sup.max_rss_kib,
+                max_rss_kib: Some(sup.max_rss_kib),
                 exit,
                 report: None,
                 startup_ns,
@@ -443,6 +446,7 @@ impl Backend for Container {
                 stdout_bytes: sup.stdout_bytes,
                 stdout_digest: String::new(),
                 stderr_tail: String::from_utf8_lossy(&sup.stderr_tail).into_owned(),
+                cpu: inv.cpu,
             },
             stdout: sup.stdout,
         })

@@ -141,7 +141,7 @@ pub fn document() -> Document {
                     wall_ns: loop_ns + startup,
                     user_ns: loop_ns,
                     sys_ns: 1000,
-                    max_rss_kib: 4096,
+                    max_rss_kib: Some(4096),
                     exit,
                     report: Some(WorkloadReport {
                         task: c.workload.clone(),
@@ -155,6 +155,7 @@ pub fn document() -> Document {
                     stdout_bytes: 64,
                     stdout_digest: "aaaaaaaaaaaaaaaa".into(),
                     stderr_tail: String::new(),
+                    cpu: None,
                 },
             });
         }

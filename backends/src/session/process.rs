@@ -265,7 +265,7 @@ fn kill(pidfd: &OwnedFd, pid: libc::pid_t, group: bool) {
     }
 }
 
-fn tv_ns(tv: libc::timeval) -> u64 {
+pub(crate) fn tv_ns(tv: libc::timeval) -> u64 {
     (tv.tv_sec.max(0) as u64) * 1_000_000_000 + (tv.tv_usec.max(0) as u64) * 1000
 }
 

@@ -1,0 +1,245 @@
+//! Setting up one micro-VM: guest RAM and its memory slot, the guest kernel's tables and stub,
+//! the program image and its stack, and a vCPU in 64-bit long mode at CPL3.
+
+use super::layout::*;
+use super::{err, invalid, stub, KvmBackend, PIE_BASE, STACK_SIZE};
+use crate::elf::Elf;
+use crate::BackendError;
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, Msrs};
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+/// A VM ready to run its program.
+pub struct Machine {
+    /// The vCPU (dropped before the VM and the memory).
+    pub vcpu: VcpuFd,
+    /// The VM.
+    pub _vm: VmFd,
+    /// Guest RAM.
+    pub mem: GuestMemoryMmap,
+    /// Registers travel in kvm_run (KVM_CAP_SYNC_REGS).
+    pub sync: bool,
+    /// Where the program starts once the probe has run.
+    pub program_start: kvm_regs,
+    /// End of the loaded image (page aligned): the program break starts here.
+    pub brk_start: u64,
+    /// Lowest address of the stack.
+    pub stack_lo: u64,
+    /// Host address of guest RAM and its size, for measuring what the guest touched.
+    pub host_ram: (*const u8, usize),
+}
+
+/// Checks the configured RAM size.
+pub fn check_ram(bytes: u64) -> Result<(), BackendError> {
+    if !(16 << 20..=MAX_RAM).contains(&bytes) || !bytes.is_multiple_of(2 << 20) {
+        return Err(invalid(format!(
+            "guest memory {bytes} bytes: must be a multiple of 2 MiB between 16 MiB and 1 GiB"
+        )));
+    }
+    Ok(())
+}
+
+/// Builds a VM with `ram` bytes of RAM around the program `bytes` (parsed as `elf`), its
+/// stack holding `argv` and `envp`.
+pub fn build(
+    be: &KvmBackend,
+    kvm: &Kvm,
+    ram: u64,
+    name: &str,
+    bytes: &[u8],
+    argv: &[Vec<u8>],
+    envp: &[&[u8]],
+) -> Result<Machine, BackendError> {
+    let elf = Elf::parse(bytes, PIE_BASE).map_err(|e| invalid(format!("{name}: {e}")))?;
+    let (lo, hi) = elf.extent();
+    let stack_lo = ram - STACK_SIZE;
+    if lo < LOAD_MIN || hi > stack_lo / 2 {
+        return Err(invalid(format!(
+            "{name}: segments at {lo:#x}..{hi:#x} do not fit the guest ({LOAD_MIN:#x}..{:#x} with {} MiB of RAM)",
+            stack_lo / 2,
+            ram >> 20
+        )));
+    }
+    let vm = kvm.create_vm().map_err(err("create VM"))?;
+    let (mem, host_ram) = guest_ram(&vm, ram)?;
+    write_kernel(&mem, ram, be.stub_code()?)?;
+    for s in &elf.segments {
+        let data = &bytes[s.offset as usize..(s.offset + s.filesz) as usize];
+        mem.write_slice(data, GuestAddress(s.vaddr))
+            .map_err(|e| invalid(format!("loading segment: {e}")))?;
+    }
+    let rsp = crate::elf::initial_stack(ram, &elf, argv, envp, &mut |at, b| {
+        mem.write_slice(b, GuestAddress(at))
+            .map_err(|e| e.to_string())
+    })
+    .map_err(invalid)?;
+    let (vcpu, sync) = vcpu(be, kvm, &vm, rsp)?;
+    Ok(Machine {
+        vcpu,
+        _vm: vm,
+        mem,
+        sync,
+        program_start: kvm_regs {
+            rip: elf.entry,
+            rsp,
+            rflags: 0x2, // IF clear: no interrupts are ever injected
+            ..Default::default()
+        },
+        brk_start: (hi + 0xfff) & !0xfff,
+        stack_lo,
+        host_ram,
+    })
+}
+
+/// Guest RAM, registered as memory slot 0.
+fn guest_ram(vm: &VmFd, ram: u64) -> Result<(GuestMemoryMmap, (*const u8, usize)), BackendError> {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), ram as usize)])
+        .map_err(|e| invalid(format!("guest memory: {e}")))?;
+    let host = mem
+        .get_host_address(GuestAddress(0))
+        .map_err(|e| invalid(format!("guest memory: {e}")))?;
+    // Huge pages make the guest's first touch of memory cheap (one fault per 2 MiB), but each
+    // costs zeroing 2 MiB on the host: keep the kernel structures, the usual load addresses
+    // and the initial stack on small pages so cold start stays short.
+    let (huge_lo, huge_hi) = (4u64 << 20, ram - (2 << 20));
+    // SAFETY: advising the kernel about part of a mapping vm-memory owns; no memory is
+    // accessed and the range lies inside the mapping.
+    unsafe {
+        libc::madvise(
+            host.add(huge_lo as usize).cast(),
+            (huge_hi - huge_lo) as usize,
+            libc::MADV_HUGEPAGE,
+        )
+    };
+    let region = kvm_bindings::kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: ram,
+        userspace_addr: host as u64,
+    };
+    // SAFETY: the region is backed by `mem`, which the caller keeps alive as long as the VM
+    // (Machine drops the vCPU and the VM before the memory).
+    unsafe { vm.set_user_memory_region(region) }.map_err(err("set memory region"))?;
+    Ok((mem, (host as *const u8, ram as usize)))
+}
+
+/// The guest kernel: page tables, GDT, TSS, IDT and the syscall stub.
+fn write_kernel(mem: &GuestMemoryMmap, ram: u64, stub_code: &[u8]) -> Result<(), BackendError> {
+    let mut low = vec![0u8; RSP0 as usize];
+    page_tables(&mut low, ram);
+    gdt_tss(&mut low);
+    idt(&mut low);
+    // only the pages that hold something: fresh guest RAM is already zero
+    for (from, to) in [(PML4, STUB), (PD_UART_PAGE, PD_UART_PAGE + 0x1000)] {
+        mem.write_slice(&low[from as usize..to as usize], GuestAddress(from))
+            .map_err(|e| invalid(format!("guest memory: {e}")))?;
+    }
+    mem.write_slice(stub_code, GuestAddress(STUB))
+        .map_err(|e| invalid(format!("guest memory: {e}")))
+}
+
+/// A user code or data segment (flat, DPL 3).
+pub fn user_seg(selector: u16, code: bool) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_: if code { 0xb } else { 0x3 },
+        present: 1,
+        dpl: 3,
+        db: u8::from(!code),
+        s: 1,
+        l: u8::from(code),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// The vCPU in long mode at CPL3, starting at the stub's probe (its syscall shows the ring
+/// before the program runs).
+fn vcpu(be: &KvmBackend, kvm: &Kvm, vm: &VmFd, rsp: u64) -> Result<(VcpuFd, bool), BackendError> {
+    let mut vcpu = vm.create_vcpu(0).map_err(err("create vCPU"))?;
+    // With KVM_CAP_SYNC_REGS the registers travel in kvm_run: no GET/SET_REGS ioctl per exit.
+    let sync = kvm.check_extension(Cap::SyncRegs);
+    if sync {
+        vcpu.set_sync_valid_reg(SyncReg::Register);
+    }
+    vcpu.set_cpuid2(be.supported_cpuid(kvm)?)
+        .map_err(err("set CPUID"))?;
+    let mut sregs = vcpu.get_sregs().map_err(err("get sregs"))?;
+    sregs.cr0 = 0x8005_0033; // PE MP ET NE WP AM PG
+    sregs.cr3 = PML4;
+    sregs.cr4 = (1 << 5) | (1 << 9) | (1 << 10) | (1 << 18); // PAE OSFXSR OSXMMEXCPT OSXSAVE
+    sregs.efer = 0x501; // SCE LME LMA
+    sregs.gdt.base = GDT;
+    sregs.gdt.limit = GDT_LIMIT;
+    sregs.idt.base = IDT;
+    sregs.idt.limit = IDT_LIMIT;
+    sregs.cs = user_seg(USER_CS, true);
+    let ds = user_seg(USER_DS, false);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (ds, ds, ds, ds, ds);
+    sregs.tr = kvm_segment {
+        base: TSS,
+        limit: 0x67,
+        selector: TSS_SEL,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
+    vcpu.set_sregs(&sregs).map_err(err("set sregs"))?;
+    let mut xcrs = kvm_xcrs {
+        nr_xcrs: 1,
+        ..Default::default()
+    };
+    xcrs.xcrs[0].value = 0x7; // XCR0: x87, SSE, AVX state
+    vcpu.set_xcrs(&xcrs).map_err(err("set XCR0"))?;
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(err("set FPU"))?;
+    // LSTAR starts on the hypercall page: the first syscall shows which ring it enters.
+    set_msrs(&vcpu, HYPERCALL)?;
+    vcpu.set_regs(&kvm_regs {
+        rip: STUB + stub::PROBE,
+        rsp,
+        rflags: 0x2,
+        ..Default::default()
+    })
+    .map_err(err("set regs"))?;
+    Ok((vcpu, sync))
+}
+
+/// STAR, LSTAR (where `syscall` goes) and SFMASK.
+pub fn set_msrs(vcpu: &VcpuFd, lstar: u64) -> Result<(), BackendError> {
+    let entries = [
+        kvm_msr_entry {
+            index: 0xC000_0081, // STAR: kernel CS 0x10, sysret base 0x23
+            data: (0x23u64 << 48) | (u64::from(KERNEL_CS) << 32),
+            ..Default::default()
+        },
+        kvm_msr_entry {
+            index: 0xC000_0082, // LSTAR
+            data: lstar,
+            ..Default::default()
+        },
+        kvm_msr_entry {
+            index: 0xC000_0084, // SFMASK: keep flags (the stub may run at CPL3)
+            data: 0,
+            ..Default::default()
+        },
+    ];
+    let msrs = Msrs::from_entries(&entries).map_err(|e| invalid(format!("MSR list: {e:?}")))?;
+    let n = vcpu.set_msrs(&msrs).map_err(err("set MSRs"))?;
+    if n != entries.len() {
+        return Err(invalid(format!(
+            "KVM accepted {n} of {} MSRs",
+            entries.len()
+        )));
+    }
+    Ok(())
+}

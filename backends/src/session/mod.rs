@@ -1,0 +1,258 @@
+//! What every backend's run shares, written once: the watchdog and timeout, pinning, the
+//! capture of standard streams with bounded buffers, the guest's argv/envp and the paths it
+//! may read, the mapping from how a guest stopped to an [`Exit`], the stderr tail, and
+//! resource usage.
+//!
+//! Backends that run the program as a host process (native, container, peers) supervise it
+//! with [`process::supervise`]; backends that run the guest inside the harness's own thread
+//! (bt, kvm) use a [`watchdog::Watchdog`], [`GuestOutputs`] and [`guest_outcome`].
+
+pub mod pin;
+pub mod process;
+pub mod watchdog;
+
+use crate::linux_abi::Output;
+use crate::{Invocation, Outcome, Stdio};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use vbench_results::{Exit, Sample};
+
+pub use pin::{check_cpu, PinGuard};
+pub use process::{STDERR_TAIL, STDOUT_CAP};
+pub use watchdog::Watchdog;
+
+/// The environment an in-process guest gets.
+pub const GUEST_ENV: [&[u8]; 2] = [b"PATH=/bin", b"HOME=/"];
+
+/// argv of the guest: the program's name, then the invocation's arguments.
+pub fn guest_argv(inv: &Invocation) -> Vec<Vec<u8>> {
+    let mut argv: Vec<Vec<u8>> = vec![inv.program.name().into_bytes()];
+    argv.extend(
+        inv.args
+            .iter()
+            .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()).to_vec()),
+    );
+    argv
+}
+
+/// The files a confined guest may read: its arguments that name regular files.
+pub fn allowed_paths(inv: &Invocation) -> Vec<PathBuf> {
+    inv.args
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// How an in-process guest stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestStop {
+    /// exit or exit_group with this status (already masked to 8 bits by the caller or not).
+    Exited(i32),
+    /// It crashed; the signal a native process would have died of, and what happened.
+    Crashed {
+        /// The signal.
+        signal: i32,
+        /// What happened, for the stderr tail.
+        message: String,
+    },
+    /// The watchdog stopped it (timeout or cancellation).
+    Kicked,
+}
+
+/// A guest's standard output and error, captured (bounded) or passed to the harness's own.
+pub struct GuestOutputs;
+
+impl GuestOutputs {
+    /// The two outputs for `stdio`.
+    pub fn for_stdio(stdio: Stdio) -> [Output; 2] {
+        match stdio {
+            Stdio::Capture => [
+                Output::Capture {
+                    buf: vec![],
+                    total: 0,
+                },
+                Output::Capture {
+                    buf: vec![],
+                    total: 0,
+                },
+            ],
+            Stdio::Inherit => [Output::Inherit(1), Output::Inherit(2)],
+        }
+    }
+}
+
+/// CPU time of the calling thread (user, system), nanoseconds.
+pub fn thread_times() -> (u64, u64) {
+    // SAFETY: a zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes the calling thread's usage into `ru`.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    (process::tv_ns(ru.ru_utime), process::tv_ns(ru.ru_stime))
+}
+
+/// Bytes of `[addr, addr+len)` resident in the host now (mincore); `addr` page aligned and
+/// the range one mapping of the caller.
+pub fn resident_bytes(addr: *const u8, len: usize) -> u64 {
+    const PAGE: usize = 4096;
+    let mut vec = vec![0u8; len.div_ceil(PAGE)];
+    // SAFETY: the caller passes a range it has mapped; `vec` holds one byte per page.
+    let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    if r != 0 {
+        return 0;
+    }
+    vec.iter().filter(|b| *b & 1 != 0).count() as u64 * PAGE as u64
+}
+
+/// What an in-process guest's run measured, besides its outputs.
+pub struct GuestRun {
+    /// Backend name, for messages ("vbench bt: ...").
+    pub backend: &'static str,
+    /// How it stopped.
+    pub stop: GuestStop,
+    /// Wall time of the run, read before the watchdog was joined.
+    pub wall: Duration,
+    /// CPU time of the thread that ran the guest, (user, system) ns.
+    pub times: (u64, u64),
+    /// Peak memory of the guest in KiB, where it is measured.
+    pub max_rss_kib: Option<u64>,
+    /// Start-up latency.
+    pub startup: Option<Duration>,
+    /// Backend counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Notes for the stderr tail (unsupported syscalls, ...), one per line.
+    pub notes: Vec<String>,
+}
+
+/// Maps a guest's stop to its exit: a kicked guest ended for the watchdog's reason.
+pub fn exit_of(stop: &GuestStop, watchdog_cause: Option<Exit>) -> Exit {
+    match stop {
+        GuestStop::Exited(code) => Exit::Code { code: *code },
+        GuestStop::Crashed { signal, .. } => Exit::Signal { signal: *signal },
+        GuestStop::Kicked => watchdog_cause.unwrap_or(Exit::Interrupted),
+    }
+}
+
+/// Builds the outcome of an in-process guest's run: the exit, the captured stdout, and the
+/// stderr tail (the guest's own stderr, then the backend's message and notes). With inherited
+/// streams the backend's lines go to the harness's stderr.
+pub fn guest_outcome(
+    inv: &Invocation,
+    run: GuestRun,
+    watchdog_cause: Option<Exit>,
+    outputs: [Output; 2],
+) -> Outcome {
+    let exit = exit_of(&run.stop, watchdog_cause);
+    let mut ours = String::new();
+    if let GuestStop::Crashed { message, .. } = &run.stop {
+        ours.push_str(&format!("vbench {}: {message}\n", run.backend));
+    }
+    for n in &run.notes {
+        ours.push_str(&format!("vbench {}: {n}\n", run.backend));
+    }
+    let [out, errs] = outputs;
+    let (stdout, stdout_bytes) = match out {
+        Output::Capture { buf, total } => (buf, total),
+        Output::Inherit(_) => (vec![], 0),
+    };
+    let stderr_tail = match errs {
+        Output::Capture { buf, .. } => {
+            let mut tail = buf[buf.len().saturating_sub(STDERR_TAIL)..].to_vec();
+            tail.extend_from_slice(ours.as_bytes());
+            String::from_utf8_lossy(&tail).into_owned()
+        }
+        Output::Inherit(_) => {
+            eprint!("{ours}");
+            ours
+        }
+    };
+    Outcome {
+        sample: Sample {
+            wall_ns: run.wall.as_nanos() as u64,
+            user_ns: run.times.0,
+            sys_ns: run.times.1,
+            max_rss_kib: run.max_rss_kib,
+            exit,
+            report: None,
+            startup_ns: run.startup.map(|s| s.as_nanos() as u64),
+            counters: run.counters,
+            stdout_bytes,
+            stdout_digest: String::new(),
+            stderr_tail,
+            cpu: inv.cpu,
+        },
+        stdout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Program;
+
+    fn inv() -> Invocation {
+        Invocation::new(
+            Program::Path("/x/prog".into()),
+            vec!["/etc/hostname".into()],
+        )
+    }
+
+    #[test]
+    fn a_kicked_guest_ends_for_the_watchdogs_reason() {
+        let t = Exit::Timeout { after_ms: 5 };
+        assert_eq!(exit_of(&GuestStop::Kicked, Some(t)), t);
+        assert_eq!(exit_of(&GuestStop::Exited(3), None), Exit::Code { code: 3 });
+        let c = GuestStop::Crashed {
+            signal: 11,
+            message: "x".into(),
+        };
+        assert_eq!(exit_of(&c, None), Exit::Signal { signal: 11 });
+    }
+
+    #[test]
+    fn the_outcome_keeps_guest_stderr_then_our_message() {
+        let mut outputs = GuestOutputs::for_stdio(Stdio::Capture);
+        outputs[0].put(b"line\n");
+        outputs[1].put(b"guest said\n");
+        let run = GuestRun {
+            backend: "bt",
+            stop: GuestStop::Crashed {
+                signal: libc::SIGSEGV,
+                message: "guest crashed".into(),
+            },
+            wall: Duration::from_millis(2),
+            times: (1, 2),
+            max_rss_kib: None,
+            startup: None,
+            counters: BTreeMap::new(),
+            notes: vec!["unsupported syscalls: foo x 2".into()],
+        };
+        let mut i = inv();
+        i.cpu = Some(0);
+        let o = guest_outcome(&i, run, None, outputs);
+        assert_eq!(o.stdout, b"line\n");
+        assert_eq!(o.sample.stdout_bytes, 5);
+        assert_eq!(
+            o.sample.stderr_tail,
+            "guest said\nvbench bt: guest crashed\nvbench bt: unsupported syscalls: foo x 2\n"
+        );
+        assert_eq!(o.sample.cpu, Some(0));
+        assert_eq!(o.sample.max_rss_kib, None);
+        assert_eq!((o.sample.user_ns, o.sample.sys_ns), (1, 2));
+    }
+
+    #[test]
+    fn argv_and_allowed_paths() {
+        let i = inv();
+        assert_eq!(
+            guest_argv(&i),
+            vec![b"/x/prog".to_vec(), b"/etc/hostname".to_vec()]
+        );
+        let allowed = allowed_paths(&i);
+        assert_eq!(
+            allowed.len(),
+            usize::from(std::path::Path::new("/etc/hostname").is_file())
+        );
+    }
+}
