@@ -10,6 +10,7 @@ pub mod linux_abi;
 pub mod native;
 pub mod peer;
 pub mod program;
+pub mod registry;
 pub mod session;
 pub mod tiny_elf;
 
@@ -163,17 +164,7 @@ pub struct Config {
     pub kvm: kvm::KvmConfig,
 }
 
-/// Every backend, configured: its own four, then the peers.
+/// Every backend, configured, in the registry's order: its own levels, then the peers.
 pub fn all_with(cfg: &Config) -> Vec<Box<dyn Backend>> {
-    vec![
-        Box::new(native::Native),
-        Box::new(container::Container::new(cfg.container.clone())),
-        Box::new(bt::BtBackend),
-        Box::new(kvm::KvmBackend::new(cfg.kvm.clone())),
-        Box::new(peer::Peer(peer::PeerKind::QemuUser)),
-        Box::new(peer::Peer(peer::PeerKind::Valgrind)),
-    ]
+    registry::REGISTRY.iter().map(|e| (e.make)(cfg)).collect()
 }
-
-/// Names of every backend, in display order.
-pub const NAMES: [&str; 4] = ["native", "container", "bt", "kvm"];

@@ -7,7 +7,7 @@
 
 use crate::native::run_command;
 use crate::{Availability, Backend, BackendError, Invocation, Outcome, Program};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -102,14 +102,14 @@ impl Backend for Peer {
         let (path, _inherited) = match &inv.program {
             Program::Path(p) => (p.clone(), None),
             Program::Memory(m) => {
-                // SAFETY: F_DUPFD (not F_DUPFD_CLOEXEC) on a memfd we own returns a new fd or -1.
-                let fd = unsafe { libc::fcntl(m.fd().as_raw_fd(), libc::F_DUPFD, 3) };
-                if fd < 0 {
-                    return Err(BackendError::Os {
-                        what: format!("passing {} to {}", inv.program.name(), self.0.tool()),
-                        source: std::io::Error::last_os_error(),
-                    });
-                }
+                // F_DUPFD, not F_DUPFD_CLOEXEC: the tool inherits it
+                let fd =
+                    nix::fcntl::fcntl(m.fd(), nix::fcntl::FcntlArg::F_DUPFD(3)).map_err(|e| {
+                        BackendError::Os {
+                            what: format!("passing {} to {}", inv.program.name(), self.0.tool()),
+                            source: e.into(),
+                        }
+                    })?;
                 // SAFETY: a fresh descriptor that nothing else owns.
                 let owned = unsafe { OwnedFd::from_raw_fd(fd) };
                 (PathBuf::from(format!("/proc/self/fd/{fd}")), Some(owned))

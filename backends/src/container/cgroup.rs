@@ -351,8 +351,10 @@ fn kill_tasks(dir: &Path) {
             return;
         }
         for pid in pids {
-            // SAFETY: kill with a pid read from the cgroup and a constant signal.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }

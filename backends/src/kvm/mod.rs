@@ -27,6 +27,8 @@ use exit::{handle_exit, ExitState, Step, VmExit};
 use kvm_bindings::{kvm_regs, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd};
 use layout::*;
+use nix::sys::pthread::{pthread_kill, pthread_self};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::sync::Once;
 use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -116,7 +118,7 @@ impl KvmBackend {
 
 const STACK_SIZE: u64 = 8 << 20;
 const PIE_BASE: u64 = 0x40_0000;
-const KICK: libc::c_int = libc::SIGUSR2;
+const KICK: Signal = Signal::SIGUSR2;
 
 /// Names of the kvm backend's counters that other crates read.
 pub mod counters {
@@ -167,14 +169,14 @@ extern "C" fn on_kick(_: libc::c_int) {}
 /// Installs a no-op handler (without SA_RESTART) for the signal that kicks a vCPU out of KVM_RUN.
 fn install_kick_handler() {
     KICK_HANDLER.call_once(|| {
-        // SAFETY: a zeroed sigaction with a handler that does nothing is valid; installing it
-        // only changes the disposition of a signal vbench uses for nothing else.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_kick as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(KICK, &sa, std::ptr::null_mut());
-        }
+        let sa = SigAction::new(
+            SigHandler::Handler(on_kick),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing (so it is async-signal-safe), and the signal is
+        // used by vbench for nothing else.
+        let _ = unsafe { sigaction(KICK, &sa) };
     });
 }
 
@@ -182,19 +184,19 @@ fn install_kick_handler() {
 /// already inside).
 fn kicker(vcpu: &mut VcpuFd) -> impl Fn() + Send + 'static {
     let run_ptr = vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run as usize;
-    // SAFETY: pthread_self has no preconditions.
-    let me = unsafe { libc::pthread_self() };
+    let me = pthread_self();
     move || {
         // SAFETY: the vCPU (and its kvm_run mapping) outlives the watchdog, which is stopped
         // (joined) before the vCPU is dropped; immediate_exit is a plain u8 that KVM reads on
-        // entry. The signal has a no-op handler, and the vCPU thread lives until the join.
+        // entry.
         unsafe {
             std::ptr::write_volatile(
                 std::ptr::addr_of_mut!((*(run_ptr as *mut kvm_bindings::kvm_run)).immediate_exit),
                 1,
             );
-            libc::pthread_kill(me, KICK);
         }
+        // the vCPU thread lives until the watchdog is joined; the signal has a no-op handler
+        let _ = pthread_kill(me, KICK);
     }
 }
 

@@ -102,15 +102,17 @@ fn guest_ram(vm: &VmFd, ram: u64) -> Result<(GuestMemoryMmap, (*const u8, usize)
     // costs zeroing 2 MiB on the host: keep the kernel structures, the usual load addresses
     // and the initial stack on small pages so cold start stays short.
     let (huge_lo, huge_hi) = (4u64 << 20, ram - (2 << 20));
-    // SAFETY: advising the kernel about part of a mapping vm-memory owns; no memory is
-    // accessed and the range lies inside the mapping.
-    unsafe {
-        libc::madvise(
-            host.add(huge_lo as usize).cast(),
-            (huge_hi - huge_lo) as usize,
-            libc::MADV_HUGEPAGE,
-        )
-    };
+    if let Some(at) = std::ptr::NonNull::new(host.wrapping_add(huge_lo as usize).cast()) {
+        // SAFETY: advising the kernel about part of a mapping vm-memory owns; no memory is
+        // accessed and the range lies inside the mapping. Failure only costs speed.
+        let _ = unsafe {
+            nix::sys::mman::madvise(
+                at,
+                (huge_hi - huge_lo) as usize,
+                nix::sys::mman::MmapAdvise::MADV_HUGEPAGE,
+            )
+        };
+    }
     let region = kvm_bindings::kvm_userspace_memory_region {
         slot: 0,
         flags: 0,

@@ -85,11 +85,12 @@ impl GuestOutputs {
 
 /// CPU time of the calling thread (user, system), nanoseconds.
 pub fn thread_times() -> (u64, u64) {
-    // SAFETY: a zeroed rusage is a valid out-parameter.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes the calling thread's usage into `ru`.
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-    (process::tv_ns(ru.ru_utime), process::tv_ns(ru.ru_stime))
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::TimeValLike;
+    getrusage(UsageWho::RUSAGE_THREAD).map_or((0, 0), |ru| {
+        let ns = |t: nix::sys::time::TimeVal| t.num_nanoseconds().max(0) as u64;
+        (ns(ru.user_time()), ns(ru.system_time()))
+    })
 }
 
 /// Bytes of `[addr, addr+len)` resident in the host now (mincore); `addr` page aligned and
@@ -97,6 +98,7 @@ pub fn thread_times() -> (u64, u64) {
 pub fn resident_bytes(addr: *const u8, len: usize) -> u64 {
     const PAGE: usize = 4096;
     let mut vec = vec![0u8; len.div_ceil(PAGE)];
+    // nix has no mincore (0.30): libc.
     // SAFETY: the caller passes a range it has mapped; `vec` holds one byte per page.
     let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
     if r != 0 {

@@ -2,20 +2,22 @@
 //! exec, the container's payload before exec, bt's translating thread and kvm's vCPU thread.
 
 use crate::BackendError;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 
-/// The CPUs this process may run on (its affinity mask), in ascending order.
+/// The calling thread, for the affinity calls.
+fn me() -> Pid {
+    Pid::from_raw(0)
+}
+
+/// The CPUs this thread may run on (its affinity mask), in ascending order.
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid value for sched_getaffinity to fill.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: asking for our own affinity into a set of the size we pass.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    match sched_getaffinity(me()) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
     }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: CPU_ISSET reads a bit of a valid set; `c` is below CPU_SETSIZE.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
 }
 
 /// `cpus` as a compact list ("0-3,6").
@@ -50,11 +52,21 @@ pub fn check_cpu(cpu: usize) -> Result<(), String> {
     }
 }
 
-/// The affinity set of one CPU, made before a fork so that the child only has to apply it.
-pub fn one_cpu_set(cpu: usize) -> Result<libc::cpu_set_t, BackendError> {
+/// The affinity set of one CPU (checked), made before a fork so that the child only has to
+/// apply it with [`apply`].
+pub fn one_cpu_set(cpu: usize) -> Result<CpuSet, BackendError> {
     check_cpu(cpu).map_err(BackendError::Invalid)?;
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET sets a bit below CPU_SETSIZE
-    // (check_cpu accepted only CPUs of our own mask).
+    let mut set = CpuSet::new();
+    set.set(cpu)
+        .map_err(|e| BackendError::Invalid(format!("CPU {cpu}: {e}")))?;
+    Ok(set)
+}
+
+/// The same set as libc's type, for the container's post-clone child, which calls libc only.
+pub fn one_cpu_set_raw(cpu: usize) -> Result<libc::cpu_set_t, BackendError> {
+    check_cpu(cpu).map_err(BackendError::Invalid)?;
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET sets one bit below CPU_SETSIZE
+    // (check_cpu accepted only CPUs of our own mask, which are below it).
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     unsafe { libc::CPU_SET(cpu, &mut set) };
@@ -63,16 +75,12 @@ pub fn one_cpu_set(cpu: usize) -> Result<libc::cpu_set_t, BackendError> {
 
 /// Applies `set` to the calling thread. Allocation-free and async-signal-safe: usable between
 /// fork and exec.
-pub fn apply(set: &libc::cpu_set_t) -> std::io::Result<()> {
-    // SAFETY: sched_setaffinity reads a valid set of the size passed.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+pub fn apply(set: &CpuSet) -> std::io::Result<()> {
+    sched_setaffinity(me(), set).map_err(std::io::Error::from)
 }
 
 /// Pins the calling thread to one CPU until dropped; then its old affinity comes back.
-pub struct PinGuard(Option<libc::cpu_set_t>);
+pub struct PinGuard(Option<CpuSet>);
 
 impl PinGuard {
     /// Pins the calling thread to `cpu` (nothing for `None`).
@@ -81,17 +89,10 @@ impl PinGuard {
             return Ok(PinGuard(None));
         };
         let set = one_cpu_set(cpu)?;
-        // SAFETY: a zeroed cpu_set_t is a valid value for sched_getaffinity to fill.
-        let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: reading this thread's affinity into a set of the size passed.
-        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) }
-            != 0
-        {
-            return Err(BackendError::Os {
-                what: "reading the thread's CPU affinity".into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        let old = sched_getaffinity(me()).map_err(|e| BackendError::Os {
+            what: "reading the thread's CPU affinity".into(),
+            source: e.into(),
+        })?;
         apply(&set).map_err(|source| BackendError::Os {
             what: format!("pinning to CPU {cpu}"),
             source,
@@ -108,22 +109,12 @@ impl Drop for PinGuard {
     }
 }
 
-/// The CPU the calling thread is allowed on when it is exactly one (a pinned thread), for tests
-/// and for recording.
+/// The CPU the calling thread is allowed on when it is exactly one (a pinned thread).
 pub fn current_single_cpu() -> Option<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid value for sched_getaffinity to fill.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: reading this thread's affinity into a set of the size passed.
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
-    {
-        return None;
+    match allowed_cpus()[..] {
+        [one] => Some(one),
+        _ => None,
     }
-    // SAFETY: CPU_COUNT and CPU_ISSET read a valid set.
-    let n = unsafe { libc::CPU_COUNT(&set) };
-    // SAFETY: as above; `c` is below CPU_SETSIZE.
-    (n == 1)
-        .then(|| (0..libc::CPU_SETSIZE as usize).find(|&c| unsafe { libc::CPU_ISSET(c, &set) }))
-        .flatten()
 }
 
 #[cfg(test)]

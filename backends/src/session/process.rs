@@ -2,8 +2,12 @@
 //! bounded memory, kill it (and its process group) on timeout or cancellation, and reap it with
 //! `wait4` for its resource usage. Shared by every backend that runs the program as a process.
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use vbench_results::Exit;
@@ -57,6 +61,7 @@ pub struct Pipes {
     pub chatty: bool,
 }
 
+/// nix has no pidfd_open (0.30): the raw syscall.
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -67,31 +72,23 @@ fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-fn set_nonblocking(fd: RawFd) {
-    // SAFETY: fcntl with integer arguments on an fd owned by the caller.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+fn set_nonblocking(fd: &OwnedFd) {
+    if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+        let _ = fcntl(fd, FcntlArg::F_SETFL(flags));
     }
 }
 
 /// Reads what is available on `fd`; returns false at end of file or on error.
-fn drain(fd: RawFd, sink: &mut dyn FnMut(&[u8])) -> bool {
+fn drain(fd: &OwnedFd, sink: &mut dyn FnMut(&[u8])) -> bool {
     let mut buf = [0u8; 16384];
     loop {
-        // SAFETY: reading into a stack buffer of the given length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        match n {
-            0 => return false,
-            n if n > 0 => sink(&buf[..n as usize]),
-            _ => {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => true,
-                    _ => false,
-                };
-            }
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return false,
+            Ok(n) => sink(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return true,
+            Err(_) => return false,
         }
     }
 }
@@ -111,12 +108,11 @@ pub fn supervise(
     let mut stdout = pipes.stdout;
     let mut stderr = pipes.stderr;
     for fd in stdout.iter().chain(stderr.iter()) {
-        set_nonblocking(fd.as_raw_fd());
+        set_nonblocking(fd);
     }
     if let Some(fd) = &stdout {
-        // SAFETY: fcntl with integer arguments on a pipe we own; failure (a lower
-        // pipe-max-size) leaves the default capacity, which is still correct, only slower.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        // failure (a lower pipe-max-size) leaves the default capacity: correct, only slower
+        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     }
     let mut killed: Option<Exit> = None;
     // The pipes are watched only once the child writes enough to fill them: a program that
@@ -126,52 +122,36 @@ pub fn supervise(
     let mut watch_pipes = pipes.chatty;
     let mut quiet = QUIET_FIRST;
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        if watch_pipes {
-            for fd in stdout.iter().chain(stderr.iter()) {
-                fds.push(libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
-        }
         let mut slice = if watch_pipes { POLL_SLICE } else { quiet };
         quiet = (quiet * 2).min(POLL_SLICE);
         if let (Some(t), None) = (timeout, killed) {
             slice = slice.min(t.saturating_sub(start.elapsed()));
         }
-        let ts = libc::timespec {
-            tv_sec: slice.as_secs() as libc::time_t,
-            tv_nsec: slice.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: `fds` is a valid array of pollfd of the given length, `ts` a valid timeout,
-        // and a null signal mask leaves the mask as it is (plain poll with ns resolution).
-        let n = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        if watch_pipes {
+            fds.extend(
+                stdout
+                    .iter()
+                    .chain(stderr.iter())
+                    .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+            );
         }
+        // ns resolution, no signal-mask change
+        match ppoll(&mut fds, Some(slice.into()), None) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let exited = fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        drop(fds);
         // Drain the pipes whether or not poll flagged them: cheap, and keeps the child moving.
         let before = out.stdout_bytes + out.stderr_bytes;
         out.drain_pipes(&mut stdout, &mut stderr);
         if out.stdout_bytes + out.stderr_bytes - before >= BUSY_PIPES {
             watch_pipes = true;
         }
-        if fds[0].revents & libc::POLLIN != 0 {
+        if exited {
             break; // exited (not reaped yet, so the pid cannot be reused under us)
         }
         if killed.is_none() {
@@ -190,10 +170,11 @@ pub fn supervise(
     // The child is gone; its descendants may still hold the pipes, so do not wait for EOF.
     // In a killed group they are dead or dying: take what is buffered and stop.
     if group {
-        // SAFETY: signalling our own child's process group, which still exists until reaped.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        // our own child's process group, which exists until the child is reaped
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
     let mut status = 0;
+    // nix has no wait4 (the child's rusage comes with it): libc.
     // SAFETY: zeroed rusage is a valid value to be overwritten by wait4.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
@@ -225,10 +206,7 @@ impl Supervised {
             let room = STDOUT_CAP.saturating_sub(self.stdout.len());
             self.stdout.extend_from_slice(&b[..b.len().min(room)]);
         };
-        if stdout
-            .as_ref()
-            .is_some_and(|fd| !drain(fd.as_raw_fd(), &mut keep_out))
-        {
+        if stdout.as_ref().is_some_and(|fd| !drain(fd, &mut keep_out)) {
             *stdout = None;
         }
         let tail = &mut self.stderr_tail;
@@ -239,16 +217,14 @@ impl Supervised {
             let excess = tail.len().saturating_sub(STDERR_TAIL);
             tail.drain(..excess);
         };
-        if stderr
-            .as_ref()
-            .is_some_and(|fd| !drain(fd.as_raw_fd(), &mut keep_err))
-        {
+        if stderr.as_ref().is_some_and(|fd| !drain(fd, &mut keep_err)) {
             *stderr = None;
         }
     }
 }
 
 fn kill(pidfd: &OwnedFd, pid: libc::pid_t, group: bool) {
+    // nix has no pidfd_send_signal (0.30): the raw syscall.
     // SAFETY: pidfd_send_signal on a pidfd we own; the child is not reaped, so it is ours.
     unsafe {
         libc::syscall(
@@ -260,8 +236,8 @@ fn kill(pidfd: &OwnedFd, pid: libc::pid_t, group: bool) {
         );
     }
     if group {
-        // SAFETY: the child leads its own group, which exists while the child is unreaped.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        // the child leads its own group, which exists while the child is unreaped
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 
