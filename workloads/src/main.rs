@@ -796,7 +796,7 @@ fn mmap(size: usize, iters: u64) -> (u64, u64) {
     let t0 = now_ns();
     for _ in 0..iters {
         let p = sys::mmap_anon(size, false).or_die();
-        aligned += u64::from(p as usize % PAGE == 0);
+        aligned += u64::from((p as usize).is_multiple_of(PAGE));
         // SAFETY: the mapping was just made and nothing refers to it.
         unsafe { sys::munmap(p, size) }.or_die();
     }
