@@ -534,3 +534,148 @@ fn the_payload_is_pinned_to_the_cpu_asked_for() {
     let e = c.run(&inv).unwrap_err().to_string();
     assert!(e.contains("CPU 4095"), "{e}");
 }
+
+/// A minimal static i386 ELF: `_exit(0)` through `int 0x80`.
+fn elf32_exit0() -> Vec<u8> {
+    let code: &[u8] = &[
+        0xb8, 1, 0, 0, 0, // mov eax, 1 (exit)
+        0x31, 0xdb, // xor ebx, ebx
+        0xcd, 0x80, // int 0x80
+    ];
+    let base = 0x0804_8000u32;
+    let mut b = vec![0u8; 0x54];
+    b[..4].copy_from_slice(b"\x7fELF");
+    (b[4], b[5], b[6]) = (1, 1, 1); // 32-bit, little-endian, version
+    b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b[18..20].copy_from_slice(&3u16.to_le_bytes()); // EM_386
+    b[20..24].copy_from_slice(&1u32.to_le_bytes());
+    b[24..28].copy_from_slice(&(base + 0x54).to_le_bytes()); // entry
+    b[28..32].copy_from_slice(&0x34u32.to_le_bytes()); // phoff
+    b[40..42].copy_from_slice(&0x34u16.to_le_bytes()); // ehsize
+    b[42..44].copy_from_slice(&0x20u16.to_le_bytes()); // phentsize
+    b[44..46].copy_from_slice(&1u16.to_le_bytes()); // phnum
+    let ph = 0x34;
+    b[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    b[ph + 8..ph + 12].copy_from_slice(&base.to_le_bytes()); // vaddr
+    b[ph + 12..ph + 16].copy_from_slice(&base.to_le_bytes()); // paddr
+    let size = (0x54 + code.len()) as u32;
+    b[ph + 16..ph + 20].copy_from_slice(&size.to_le_bytes()); // filesz
+    b[ph + 20..ph + 24].copy_from_slice(&size.to_le_bytes()); // memsz
+    b[ph + 24..ph + 28].copy_from_slice(&5u32.to_le_bytes()); // R X
+    b[ph + 28..ph + 32].copy_from_slice(&0x1000u32.to_le_bytes());
+    b.extend_from_slice(code);
+    b
+}
+
+#[test]
+fn failures_are_explained_in_words_a_user_can_act_on() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    let c = container(ContainerConfig::default());
+    // a dynamically linked program: its ELF interpreter is missing, not "the program"
+    let dynamic = ["/usr/bin/id", "/bin/ls", "/usr/bin/env"]
+        .into_iter()
+        .find(|p| {
+            std::fs::read(p).is_ok_and(|b| {
+                matches!(
+                    vbench_backends::container::explain::kind(&b),
+                    vbench_backends::container::explain::ProgramKind::Dynamic(_)
+                )
+            })
+        })
+        .expect("a dynamically linked program on the host");
+    let e = c
+        .run(&Invocation::new(Program::Path(dynamic.into()), vec![]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dynamically linked") && e.contains("ELF interpreter"),
+        "{e}"
+    );
+    // a script whose interpreter is not in the root
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hello.sh");
+    std::fs::write(&script, "#!/bin/bash\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let e = c
+        .run(&Invocation::new(Program::Path(script), vec![]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("script") && e.contains("/bin/bash"), "{e}");
+    // an i386 program: execve works, its first int 0x80 is killed by the seccomp filter
+    let o = c
+        .run(&Invocation::new(
+            Program::from_bytes("i386", elf32_exit0()).unwrap(),
+            vec![],
+        ))
+        .unwrap();
+    assert_eq!(
+        o.sample.exit,
+        Exit::Signal {
+            signal: libc::SIGSYS
+        }
+    );
+    assert!(
+        o.sample.stderr_tail.contains("32-bit (i386)"),
+        "{}",
+        o.sample.stderr_tail
+    );
+}
+
+#[test]
+fn a_kill_by_the_memory_limit_says_so() {
+    let Some(_serial) = privileged() else {
+        return;
+    };
+    use iced_x86::code_asm::*;
+    let limit = 32u64 << 20;
+    let c = container(ContainerConfig {
+        limits: Limits {
+            memory: Some(limit),
+            ..ContainerConfig::default().limits
+        },
+        ..ContainerConfig::default()
+    });
+    // mmap 256 MiB and touch every page: the program itself is what the OOM killer kills
+    let mut a = CodeAssembler::new(64).unwrap();
+    let mut top = a.create_label();
+    a.mov(eax, 9).unwrap(); // mmap
+    a.xor(edi, edi).unwrap();
+    a.mov(esi, 256 << 20).unwrap();
+    a.mov(edx, 3).unwrap(); // PROT_READ | PROT_WRITE
+    a.mov(r10d, 0x22).unwrap(); // MAP_PRIVATE | MAP_ANONYMOUS
+    a.mov(r8, -1i64).unwrap();
+    a.xor(r9d, r9d).unwrap();
+    a.syscall().unwrap();
+    a.mov(rbx, rax).unwrap();
+    a.mov(rcx, (256u64 << 20) / 4096).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.mov(byte_ptr(rbx), 1).unwrap();
+    a.add(rbx, 4096).unwrap();
+    a.dec(rcx).unwrap();
+    a.jnz(top).unwrap();
+    a.mov(eax, 231).unwrap();
+    a.xor(edi, edi).unwrap();
+    a.syscall().unwrap();
+    let code = a
+        .assemble(vbench_backends::tiny_elf::BASE + vbench_backends::tiny_elf::CODE)
+        .unwrap();
+    let image = vbench_backends::tiny_elf::build(&code, &[]);
+    let mut inv = Invocation::new(Program::from_bytes("hog", image).unwrap(), vec![]);
+    inv.timeout = Some(Duration::from_secs(60));
+    let o = c.run(&inv).unwrap();
+    assert_eq!(
+        o.sample.exit,
+        Exit::Signal {
+            signal: libc::SIGKILL
+        }
+    );
+    assert!(
+        o.sample
+            .stderr_tail
+            .contains(&format!("killed by the memory limit ({limit} bytes")),
+        "{}",
+        o.sample.stderr_tail
+    );
+}

@@ -27,6 +27,7 @@
 
 pub mod cgroup;
 mod child;
+pub mod explain;
 
 use crate::session::process::{supervise, Pipes};
 use crate::{Availability, Backend, BackendError, Invocation, Outcome, Stdio};
@@ -414,6 +415,15 @@ impl Backend for Container {
         let mut startup_ns = None;
         for line in report.lines() {
             if let Some(msg) = line.strip_prefix('E') {
+                let errno = msg
+                    .rsplit_once("(errno ")
+                    .and_then(|(_, e)| e.trim_end_matches(')').parse().ok())
+                    .unwrap_or(0);
+                if msg.starts_with("execve of the program") {
+                    if let Some(why) = explain::exec_failure(&inv.program.name(), &bytes, errno) {
+                        return Err(BackendError::Invalid(why));
+                    }
+                }
                 return Err(BackendError::Os {
                     what: "container set-up".into(),
                     source: std::io::Error::other(msg.to_string()),
@@ -440,6 +450,14 @@ impl Backend for Container {
                 )),
             });
         }
+        let mut stderr_tail = String::from_utf8_lossy(&sup.stderr_tail).into_owned();
+        let oom_kills = counters.get("cgroup.oom_kills").copied().unwrap_or(0);
+        if let Some(note) = explain::exit_note(&bytes, &exit, oom_kills, cfg.limits.memory) {
+            if !capture {
+                eprintln!("vbench container: {note}");
+            }
+            stderr_tail.push_str(&format!("vbench container: {note}\n"));
+        }
         Ok(Outcome {
             sample: Sample {
                 wall_ns: wall.as_nanos() as u64,
@@ -452,7 +470,7 @@ impl Backend for Container {
                 counters,
                 stdout_bytes: sup.stdout_bytes,
                 stdout_digest: String::new(),
-                stderr_tail: String::from_utf8_lossy(&sup.stderr_tail).into_owned(),
+                stderr_tail,
                 cpu: inv.cpu,
             },
             stdout: sup.stdout,
