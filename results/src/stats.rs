@@ -1,5 +1,8 @@
-//! Robust statistics: median, MAD, percentile-bootstrap confidence intervals, and the
-//! summaries of a run (per-cell statistics, overhead ratios paired by round, checksum checks).
+//! Robust statistics: median, MAD, percentile-bootstrap confidence intervals, the rank tests of
+//! the gate ([`rank`]), and the summaries of a run (per-cell statistics, overhead ratios paired
+//! by round, checksum checks).
+
+pub mod rank;
 
 use crate::schema::{Cell, CellSummary, Failure, FailureKind, Ratio, SampleRecord};
 use rand::{Rng, SeedableRng};
