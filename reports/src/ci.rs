@@ -4,7 +4,7 @@
 //! github-action-benchmark reads with `tool: customSmallerIsBetter`.
 
 use std::fmt::Write;
-use vbench_results::compare::{GateReport, MetricChange, Verdict};
+use vbench_results::compare::{GateReport, GateVerdict, MetricChange};
 
 fn pct(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
@@ -145,10 +145,10 @@ pub fn markdown(r: &GateReport) -> String {
     let _ = writeln!(out, "|---|---:|---:|---:|---|---:|---:|---|");
     for m in &r.metrics {
         let verdict = match m.verdict {
-            Verdict::Regression => "❌ **regression**",
-            Verdict::Improvement => "🚀 improvement",
-            Verdict::Unchanged => "unchanged",
-            Verdict::Ignored => "ignored",
+            GateVerdict::Regression => "❌ **regression**",
+            GateVerdict::Improvement => "🚀 improvement",
+            GateVerdict::Unchanged => "unchanged",
+            GateVerdict::Ignored => "ignored",
         };
         let _ = writeln!(
             out,
@@ -213,7 +213,7 @@ pub fn junit(r: &GateReport) -> String {
     let skipped = r
         .metrics
         .iter()
-        .filter(|m| m.verdict == Verdict::Ignored)
+        .filter(|m| m.verdict == GateVerdict::Ignored)
         .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -236,7 +236,7 @@ pub fn junit(r: &GateReport) -> String {
         );
         let detail = xml_escape(&explain(m, r.alpha));
         match m.verdict {
-            Verdict::Regression => {
+            GateVerdict::Regression => {
                 let _ = writeln!(
                     out,
                     ">\n      <failure message=\"{} regressed by {}\" type=\"regression\">{detail}</failure>\n    </testcase>",
@@ -244,13 +244,13 @@ pub fn junit(r: &GateReport) -> String {
                     pct(m.change)
                 );
             }
-            Verdict::Ignored => {
+            GateVerdict::Ignored => {
                 let _ = writeln!(
                     out,
                     ">\n      <skipped message=\"ignored by the gate configuration\"/>\n      <system-out>{detail}</system-out>\n    </testcase>"
                 );
             }
-            Verdict::Unchanged | Verdict::Improvement => {
+            GateVerdict::Unchanged | GateVerdict::Improvement => {
                 let _ = writeln!(
                     out,
                     ">\n      <system-out>{detail}</system-out>\n    </testcase>"
@@ -324,7 +324,7 @@ mod tests {
     use vbench_results::compare::RunInfo;
     use vbench_results::RunStatus;
 
-    fn metric(name: &str, change: f64, verdict: Verdict) -> MetricChange {
+    fn metric(name: &str, change: f64, verdict: GateVerdict) -> MetricChange {
         let (workload, backend) = name.split_once('/').unwrap();
         MetricChange {
             name: name.into(),
@@ -339,7 +339,7 @@ mod tests {
             change,
             ci_low: change - 0.05,
             ci_high: change + 0.05,
-            p_value: if verdict == Verdict::Unchanged {
+            p_value: if verdict == GateVerdict::Unchanged {
                 0.4
             } else {
                 0.0001
@@ -375,10 +375,10 @@ mod tests {
 
     fn sample() -> GateReport {
         report(vec![
-            metric("intmix/container", 0.4, Verdict::Regression),
-            metric("getpid/container", 0.01, Verdict::Unchanged),
-            metric("sha256/kvm", -0.3, Verdict::Improvement),
-            metric("brk/bt", 0.0, Verdict::Ignored),
+            metric("intmix/container", 0.4, GateVerdict::Regression),
+            metric("getpid/container", 0.01, GateVerdict::Unchanged),
+            metric("sha256/kvm", -0.3, GateVerdict::Improvement),
+            metric("brk/bt", 0.0, GateVerdict::Ignored),
         ])
     }
 
@@ -388,7 +388,7 @@ mod tests {
         assert!(t.contains("FAIL: 1 regression(s) of 4 gated metric(s): intmix/container"));
         assert!(t.contains("  regression: intmix/container: overhead 1.200x -> 1.680x (+40.0%"));
         assert!(t.contains("note: a \"note\""));
-        let pass = text(&report(vec![metric("a/b", 0.0, Verdict::Unchanged)]));
+        let pass = text(&report(vec![metric("a/b", 0.0, GateVerdict::Unchanged)]));
         assert!(
             pass.contains("PASS: no regression in 1 gated metric(s)"),
             "{pass}"

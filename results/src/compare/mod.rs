@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// What the gate decided for one metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum GateVerdict {
     /// Significantly slower, beyond the noise threshold.
     Regression,
     /// Significantly faster, beyond the noise threshold.
@@ -47,14 +47,14 @@ pub enum Verdict {
     Ignored,
 }
 
-impl Verdict {
+impl GateVerdict {
     /// A lower-case word for tables.
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Regression => "regression",
-            Verdict::Improvement => "improvement",
-            Verdict::Unchanged => "unchanged",
-            Verdict::Ignored => "ignored",
+            GateVerdict::Regression => "regression",
+            GateVerdict::Improvement => "improvement",
+            GateVerdict::Unchanged => "unchanged",
+            GateVerdict::Ignored => "ignored",
         }
     }
 }
@@ -127,7 +127,7 @@ pub struct MetricChange {
     /// The configuration entry that set the threshold or `ignore`, if any.
     pub config_key: Option<String>,
     /// The decision.
-    pub verdict: Verdict,
+    pub verdict: GateVerdict,
 }
 
 impl MetricChange {
@@ -159,14 +159,14 @@ impl GateReport {
     pub fn regressions(&self) -> impl Iterator<Item = &MetricChange> {
         self.metrics
             .iter()
-            .filter(|m| m.verdict == Verdict::Regression)
+            .filter(|m| m.verdict == GateVerdict::Regression)
     }
 
     /// The metrics that improved.
     pub fn improvements(&self) -> impl Iterator<Item = &MetricChange> {
         self.metrics
             .iter()
-            .filter(|m| m.verdict == Verdict::Improvement)
+            .filter(|m| m.verdict == GateVerdict::Improvement)
     }
 
     /// Whether the gate passes (no regression).
@@ -369,13 +369,13 @@ fn judge(
         .map_or(settings.threshold, |t| t.0);
     let significant = p_value < settings.alpha;
     let verdict = if config.is_some_and(|(_, m)| m.ignore) {
-        Verdict::Ignored
+        GateVerdict::Ignored
     } else if significant && ci_low > threshold {
-        Verdict::Regression
+        GateVerdict::Regression
     } else if significant && ci_high < -threshold {
-        Verdict::Improvement
+        GateVerdict::Improvement
     } else {
-        Verdict::Unchanged
+        GateVerdict::Unchanged
     };
     Ok(MetricChange {
         name,
@@ -454,7 +454,10 @@ mod tests {
         let rep = compare(&base, &new, &Settings::default()).unwrap();
         assert_eq!(rep.metrics.len(), 2);
         assert!(rep.passed());
-        assert!(rep.metrics.iter().all(|m| m.verdict == Verdict::Unchanged));
+        assert!(rep
+            .metrics
+            .iter()
+            .all(|m| m.verdict == GateVerdict::Unchanged));
         assert_eq!(rep.metrics[0].name, "intmix/container");
         assert!((rep.metrics[0].base_median - 1.2).abs() < 0.03);
     }
@@ -472,7 +475,7 @@ mod tests {
         assert!((m.change - 0.25).abs() < 0.04, "{}", m.change);
         assert!(m.ci_low > 0.10 && m.ci_low <= m.change && m.change <= m.ci_high);
         assert!(m.p_value < 0.05);
-        assert_eq!(rep.metrics[1].verdict, Verdict::Unchanged);
+        assert_eq!(rep.metrics[1].verdict, GateVerdict::Unchanged);
         assert!(!rep.passed());
     }
 
@@ -484,12 +487,12 @@ mod tests {
         let rep = compare(&base, &new, &Settings::default()).unwrap();
         let m = &rep.metrics[0];
         assert!(m.significant(0.05));
-        assert_eq!(m.verdict, Verdict::Unchanged);
+        assert_eq!(m.verdict, GateVerdict::Unchanged);
         // with a 2% threshold it is one
         let s = Settings::new(Some(Threshold::parse("2%").unwrap()), None, None).unwrap();
         assert_eq!(
             compare(&base, &new, &s).unwrap().metrics[0].verdict,
-            Verdict::Regression
+            GateVerdict::Regression
         );
     }
 
@@ -501,7 +504,7 @@ mod tests {
         let rep = compare(&base, &new, &Settings::default()).unwrap();
         assert_eq!(
             rep.metrics[0].verdict,
-            Verdict::Unchanged,
+            GateVerdict::Unchanged,
             "{:?}",
             rep.metrics[0]
         );
@@ -512,7 +515,7 @@ mod tests {
         let base = doc(&["intmix"], 10, |w, r| 1.5 * jitter(w, r));
         let new = doc(&["intmix"], 10, |w, r| 1.2 * jitter(w, r));
         let rep = compare(&base, &new, &Settings::default()).unwrap();
-        assert_eq!(rep.metrics[0].verdict, Verdict::Improvement);
+        assert_eq!(rep.metrics[0].verdict, GateVerdict::Improvement);
         assert!(rep.passed());
         assert_eq!(rep.improvements().count(), 1);
     }
@@ -550,9 +553,9 @@ threshold = "1%"
         assert_eq!(
             v,
             [
-                ("intmix/container", 0.40, Verdict::Unchanged),
-                ("getpid/container", 0.10, Verdict::Ignored),
-                ("sha256/container", 0.05, Verdict::Regression),
+                ("intmix/container", 0.40, GateVerdict::Unchanged),
+                ("getpid/container", 0.10, GateVerdict::Ignored),
+                ("sha256/container", 0.05, GateVerdict::Regression),
             ]
         );
         assert!(rep.notes.iter().any(|n| n.contains("nope/kvm")));
