@@ -7,16 +7,24 @@ use std::path::{Path, PathBuf};
 /// Where named baselines live, under the results directory.
 pub const BASELINES_SUBDIR: &str = "baselines";
 
-/// The file of baseline `name` under the results directory `results_dir`.
-pub fn baseline_path(results_dir: &Path, name: &str) -> Result<PathBuf, GateError> {
+/// Checks that `name` can name a baseline file: letters, digits, `.`, `_` and `-`, not empty
+/// and not starting with `.`. `vbench run --save-baseline` checks it before the run starts.
+pub fn validate_baseline_name(name: &str) -> Result<(), GateError> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !ok {
-        return Err(GateError::BadBaselineName(name.to_string()));
+    if ok {
+        Ok(())
+    } else {
+        Err(GateError::BadBaselineName(name.to_string()))
     }
+}
+
+/// The file of baseline `name` under the results directory `results_dir`.
+pub fn baseline_path(results_dir: &Path, name: &str) -> Result<PathBuf, GateError> {
+    validate_baseline_name(name)?;
     Ok(results_dir
         .join(BASELINES_SUBDIR)
         .join(format!("{name}.json")))
@@ -56,6 +64,13 @@ mod tests {
             baseline_path(dir.path(), "../x"),
             Err(GateError::BadBaselineName(_))
         ));
+        for bad in ["", ".hidden", "a/b", "a b", "tab\t", "ü"] {
+            let e = validate_baseline_name(bad).unwrap_err();
+            assert!(e.to_string().starts_with("invalid baseline name"), "{e}");
+        }
+        for good in ["main", "v1.2_rc-3", "x.json"] {
+            validate_baseline_name(good).unwrap();
+        }
         let e = resolve_baseline(dir.path(), "main").unwrap_err();
         assert!(matches!(e, GateError::MissingBaseline { .. }));
         assert!(e.to_string().contains("--save-baseline main"), "{e}");

@@ -138,6 +138,14 @@ impl GateConfig {
     }
 }
 
+/// Whether the configuration entry `pattern` (`workload/backend`, either side may be `*`)
+/// matches the metric of `workload` on `backend`.
+pub fn pattern_matches(pattern: &str, workload: &str, backend: &str) -> bool {
+    pattern
+        .split_once('/')
+        .is_some_and(|(w, b)| (w == "*" || w == workload) && (b == "*" || b == backend))
+}
+
 /// Everything the gate needs besides the two documents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

@@ -62,8 +62,9 @@ pub enum GateError {
         /// Which document.
         side: Side,
     },
-    /// Too few rounds for the test ever to reach significance: the gate could never fire.
-    #[error("{metric}: too few rounds for a test at alpha {alpha} (baseline {base_n}, current {new_n} paired rounds: the smallest possible p-value is {min_p:.3}); record both runs with --rounds 5 or more")]
+    /// Too few rounds to judge: the test could never be significant, or the interval of the
+    /// change is unbounded. Never a pass.
+    #[error("{metric}: cannot judge: too few rounds (baseline {base_n}, current {new_n} paired rounds: {why}); record both runs with --rounds 5 or more")]
     TooFewRounds {
         /// The metric.
         metric: String,
@@ -71,10 +72,17 @@ pub enum GateError {
         base_n: usize,
         /// Paired rounds of the current results.
         new_n: usize,
-        /// The smallest p-value the permutation test can give with these counts.
-        min_p: f64,
-        /// The significance level asked for.
-        alpha: f64,
+        /// What these counts cannot give.
+        why: TooFew,
+    },
+    /// A `[metrics."PATTERN"]` entry of the configuration that matches no gated metric (a typo
+    /// would otherwise silently disable a threshold).
+    #[error("gate config entry [metrics.{pattern:?}] matches no metric of the compared runs; their metrics are {}", .metrics.join(", "))]
+    UnmatchedConfig {
+        /// The entry's `workload/backend` pattern.
+        pattern: String,
+        /// The gated metrics, `workload/backend`.
+        metrics: Vec<String>,
     },
     /// No baseline of that name, and no such file.
     #[error("missing baseline {name:?}: no file {path} (record one with `vbench run --save-baseline {name}`)")]
@@ -106,6 +114,45 @@ pub enum GateError {
     /// A results file cannot be read.
     #[error(transparent)]
     Results(#[from] ResultsError),
+}
+
+/// Why a metric's rounds are too few to judge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TooFew {
+    /// The smallest p-value the permutation test can give is not below alpha.
+    NeverSignificant {
+        /// The smallest p-value the permutation test can give with these counts.
+        min_p: f64,
+        /// The significance level asked for.
+        alpha: f64,
+    },
+    /// The confidence interval of the change is unbounded (or not finite).
+    Unbounded {
+        /// Confidence level of the interval, as a fraction.
+        level: f64,
+        /// Low end of the relative change.
+        low: f64,
+        /// High end.
+        high: f64,
+    },
+}
+
+impl fmt::Display for TooFew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TooFew::NeverSignificant { min_p, alpha } => write!(
+                f,
+                "the smallest possible p-value is {min_p:.3}, not below alpha {alpha}"
+            ),
+            TooFew::Unbounded { level, low, high } => write!(
+                f,
+                "the {:.0}% interval of the change, [{:+.1}%, {:+.1}%], is unbounded",
+                level * 100.0,
+                low * 100.0,
+                high * 100.0
+            ),
+        }
+    }
 }
 
 fn list_cells(base: &[String], new: &[String]) -> String {

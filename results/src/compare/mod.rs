@@ -26,9 +26,12 @@ mod error;
 #[cfg(test)]
 mod testdoc;
 
-pub use baseline::{baseline_path, resolve_baseline, BASELINES_SUBDIR};
-pub use config::{GateConfig, MetricConfig, Settings, Threshold, DEFAULT_ALPHA, DEFAULT_THRESHOLD};
-pub use error::{GateError, Side};
+pub use baseline::{baseline_path, resolve_baseline, validate_baseline_name, BASELINES_SUBDIR};
+pub use config::{
+    pattern_matches, GateConfig, MetricConfig, Settings, Threshold, DEFAULT_ALPHA,
+    DEFAULT_THRESHOLD,
+};
+pub use error::{GateError, Side, TooFew};
 
 use crate::schema::{Cell, Document, RunStatus};
 use crate::stats::{self, rank};
@@ -237,8 +240,10 @@ pub fn compare(
         return Err(GateError::BadAlpha(settings.alpha));
     }
     check_comparable(base, new)?;
+    let gated = gated_cells(base)?;
+    check_config_entries(&gated, settings)?;
     let mut metrics = Vec::new();
-    for (name, cell) in gated_cells(base)? {
+    for (name, cell) in gated {
         let new_cell = new
             .plan
             .cells
@@ -325,6 +330,43 @@ fn gated_cells(base: &Document) -> Result<Vec<(String, &Cell)>, GateError> {
         .collect())
 }
 
+/// Every `[metrics."PATTERN"]` entry must match a gated metric: a typo must not silently
+/// disable a threshold.
+fn check_config_entries(gated: &[(String, &Cell)], settings: &Settings) -> Result<(), GateError> {
+    let unmatched = settings.metrics.keys().find(|pattern| {
+        !gated
+            .iter()
+            .any(|(_, c)| pattern_matches(pattern, &c.workload, &c.backend))
+    });
+    match unmatched {
+        Some(pattern) => Err(GateError::UnmatchedConfig {
+            pattern: pattern.clone(),
+            metrics: gated.iter().map(|(name, _)| name.clone()).collect(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether a metric with these rounds can be judged at `alpha`: the permutation test must be
+/// able to reach significance (`min_p < alpha`) and the interval of the shift of the log ratios
+/// (`log_interval`, once known) must be bounded, also as a relative change.
+fn judgeable(min_p: f64, alpha: f64, log_interval: Option<(f64, f64)>) -> Result<(), TooFew> {
+    if min_p >= alpha {
+        return Err(TooFew::NeverSignificant { min_p, alpha });
+    }
+    if let Some((lo, hi)) = log_interval {
+        let (low, high) = (lo.exp_m1(), hi.exp_m1());
+        if ![lo, hi, low, high].iter().all(|v| v.is_finite()) {
+            return Err(TooFew::Unbounded {
+                level: 1.0 - alpha,
+                low,
+                high,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Judges one metric: the baseline's `cell` against the current results' `new_cell`.
 fn judge(
     base: &Document,
@@ -345,15 +387,13 @@ fn judge(
         }
     }
     let min_p = rank::min_p_value(rb.len(), rn.len());
-    if min_p >= settings.alpha {
-        return Err(GateError::TooFewRounds {
-            metric: name,
-            base_n: rb.len(),
-            new_n: rn.len(),
-            min_p,
-            alpha: settings.alpha,
-        });
-    }
+    let too_few = |why| GateError::TooFewRounds {
+        metric: name.clone(),
+        base_n: rb.len(),
+        new_n: rn.len(),
+        why,
+    };
+    judgeable(min_p, settings.alpha, None).map_err(too_few)?;
     let (x, y): (Vec<f64>, Vec<f64>) = (
         rb.iter().map(|r| r.ln()).collect(),
         rn.iter().map(|r| r.ln()).collect(),
@@ -362,6 +402,7 @@ fn judge(
     let d = rank::hodges_lehmann(&x, &y);
     let p_value = rank::permutation_p_value(&x, &y, seed);
     let (lo, hi) = rank::shift_ci(&x, &y, settings.alpha, seed.rotate_left(7));
+    judgeable(min_p, settings.alpha, Some((lo, hi))).map_err(too_few)?;
     let (ci_low, ci_high) = (lo.exp_m1(), hi.exp_m1());
     let config = settings.metric(&cell.workload, &cell.backend);
     let threshold = config
@@ -415,7 +456,9 @@ fn notes(
         .keys()
         .filter(|k| !used.contains(k.as_str()))
     {
-        notes.push(format!("config entry {k:?} matches no gated metric"));
+        notes.push(format!(
+            "config entry {k:?} is overridden by a more specific entry for every metric it matches"
+        ));
     }
     for (side, doc) in [(Side::Base, base), (Side::New, new)] {
         if doc.status != RunStatus::Complete {
@@ -533,7 +576,7 @@ threshold = "40%"
 threshold = 0.05
 [metrics."getpid/*"]
 ignore = true
-[metrics."nope/kvm"]
+[metrics."intmix/*"]
 threshold = "1%"
 "#,
         )
@@ -558,10 +601,121 @@ threshold = "1%"
                 ("sha256/container", 0.05, GateVerdict::Regression),
             ]
         );
-        assert!(rep.notes.iter().any(|n| n.contains("nope/kvm")));
+        // a pattern that matches, but only where a more specific entry wins, is pointed out
+        assert!(
+            rep.notes
+                .iter()
+                .any(|n| n.contains("\"intmix/*\" is overridden by a more specific entry")),
+            "{:?}",
+            rep.notes
+        );
         // the command line wins over the file
         let s = Settings::new(None, Some(0.2), None).unwrap();
         assert_eq!(s.alpha, 0.2);
+    }
+
+    #[test]
+    fn a_config_entry_that_matches_no_metric_is_an_error_naming_it() {
+        let base = doc(&["intmix", "getpid"], 10, jitter);
+        let config = |text: &str| {
+            let cfg = GateConfig::parse(Path::new("gate.toml"), text).unwrap();
+            Settings::new(None, None, Some(cfg)).unwrap()
+        };
+        // a typo, a backend that did not run, a workload that did not run
+        for typo in ["intmxi/container", "*/kvm", "sha256/*", "intmix/native"] {
+            let s = config(&format!("[metrics.\"{typo}\"]\nthreshold = \"50%\"\n"));
+            let e = compare(&base, &base, &s).unwrap_err();
+            assert!(matches!(e, GateError::UnmatchedConfig { .. }), "{e}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "gate config entry [metrics.\"{typo}\"] matches no metric of the compared runs; \
+                     their metrics are intmix/container, getpid/container"
+                )
+            );
+        }
+        // patterns that match something are fine
+        let s = config(
+            "[metrics.\"*/container\"]\nignore = true\n[metrics.\"getpid/*\"]\nthreshold = 0.2\n",
+        );
+        assert!(compare(&base, &base, &s).unwrap().passed());
+    }
+
+    #[test]
+    fn two_rounds_on_either_side_cannot_be_judged() {
+        // 2 rounds against 5: the test can never reach p < 0.05 (at best 2/21), and the 95%
+        // interval is unbounded; this used to PASS with an interval of [-100%, +inf%]
+        let s = Settings::default();
+        let five = doc(&["intmix"], 5, jitter);
+        let two = doc(&["intmix"], 2, |w, r| 2.0 * jitter(w, r));
+        for (base, new) in [(&five, &two), (&two, &five)] {
+            let e = compare(base, new, &s).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    GateError::TooFewRounds {
+                        why: TooFew::NeverSignificant { .. },
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with("intmix/container: cannot judge: too few rounds (baseline "),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_judgement_has_a_bounded_interval_or_is_refused() {
+        for alpha in [0.05, 0.01, 0.2] {
+            let s = Settings::new(None, Some(alpha), None).unwrap();
+            for n in 1..=9 {
+                for m in [1, 2, 3, 4, 5, 7, 10] {
+                    let base = doc(&["intmix"], n, jitter);
+                    let new = doc(&["intmix"], m, |w, r| 1.5 * jitter(w, r));
+                    match compare(&base, &new, &s) {
+                        Ok(rep) => {
+                            let c = &rep.metrics[0];
+                            assert!(
+                                c.ci_low.is_finite() && c.ci_high.is_finite() && c.ci_low > -1.0,
+                                "{n} vs {m} at {alpha}: {c:?}"
+                            );
+                            // a clear 50% slowdown is caught whenever it can be judged
+                            assert_eq!(c.verdict, GateVerdict::Regression, "{n} vs {m}");
+                        }
+                        Err(GateError::TooFewRounds { .. }) => {
+                            assert!(rank::min_p_value(n as usize, m as usize) >= alpha)
+                        }
+                        Err(e) => panic!("{n} vs {m}: {e}"),
+                    }
+                }
+            }
+        }
+        // 2 rounds against 10 can be judged: at best p = 2/66
+        let base = doc(&["intmix"], 10, jitter);
+        let new = doc(&["intmix"], 2, |w, r| 1.5 * jitter(w, r));
+        let rep = compare(&base, &new, &Settings::default()).unwrap();
+        assert_eq!(rep.metrics[0].verdict, GateVerdict::Regression);
+    }
+
+    #[test]
+    fn an_unbounded_interval_is_never_judged() {
+        assert_eq!(judgeable(0.01, 0.05, Some((-0.1, 0.2))), Ok(()));
+        let why = judgeable(0.01, 0.05, Some((f64::NEG_INFINITY, f64::INFINITY))).unwrap_err();
+        assert_eq!(
+            why.to_string(),
+            "the 95% interval of the change, [-100.0%, +inf%], is unbounded"
+        );
+        assert!(judgeable(0.01, 0.05, Some((0.0, 800.0))).is_err());
+        assert!(judgeable(0.01, 0.05, Some((f64::NAN, 0.0))).is_err());
+        let why = judgeable(0.1, 0.05, None).unwrap_err();
+        assert_eq!(
+            why.to_string(),
+            "the smallest possible p-value is 0.100, not below alpha 0.05"
+        );
     }
 
     #[test]

@@ -16,12 +16,15 @@ fn binomial(n: usize, k: usize) -> f64 {
     (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
 }
 
-/// The smallest two-sided p-value the permutation test can give for group sizes `n` and `m`
-/// (the observed labelling, and for equal sizes its mirror image, are always as extreme).
+/// The smallest two-sided p-value the permutation test can give for group sizes `n` and `m`:
+/// the observed labelling and its mirror image (every value of one group below every value of
+/// the other, and above) are equally far from the null centre, whatever the sizes, so at best
+/// 2 of the `C(n + m, n)` relabelings are as extreme. The sampled test cannot go below
+/// `1 / (samples + 1)`.
 pub fn min_p_value(n: usize, m: usize) -> f64 {
     let total = binomial(n + m, n);
     if total <= EXACT_PERMUTATIONS {
-        (if n == m { 2.0 } else { 1.0 }) / total
+        (2.0 / total).min(1.0)
     } else {
         1.0 / (SAMPLED_PERMUTATIONS as f64 + 1.0)
     }
@@ -206,6 +209,26 @@ mod tests {
         assert_eq!(p, permutation_p_value(&xs, &ys, 3));
         assert!(min_p_value(3, 3) > 0.05);
         assert!(min_p_value(4, 4) < 0.05);
+    }
+
+    #[test]
+    fn the_smallest_p_value_is_attained_and_counts_both_extremes_for_any_sizes() {
+        // 2 and 5 completely separated values: 2 of the C(7, 2) = 21 relabelings are as extreme
+        let (x, y) = ([1.0, 2.0], [3.0, 4.0, 5.0, 6.0, 7.0]);
+        let p = permutation_p_value(&x, &y, 1);
+        assert!((p - 2.0 / 21.0).abs() < 1e-12, "{p}");
+        assert_eq!(min_p_value(2, 5), p);
+        assert_eq!(min_p_value(5, 2), permutation_p_value(&y, &x, 1));
+        // the reverse order is the other extreme, just as likely
+        assert_eq!(
+            permutation_p_value(&x, &y, 1),
+            permutation_p_value(&y, &x, 1)
+        );
+        for (n, m) in [(1, 1), (1, 4), (2, 2), (3, 4), (2, 9)] {
+            let x: Vec<f64> = (0..n).map(|i| i as f64).collect();
+            let y: Vec<f64> = (0..m).map(|i| (100 + i) as f64).collect();
+            assert_eq!(min_p_value(n, m), permutation_p_value(&x, &y, 1), "{n} {m}");
+        }
     }
 
     #[test]
