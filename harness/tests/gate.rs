@@ -1,7 +1,7 @@
 //! Integration tests of `vbench gate` and `vbench compare` with the real binary: two runs of
 //! the same build pass, a real slowdown (a CPU quota on the container) fails naming the metric,
 //! and bad input exits 2 with the reason. The container tests are privileged: skipped only when
-//! not root and VBENCH_REQUIRE_PRIVILEGED is unset (CI sets it).
+//! not root and VBENCH_REQUIRE_PRIVILEGED is unset (CI sets it), by `vbench_testkit`'s rule.
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -18,16 +18,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
-            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but not root"
-        );
-        eprintln!("skipping privileged test: not root");
-    }
-    root
+    vbench_testkit::require_or_skip("root (the container backend)", vbench_testkit::root())
 }
 
 fn vbench() -> Command {
@@ -424,6 +415,7 @@ fn a_config_entry_that_matches_no_metric_exits_2_naming_it() {
 
 #[test]
 fn an_invalid_save_baseline_name_fails_before_the_run() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.json");
     for bad in ["../escape", ".hidden", "two words"] {

@@ -18,10 +18,14 @@
 //! interval lies above the metric's noise threshold; an **improvement** when significant and the
 //! whole interval lies below minus the threshold. Everything else is unchanged (within noise).
 //! Inputs the gate cannot judge honestly (different cells, a schema mismatch, no native control,
-//! too few rounds for the test to ever be significant) are typed errors, never a pass.
+//! too few rounds for the test ever to be significant or for the interval to be bounded, a
+//! configuration entry that matches no metric) are typed errors ([`GateError`]), never a pass.
+//!
+//! The parts: [`config`] (`gate.toml`, thresholds, [`Settings`]), [`baseline`] (named baselines),
+//! [`GateError`], this judgement, and the rank statistics in [`crate::stats::rank`].
 
-mod baseline;
-mod config;
+pub mod baseline;
+pub mod config;
 mod error;
 #[cfg(test)]
 mod testdoc;
