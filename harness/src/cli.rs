@@ -112,7 +112,7 @@ struct RunArgs {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Save the results as the named baseline (vbench-results/baselines/NAME.json).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = crate::gate_cmd::parse_baseline_name)]
     save_baseline: Option<String>,
     /// Gate the results against a named baseline or a baseline file (exit 1 on a regression,
     /// 2 on bad input), as `vbench gate` does.

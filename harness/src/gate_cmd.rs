@@ -79,6 +79,13 @@ fn parse_threshold(s: &str) -> Result<Threshold, String> {
     Threshold::parse(s).map_err(|e| e.to_string())
 }
 
+/// clap's parser of `--save-baseline NAME`: an invalid name is a usage error before the run.
+pub fn parse_baseline_name(s: &str) -> Result<String, String> {
+    compare::validate_baseline_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn parse_alpha(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v < 1.0 => Ok(v),

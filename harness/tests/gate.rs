@@ -1,7 +1,7 @@
 //! Integration tests of `vbench gate` and `vbench compare` with the real binary: two runs of
 //! the same build pass, a real slowdown (a CPU quota on the container) fails naming the metric,
 //! and bad input exits 2 with the reason. The container tests are privileged: skipped only when
-//! not root and VBENCH_REQUIRE_PRIVILEGED is unset (CI sets it).
+//! not root and VBENCH_REQUIRE_PRIVILEGED is unset (CI sets it), by `vbench_testkit`'s rule.
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -18,16 +18,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
-            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but not root"
-        );
-        eprintln!("skipping privileged test: not root");
-    }
-    root
+    vbench_testkit::require_or_skip("root (the container backend)", vbench_testkit::root())
 }
 
 fn vbench() -> Command {
@@ -288,20 +279,89 @@ fn too_few_rounds_is_refused_not_passed() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--backend", "container", "--workload", "getpid", "--quick"];
     let a = run(dir.path(), "a.json", &args);
+    let refused = |base: &Path, new: &Path| {
+        vbench()
+            .arg("gate")
+            .arg("--baseline")
+            .arg(base)
+            .arg(new)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(
+                "getpid/container: cannot judge: too few rounds",
+            ))
+            .stderr(predicate::str::contains("--rounds 5 or more"));
+    };
+    refused(&a, &a);
+    // 2 rounds against 5 once passed with a 95% interval of [-100%, +inf%]
+    let two = run(
+        dir.path(),
+        "two.json",
+        &[&args[..], &["--rounds", "2"]].concat(),
+    );
+    let five = run(
+        dir.path(),
+        "five.json",
+        &[&args[..], &["--rounds", "5"]].concat(),
+    );
+    refused(&five, &two);
+    refused(&two, &five);
+}
+
+/// The committed CI baseline (10 rounds of every --quick workload on container and native).
+fn ci_baseline() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/baseline-ci.json")
+}
+
+/// A copy of the CI baseline that keeps only its first `rounds` rounds: real measurements,
+/// no container run needed.
+fn first_rounds_of_ci_baseline(dir: &Path, rounds: u32) -> PathBuf {
+    let text = std::fs::read_to_string(ci_baseline()).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["plan"]["rounds"] = rounds.into();
+    doc["samples"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| s["round"].as_u64().unwrap() < u64::from(rounds));
+    let out = dir.join(format!("ci-{rounds}-rounds.json"));
+    std::fs::write(&out, doc.to_string()).unwrap();
+    out
+}
+
+#[test]
+fn two_rounds_on_either_side_exit_2_not_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = first_rounds_of_ci_baseline(dir.path(), 2);
+    let five = first_rounds_of_ci_baseline(dir.path(), 5);
+    for (base, new) in [(&five, &two), (&two, &five)] {
+        vbench()
+            .arg("gate")
+            .arg("--baseline")
+            .arg(base)
+            .arg(new)
+            .assert()
+            .code(2)
+            .stdout(predicate::str::contains("PASS").not())
+            .stderr(predicate::str::contains(
+                "vbench gate: bad input: intmix/container: cannot judge: too few rounds (baseline ",
+            ))
+            .stderr(predicate::str::contains(
+                "the smallest possible p-value is 0.095, not below alpha 0.05",
+            ));
+    }
+    // five rounds on each side can be judged
     vbench()
         .arg("gate")
         .arg("--baseline")
-        .arg(&a)
-        .arg(&a)
+        .arg(&five)
+        .arg(&five)
         .assert()
-        .code(2)
-        .stderr(predicate::str::contains("too few rounds"))
-        .stderr(predicate::str::contains("--rounds 5 or more"));
+        .code(0);
 }
 
 #[test]
 fn the_committed_ci_baseline_is_gateable() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/baseline-ci.json");
+    let base = ci_baseline();
     vbench()
         .arg("gate")
         .arg("--baseline")
@@ -310,4 +370,84 @@ fn the_committed_ci_baseline_is_gateable() {
         .assert()
         .code(0)
         .stdout(predicate::str::contains("PASS"));
+    // with CI's own configuration, every entry of which names a metric of the CI run
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/gate-ci.toml");
+    vbench()
+        .arg("gate")
+        .arg("--config")
+        .arg(&config)
+        .arg("--baseline")
+        .arg(&base)
+        .arg(&base)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "PASS: no regression in 14 gated metric(s)",
+        ))
+        .stdout(predicate::str::contains("note:").not());
+}
+
+#[test]
+fn a_config_entry_that_matches_no_metric_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gate.toml");
+    // a typo that once silently left matmul at the default threshold
+    std::fs::write(
+        &config,
+        "[metrics.\"matmul/container\"]\nthreshold = \"25%\"\n[metrics.\"matmull/container\"]\nthreshold = \"25%\"\n",
+    )
+    .unwrap();
+    let base = ci_baseline();
+    vbench()
+        .arg("gate")
+        .arg("--config")
+        .arg(&config)
+        .arg("--baseline")
+        .arg(&base)
+        .arg(&base)
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains(
+            "vbench gate: bad input: gate config entry [metrics.\"matmull/container\"] matches no metric of the compared runs; their metrics are intmix/container, sha256/container, sieve/container, matmul/container, ",
+        ));
+}
+
+#[test]
+fn an_invalid_save_baseline_name_fails_before_the_run() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.json");
+    for bad in ["../escape", ".hidden", "two words"] {
+        vbench()
+            .current_dir(dir.path())
+            .args(["run", "--workload", "getpid", "--quick", "--rounds", "1"])
+            .args(["--save-baseline", bad, "--out"])
+            .arg(&out)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(format!(
+                "invalid baseline name {bad:?}"
+            )))
+            .stderr(predicate::str::contains("results written").not());
+        assert!(
+            !out.exists(),
+            "the run started with --save-baseline {bad:?}"
+        );
+    }
+    assert!(!dir.path().join("vbench-results").exists());
+    // a valid name is saved after the run
+    vbench()
+        .current_dir(dir.path())
+        .args(["run", "--workload", "getpid", "--quick", "--rounds", "1"])
+        .args(["--save-baseline", "ok-1.0", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("baseline saved to"));
+    assert!(out.exists());
+    assert!(dir
+        .path()
+        .join("vbench-results/baselines/ok-1.0.json")
+        .is_file());
 }

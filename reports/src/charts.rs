@@ -11,12 +11,13 @@
 //! plot. Rows read top to bottom in the order given.
 
 use crate::compare::Comparison;
-use crate::view::{median, quantile, View};
+use crate::view::View;
 use crate::{fmt_ns, ReportError};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, KeyPointWeight};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use vbench_results::stats::{median, quantile};
 use vbench_results::Document;
 
 /// One rendered chart.

@@ -3,8 +3,9 @@
 //! gated metric, a `<failure>` for each regression) and the JSON array that
 //! github-action-benchmark reads with `tool: customSmallerIsBetter`.
 
+use serde::Serialize;
 use std::fmt::Write;
-use vbench_results::compare::{GateReport, MetricChange, Verdict};
+use vbench_results::compare::{GateReport, GateVerdict, MetricChange};
 
 fn pct(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
@@ -145,10 +146,10 @@ pub fn markdown(r: &GateReport) -> String {
     let _ = writeln!(out, "|---|---:|---:|---:|---|---:|---:|---|");
     for m in &r.metrics {
         let verdict = match m.verdict {
-            Verdict::Regression => "❌ **regression**",
-            Verdict::Improvement => "🚀 improvement",
-            Verdict::Unchanged => "unchanged",
-            Verdict::Ignored => "ignored",
+            GateVerdict::Regression => "❌ **regression**",
+            GateVerdict::Improvement => "🚀 improvement",
+            GateVerdict::Unchanged => "unchanged",
+            GateVerdict::Ignored => "ignored",
         };
         let _ = writeln!(
             out,
@@ -213,7 +214,7 @@ pub fn junit(r: &GateReport) -> String {
     let skipped = r
         .metrics
         .iter()
-        .filter(|m| m.verdict == Verdict::Ignored)
+        .filter(|m| m.verdict == GateVerdict::Ignored)
         .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -236,7 +237,7 @@ pub fn junit(r: &GateReport) -> String {
         );
         let detail = xml_escape(&explain(m, r.alpha));
         match m.verdict {
-            Verdict::Regression => {
+            GateVerdict::Regression => {
                 let _ = writeln!(
                     out,
                     ">\n      <failure message=\"{} regressed by {}\" type=\"regression\">{detail}</failure>\n    </testcase>",
@@ -244,13 +245,13 @@ pub fn junit(r: &GateReport) -> String {
                     pct(m.change)
                 );
             }
-            Verdict::Ignored => {
+            GateVerdict::Ignored => {
                 let _ = writeln!(
                     out,
                     ">\n      <skipped message=\"ignored by the gate configuration\"/>\n      <system-out>{detail}</system-out>\n    </testcase>"
                 );
             }
-            Verdict::Unchanged | Verdict::Improvement => {
+            GateVerdict::Unchanged | GateVerdict::Improvement => {
                 let _ = writeln!(
                     out,
                     ">\n      <system-out>{detail}</system-out>\n    </testcase>"
@@ -262,57 +263,49 @@ pub fn junit(r: &GateReport) -> String {
     out
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// One entry of github-action-benchmark's `customSmallerIsBetter` array, fields in its order.
+#[derive(Serialize)]
+struct BenchmarkEntry {
+    name: String,
+    unit: &'static str,
+    /// Rounded to 6 decimals; `null` when not finite.
+    value: Option<f64>,
+    range: String,
+    extra: String,
 }
 
-fn json_number(v: f64) -> String {
-    if v.is_finite() {
-        format!("{}", (v * 1e6).round() / 1e6)
-    } else {
-        "null".into()
+impl BenchmarkEntry {
+    fn of(m: &MetricChange) -> Self {
+        let half = (m.new_ci.1 - m.new_ci.0) / 2.0;
+        BenchmarkEntry {
+            name: format!("{} overhead", m.name),
+            unit: "x native",
+            value: Some((m.new_median * 1e6).round() / 1e6).filter(|v| v.is_finite()),
+            range: format!("± {half:.4}"),
+            extra: format!(
+                "{}; {} rounds; baseline {:.4}x; change {} {}; p={}",
+                m.verdict.as_str(),
+                m.new_n,
+                m.base_median,
+                pct(m.change),
+                ci(m),
+                p(m.p_value)
+            ),
+        }
     }
 }
 
 /// The JSON array github-action-benchmark reads with `tool: customSmallerIsBetter`: one entry
-/// per gated metric, `value` the current median overhead ratio (smaller is better), `range`
-/// the half-width of its 95% interval, `extra` the gate's verdict and numbers.
+/// per gated metric (one per line), `value` the current median overhead ratio (smaller is
+/// better), `range` the half-width of its 95% interval, `extra` the gate's verdict and numbers.
 pub fn benchmark_json(r: &GateReport) -> String {
     let entries: Vec<String> = r
         .metrics
         .iter()
         .map(|m| {
-            let half = (m.new_ci.1 - m.new_ci.0) / 2.0;
-            format!(
-                "  {{\"name\": {}, \"unit\": \"x native\", \"value\": {}, \"range\": {}, \"extra\": {}}}",
-                json_string(&format!("{} overhead", m.name)),
-                json_number(m.new_median),
-                json_string(&format!("± {:.4}", half)),
-                json_string(&format!(
-                    "{}; {} rounds; baseline {:.4}x; change {} {}; p={}",
-                    m.verdict.as_str(),
-                    m.new_n,
-                    m.base_median,
-                    pct(m.change),
-                    ci(m),
-                    p(m.p_value)
-                ))
-            )
+            let entry = serde_json::to_string(&BenchmarkEntry::of(m))
+                .expect("a struct of strings and numbers always serializes");
+            format!("  {entry}")
         })
         .collect();
     format!("[\n{}\n]\n", entries.join(",\n"))
@@ -324,7 +317,7 @@ mod tests {
     use vbench_results::compare::RunInfo;
     use vbench_results::RunStatus;
 
-    fn metric(name: &str, change: f64, verdict: Verdict) -> MetricChange {
+    fn metric(name: &str, change: f64, verdict: GateVerdict) -> MetricChange {
         let (workload, backend) = name.split_once('/').unwrap();
         MetricChange {
             name: name.into(),
@@ -339,7 +332,7 @@ mod tests {
             change,
             ci_low: change - 0.05,
             ci_high: change + 0.05,
-            p_value: if verdict == Verdict::Unchanged {
+            p_value: if verdict == GateVerdict::Unchanged {
                 0.4
             } else {
                 0.0001
@@ -375,10 +368,10 @@ mod tests {
 
     fn sample() -> GateReport {
         report(vec![
-            metric("intmix/container", 0.4, Verdict::Regression),
-            metric("getpid/container", 0.01, Verdict::Unchanged),
-            metric("sha256/kvm", -0.3, Verdict::Improvement),
-            metric("brk/bt", 0.0, Verdict::Ignored),
+            metric("intmix/container", 0.4, GateVerdict::Regression),
+            metric("getpid/container", 0.01, GateVerdict::Unchanged),
+            metric("sha256/kvm", -0.3, GateVerdict::Improvement),
+            metric("brk/bt", 0.0, GateVerdict::Ignored),
         ])
     }
 
@@ -388,7 +381,7 @@ mod tests {
         assert!(t.contains("FAIL: 1 regression(s) of 4 gated metric(s): intmix/container"));
         assert!(t.contains("  regression: intmix/container: overhead 1.200x -> 1.680x (+40.0%"));
         assert!(t.contains("note: a \"note\""));
-        let pass = text(&report(vec![metric("a/b", 0.0, Verdict::Unchanged)]));
+        let pass = text(&report(vec![metric("a/b", 0.0, GateVerdict::Unchanged)]));
         assert!(
             pass.contains("PASS: no regression in 1 gated metric(s)"),
             "{pass}"
@@ -437,7 +430,33 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("regression; 10 rounds"));
-        assert_eq!(json_string("a\"\\\u{1}"), "\"a\\\"\\\\\\u0001\"");
         assert_eq!(benchmark_json(&report(vec![])), "[\n\n]\n");
+    }
+
+    #[test]
+    fn benchmark_json_parses_back_whatever_the_names_hold() {
+        let odd = "we\"ird\\name\n\t\u{1}\u{7f}é\u{2028}/back\\\"end";
+        let mut m = metric("a/b", 0.1, GateVerdict::Regression);
+        m.name = odd.into();
+        m.new_median = f64::NAN;
+        let mut plain = metric("c/d", 0.0, GateVerdict::Unchanged);
+        plain.name = "c\\\"/d".into();
+        let j = benchmark_json(&report(vec![m, plain]));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v[0]["name"], format!("{odd} overhead"));
+        assert_eq!(v[0]["value"], serde_json::Value::Null);
+        assert!(v[0]["extra"].as_str().unwrap().starts_with("regression;"));
+        assert_eq!(v[1]["name"], "c\\\"/d overhead");
+        assert_eq!(v[1]["value"], 1.2);
+        assert_eq!(v[1]["unit"], "x native");
+        // one entry per line, fields in github-action-benchmark's order
+        assert_eq!(j.lines().count(), 4, "{j}");
+        assert!(
+            j.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with(r#"  {"name":"c\\\"/d"#),
+            "{j}"
+        );
     }
 }

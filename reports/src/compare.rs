@@ -25,7 +25,7 @@ pub struct Comparison<'a> {
 
 /// The verdict on one cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum ChangeVerdict {
     /// Faster beyond the noise threshold.
     Faster,
     /// Slower beyond the noise threshold.
@@ -34,13 +34,13 @@ pub enum Verdict {
     Noise,
 }
 
-impl Verdict {
+impl ChangeVerdict {
     /// Lower-case word for tables.
     pub fn word(self) -> &'static str {
         match self {
-            Verdict::Faster => "faster",
-            Verdict::Slower => "SLOWER",
-            Verdict::Noise => "within noise",
+            ChangeVerdict::Faster => "faster",
+            ChangeVerdict::Slower => "SLOWER",
+            ChangeVerdict::Noise => "within noise",
         }
     }
 }
@@ -60,7 +60,7 @@ pub struct Change<'a> {
     /// Conservative interval of the ratio.
     pub high: f64,
     /// What to make of it.
-    pub verdict: Verdict,
+    pub verdict: ChangeVerdict,
 }
 
 impl<'a> Comparison<'a> {
@@ -97,11 +97,11 @@ impl<'a> Comparison<'a> {
             let low = ns.ci_low_ns / bs.ci_high_ns;
             let high = ns.ci_high_ns / bs.ci_low_ns;
             let verdict = if low > 1.0 + NOISE {
-                Verdict::Slower
+                ChangeVerdict::Slower
             } else if high < 1.0 - NOISE {
-                Verdict::Faster
+                ChangeVerdict::Faster
             } else {
-                Verdict::Noise
+                ChangeVerdict::Noise
             };
             rows.push(Change {
                 cell,
@@ -175,11 +175,11 @@ mod tests {
         let slow: Vec<_> = cmp
             .rows
             .iter()
-            .filter(|c| c.verdict != Verdict::Noise)
+            .filter(|c| c.verdict != ChangeVerdict::Noise)
             .map(|c| (c.cell.workload.as_str(), c.cell.backend.as_str(), c.verdict))
             .collect();
-        assert_eq!(slow, [("getpid", "container", Verdict::Slower)]);
+        assert_eq!(slow, [("getpid", "container", ChangeVerdict::Slower)]);
         let same = Comparison::new(&base, &base);
-        assert!(same.rows.iter().all(|c| c.verdict == Verdict::Noise));
+        assert!(same.rows.iter().all(|c| c.verdict == ChangeVerdict::Noise));
     }
 }

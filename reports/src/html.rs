@@ -7,7 +7,7 @@
 //! page, a missing or empty chart, text outside its SVG's box, and overlapping labels.
 
 use crate::charts::Chart;
-use crate::compare::{Comparison, Verdict, NOISE};
+use crate::compare::{ChangeVerdict, Comparison, NOISE};
 use crate::tables::{self, Table};
 use crate::view::View;
 use std::fmt::Write;
@@ -362,12 +362,12 @@ pub fn render_compare(cmp: &Comparison, charts: &[Chart]) -> String {
     let slower = cmp
         .rows
         .iter()
-        .filter(|c| c.verdict == Verdict::Slower)
+        .filter(|c| c.verdict == ChangeVerdict::Slower)
         .count();
     let faster = cmp
         .rows
         .iter()
-        .filter(|c| c.verdict == Verdict::Faster)
+        .filter(|c| c.verdict == ChangeVerdict::Faster)
         .count();
     let bad = slower > 0
         || cmp.base.status != RunStatus::Complete

@@ -157,12 +157,12 @@ pub fn render_compare(cmp: &Comparison) -> String {
     let slower = cmp
         .rows
         .iter()
-        .filter(|c| c.verdict == crate::compare::Verdict::Slower)
+        .filter(|c| c.verdict == crate::compare::ChangeVerdict::Slower)
         .count();
     let faster = cmp
         .rows
         .iter()
-        .filter(|c| c.verdict == crate::compare::Verdict::Faster)
+        .filter(|c| c.verdict == crate::compare::ChangeVerdict::Faster)
         .count();
     let _ = writeln!(
         o,

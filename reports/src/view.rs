@@ -2,6 +2,7 @@
 //! workloads in plan order, per-cell sample sets, start-up estimates, counters.
 
 use std::collections::BTreeMap;
+use vbench_results::stats::median;
 use vbench_results::{Cell, CellSummary, Document, FailureKind, RunStatus, Sample};
 
 /// The name of the control backend every overhead is measured against.
@@ -322,24 +323,6 @@ pub struct Startup<'a> {
     pub reference: Option<&'a str>,
 }
 
-/// Median of unsorted values; `None` when empty.
-pub fn median(v: &[f64]) -> Option<f64> {
-    quantile(v, 0.5)
-}
-
-/// Linear-interpolated quantile (`q` in [0, 1]) of unsorted values; `None` when empty.
-pub fn quantile(v: &[f64], q: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    Some(s[lo] + (s[hi] - s[lo]) * (pos - lo as f64))
-}
-
 /// Throughput in GiB/s for a pass over a `size=` bytes buffer, when the cell has one.
 pub fn throughput_gib_s(cell: &Cell, ns_per_op: f64) -> Option<f64> {
     if cell.op != "pass" || ns_per_op <= 0.0 {
@@ -358,17 +341,4 @@ pub fn throughput_gib_s(cell: &Cell, ns_per_op: f64) -> Option<f64> {
 pub fn params(cell: &Cell) -> String {
     let skip = usize::from(cell.args.first() == Some(&cell.workload));
     cell.args[skip..].join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_interpolate() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(quantile(&[0.0, 10.0], 0.25), Some(2.5));
-    }
 }

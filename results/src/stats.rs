@@ -1,5 +1,8 @@
-//! Robust statistics: median, MAD, percentile-bootstrap confidence intervals, and the
-//! summaries of a run (per-cell statistics, overhead ratios paired by round, checksum checks).
+//! Robust statistics: median, MAD, percentile-bootstrap confidence intervals, the rank tests of
+//! the gate ([`rank`]), and the summaries of a run (per-cell statistics, overhead ratios paired
+//! by round, checksum checks).
+
+pub mod rank;
 
 use crate::schema::{Cell, CellSummary, Failure, FailureKind, Ratio, SampleRecord};
 use rand::{Rng, SeedableRng};
@@ -33,6 +36,20 @@ fn median_in_place(v: &mut [f64]) -> f64 {
         let below = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (below + mid) / 2.0
     }
+}
+
+/// The linearly interpolated quantile of `xs` (NaN-free) at `q` in [0, 1] (clamped): the value
+/// at position `q * (n - 1)` of the sorted values, interpolated between its neighbours (R's and
+/// NumPy's default); `quantile(xs, 0.5)` is the [`median`]. `None` when empty.
+pub fn quantile(xs: &[f64], q: f64) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut s = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(s[lo] + (s[hi] - s[lo]) * (pos - lo as f64))
 }
 
 /// The (unscaled) median absolute deviation of `xs` around its median.
@@ -213,6 +230,24 @@ mod tests {
         assert_eq!(mad(&[1.0, 2.0, 3.0, 4.0, 100.0]), Some(1.0));
         assert_eq!(outliers(&[1.0, 2.0, 3.0, 4.0, 100.0]), 1);
         assert_eq!(outliers(&[5.0, 5.0, 5.0]), 0);
+    }
+
+    #[test]
+    fn quantiles_interpolate_between_neighbours() {
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[0.0, 10.0], 0.25), Some(2.5));
+        let xs = [7.0, 1.0, 3.0, 5.0];
+        assert_eq!(quantile(&xs, 0.0), Some(1.0));
+        assert_eq!(quantile(&xs, 1.0), Some(7.0));
+        assert_eq!(quantile(&xs, 0.75), Some(5.5));
+        // out-of-range q is clamped, a single value is every quantile
+        assert_eq!(quantile(&xs, -1.0), Some(1.0));
+        assert_eq!(quantile(&xs, 2.0), Some(7.0));
+        assert_eq!(quantile(&[4.0], 0.3), Some(4.0));
+        // the middle quantile is the median, for odd and even counts
+        for v in [&[3.0, 1.0, 2.0][..], &[4.0, 1.0, 2.0, 3.0], &[9.0, 2.0]] {
+            assert_eq!(quantile(v, 0.5), median(v), "{v:?}");
+        }
     }
 
     #[test]
