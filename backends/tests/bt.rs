@@ -822,3 +822,64 @@ fn popf_setting_the_trap_flag_traps_once_after_the_next_instruction() {
         o.sample.stderr_tail
     );
 }
+
+#[test]
+fn emulated_register_writes_keep_or_zero_extend_the_rest_as_the_cpu_does() {
+    if !usable() {
+        return;
+    }
+    // Each emulated instruction writes a register of one width over a pattern: a 16-bit write
+    // keeps bits 16..64, a 32-bit write zero-extends, a 64-bit write replaces; the registers
+    // are then stored and written to stdout.
+    const P: u64 = 0x1122_3344_5566_7788;
+    let o = run(elf(
+        |a| {
+            for r in [rax, rbx, rcx, rdx, rdi, r8, r9] {
+                a.mov(r, P)?;
+            }
+            a.smsw(ax)?;
+            a.smsw(ebx)?;
+            a.str(cx)?;
+            a.sldt(edx)?;
+            a.mov(rsi, 0x7fff_1234_5678u64)?;
+            a.wrfsbase(rsi)?;
+            a.rdfsbase(edi)?;
+            a.rdfsbase(r8)?;
+            a.smsw(r9)?;
+            a.mov(r10, DATA)?;
+            for (k, r) in [rax, rbx, rcx, rdx, rdi, r8, r9].into_iter().enumerate() {
+                a.mov(qword_ptr(r10 + 8 * k as i32), r)?;
+            }
+            a.mov(eax, 1)?;
+            a.mov(edi, 1)?;
+            a.mov(rsi, r10)?;
+            a.mov(edx, 56)?;
+            a.syscall()?;
+            a.mov(edi, 0)?;
+            a.mov(eax, 231)?;
+            a.syscall()
+        },
+        &[0u8; 56],
+    ));
+    assert_eq!(
+        o.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        o.sample.stderr_tail
+    );
+    let got: Vec<u64> = o
+        .stdout
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want = [
+        (P & !0xffff) | 0x33, // smsw ax
+        0x8005_0033,          // smsw ebx
+        (P & !0xffff) | 0x40, // str cx
+        0,                    // sldt edx
+        0x1234_5678,          // rdfsbase edi
+        0x7fff_1234_5678,     // rdfsbase r8
+        0x8005_0033,          // smsw r9
+    ];
+    assert_eq!(got, want, "{got:#x?}");
+}

@@ -290,32 +290,51 @@ fn undecodable(pc: u64, len: u64, err: iced_x86::DecoderError, tr: &mut Translat
     )
 }
 
-fn reg_index(r: iced_x86::Register) -> Option<usize> {
+/// Where a general register of any width lives in `ctx.gpr`: the index of its 64-bit
+/// register, the offset of its low bit there (8 for AH, CH, DH, BH, 0 otherwise) and the mask
+/// of its width. None for anything that is not a general register.
+fn reg_slot(r: Register) -> Option<(usize, u32, u64)> {
+    let shift = match r {
+        Register::AH | Register::CH | Register::DH | Register::BH => 8,
+        _ => 0,
+    };
     let full = r.full_register();
-    GPRS.iter().position(|g| *g == full)
+    let ix = GPRS.iter().position(|g| *g == full)?;
+    let mask = match r.size() {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    };
+    Some((ix, shift, mask))
 }
 
-fn reg_value(gpr: &[u64; 16], r: iced_x86::Register) -> u64 {
-    let Some(ix) = reg_index(r) else { return 0 };
-    let v = gpr[ix];
-    match r.size() {
-        4 => v & 0xffff_ffff,
-        2 => v & 0xffff,
-        1 => v & 0xff,
-        _ => v,
-    }
+/// The value of register `r` (any width) in `gpr`; 0 for a register that is not general.
+fn reg_value(gpr: &[u64; 16], r: Register) -> u64 {
+    let Some((ix, shift, mask)) = reg_slot(r) else {
+        return 0;
+    };
+    (gpr[ix] >> shift) & mask
 }
 
-fn read_reg(ctx: &Ctx, r: iced_x86::Register) -> u64 {
+fn read_reg(ctx: &Ctx, r: Register) -> u64 {
     reg_value(&ctx.gpr, r)
 }
 
-fn write_reg(ctx: &mut Ctx, r: iced_x86::Register, v: u64) {
-    let Some(ix) = reg_index(r) else { return };
-    ctx.gpr[ix] = match r.size() {
-        4 => v & 0xffff_ffff,
-        2 => (ctx.gpr[ix] & !0xffff) | (v & 0xffff),
-        _ => v,
+fn write_reg(ctx: &mut Ctx, r: Register, v: u64) {
+    set_reg(&mut ctx.gpr, r, v);
+}
+
+/// Writes `v` to register `r` as the CPU does: an 8- or 16-bit write keeps the rest of the
+/// 64-bit register, a 32-bit write zero-extends, a 64-bit write replaces it.
+fn set_reg(gpr: &mut [u64; 16], r: Register, v: u64) {
+    let Some((ix, shift, mask)) = reg_slot(r) else {
+        return;
+    };
+    gpr[ix] = if mask == 0xffff_ffff {
+        v & mask
+    } else {
+        (gpr[ix] & !(mask << shift)) | ((v & mask) << shift)
     };
 }
 
@@ -334,12 +353,84 @@ mod tests {
         assert_eq!(&s, b"vbenchBTvCPU");
     }
 
+    use Register::*;
+
+    /// Every general register by width, each list in [`GPRS`] order; the high bytes apart.
+    const LOW8: [Register; 16] = [
+        AL, CL, DL, BL, SPL, BPL, SIL, DIL, R8L, R9L, R10L, R11L, R12L, R13L, R14L, R15L,
+    ];
+    const HIGH8: [Register; 4] = [AH, CH, DH, BH];
+    const W16: [Register; 16] = [
+        AX, CX, DX, BX, SP, BP, SI, DI, R8W, R9W, R10W, R11W, R12W, R13W, R14W, R15W,
+    ];
+    const W32: [Register; 16] = [
+        EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI, R8D, R9D, R10D, R11D, R12D, R13D, R14D, R15D,
+    ];
+
+    /// (register, index in gpr, bit offset, mask of its bits at that offset)
+    fn every_register() -> Vec<(Register, usize, u32, u64)> {
+        let mut all = Vec::new();
+        for i in 0..16 {
+            all.push((LOW8[i], i, 0, 0xff));
+            all.push((W16[i], i, 0, 0xffff));
+            all.push((W32[i], i, 0, 0xffff_ffff));
+            all.push((GPRS[i], i, 0, u64::MAX));
+        }
+        for (i, r) in HIGH8.into_iter().enumerate() {
+            all.push((r, i, 8, 0xff));
+        }
+        all
+    }
+
+    /// Registers holding distinct bytes everywhere.
+    fn pattern() -> [u64; 16] {
+        std::array::from_fn(|i| 0x0102_0304_0506_0708u64.wrapping_mul(i as u64 + 1) ^ 0xa5)
+    }
+
     #[test]
-    fn registers_of_every_size_are_read_and_written() {
-        let mut gpr = [0u64; 16];
-        gpr[0] = 0x1122_3344_5566_7788;
-        assert_eq!(reg_value(&gpr, iced_x86::Register::EAX), 0x5566_7788);
-        assert_eq!(reg_value(&gpr, iced_x86::Register::AX), 0x7788);
-        assert_eq!(reg_value(&gpr, iced_x86::Register::R15), 0);
+    fn the_tables_cover_every_general_register() {
+        let gprs: Vec<Register> = Register::values().filter(|r| r.is_gpr()).collect();
+        assert_eq!(gprs.len(), every_register().len());
+        for r in gprs {
+            assert!(every_register().iter().any(|e| e.0 == r), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn registers_of_every_width_are_read() {
+        let gpr = pattern();
+        for (r, ix, shift, mask) in every_register() {
+            assert_eq!(reg_value(&gpr, r), (gpr[ix] >> shift) & mask, "{r:?}");
+        }
+        assert_eq!(reg_value(&gpr, AH), (gpr[0] >> 8) & 0xff);
+        assert_eq!(reg_value(&gpr, EAX), gpr[0] & 0xffff_ffff);
+        assert_eq!(reg_value(&gpr, XMM0), 0, "not a general register");
+    }
+
+    #[test]
+    fn registers_of_every_width_are_written() {
+        let v = 0xfedc_ba98_7654_3210u64;
+        for (r, ix, shift, mask) in every_register() {
+            let mut gpr = pattern();
+            set_reg(&mut gpr, r, v);
+            let mut want = pattern();
+            want[ix] = if mask == 0xffff_ffff {
+                v & mask // a 32-bit write zero-extends to 64 bits
+            } else {
+                (want[ix] & !(mask << shift)) | ((v & mask) << shift)
+            };
+            assert_eq!(gpr, want, "{r:?}: {gpr:#x?}");
+            assert_eq!(reg_value(&gpr, r), v & mask, "{r:?} reads back");
+        }
+        let mut gpr = [0x1111_1111_1111_1111u64; 16];
+        set_reg(&mut gpr, BH, 0xab);
+        assert_eq!(gpr[3], 0x1111_1111_1111_ab11);
+        set_reg(&mut gpr, SIL, 0xcd);
+        assert_eq!(gpr[6], 0x1111_1111_1111_11cd);
+        set_reg(&mut gpr, XMM0, 0xcd);
+        assert!(gpr
+            .iter()
+            .enumerate()
+            .all(|(i, v)| matches!(i, 3 | 6) || *v == 0x1111_1111_1111_1111));
     }
 }
