@@ -2,6 +2,7 @@
 //! branch table and the translated blocks; the map from guest to host addresses; block
 //! lookup (translating on a miss), linking support, and flushing on invalidation.
 
+use super::counters::{Counter, Counts};
 use super::dispatch::{crash, Stop};
 use super::signals;
 use super::space::Space;
@@ -12,7 +13,7 @@ use super::translate::{
 use super::{invalid, BackendError};
 use std::collections::{BTreeMap, HashMap};
 
-/// The translator's state for one run: the cache mapping, translated blocks, counters.
+/// The translator's state for one run: the cache mapping, translated blocks, counts.
 pub(super) struct Translator {
     pub(super) tramps: Tramps,
     /// The XSAVE components the trampolines save and restore.
@@ -21,9 +22,8 @@ pub(super) struct Translator {
     blocks: HashMap<u64, u64, FastHash>,
     /// host address of each translated instruction -> guest address
     pub(super) host_to_guest: BTreeMap<u64, u64>,
-    pub(super) counters: BTreeMap<String, u64>,
-    /// emulated instructions by mnemonic (named at the end of the run)
-    pub(super) emulated: HashMap<iced_x86::Mnemonic, u64, FastHash>,
+    /// what the translator, the dispatcher and the emulator counted (named at the end)
+    pub(super) counts: Counts,
     /// decoded sensitive instructions by guest address
     pub(super) decoded: HashMap<u64, iced_x86::Instruction, FastHash>,
     /// cache flushes so far
@@ -33,7 +33,7 @@ pub(super) struct Translator {
     pub(super) single: bool,
 }
 
-/// A multiplicative hasher for u64 keys (guest addresses, mnemonics): the dispatcher's maps
+/// A multiplicative hasher for u64 keys (guest addresses): the dispatcher's maps
 /// are looked up on every exit, where SipHash would be a measurable share of the cost.
 #[derive(Default, Clone, Copy)]
 pub(super) struct FastHash;
@@ -90,8 +90,7 @@ impl Translator {
             cursor: CODE,
             blocks: HashMap::default(),
             host_to_guest: BTreeMap::new(),
-            counters: BTreeMap::new(),
-            emulated: HashMap::default(),
+            counts: Counts::new(),
             decoded: HashMap::default(),
             generation: 0,
             single: false,
@@ -101,10 +100,6 @@ impl Translator {
         tr.flush();
         tr.generation = 0;
         Ok(tr)
-    }
-
-    pub(super) fn bump(&mut self, k: &str) {
-        *self.counters.entry(k.to_string()).or_default() += 1;
     }
 
     pub(super) fn cache(&mut self) -> &mut [u8] {
@@ -170,8 +165,8 @@ impl Translator {
         space.protect_code(pc, b.guest_end);
         self.blocks.insert(pc, at);
         self.table_set(pc, at);
-        self.bump("bt.blocks_translated");
-        *self.counters.entry("bt.guest_instrs".into()).or_default() += b.guest_instrs as u64;
+        self.counts.add(Counter::BlocksTranslated, 1);
+        self.counts.add(Counter::GuestInstrs, b.guest_instrs as u64);
         signals::code_grew(self.cursor);
         Ok(at)
     }

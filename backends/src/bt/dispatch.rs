@@ -3,6 +3,7 @@
 //! it comes back with: an indirect-branch miss, an instruction to emulate, a fault, a kick.
 
 use super::cache::Translator;
+use super::counters::Counter;
 use super::emulate::{emulate, Vcpu};
 use super::signals::{deliver, GuestFault};
 use super::space::Space;
@@ -119,10 +120,7 @@ fn on_emulate(m: &mut Machine) -> Next {
     match emulate(m.ctx, m.space, m.abi, m.vcpu, m.tr) {
         Ok(()) => {}
         Err(Stop::Fault(f)) if deliver(m.ctx, m.space, m.vcpu, &f) => {
-            *m.tr
-                .counters
-                .entry("bt.signals_delivered".into())
-                .or_default() += 1;
+            m.tr.counts.add(Counter::SignalsDelivered, 1);
         }
         Err(Stop::Fault(f)) => return Next::Stop(crash(f.signal, f.message)),
         Err(s) => return Next::Stop(s),
@@ -159,10 +157,7 @@ fn on_fault(m: &mut Machine) -> Next {
     let f = guest_fault(ctx, m.tr);
     // a precise fault (at the start of a translated instruction) may be handled
     if m.tr.host_to_guest.get(&host) == Some(&f.rip) && deliver(ctx, m.space, m.vcpu, &f) {
-        *m.tr
-            .counters
-            .entry("bt.signals_delivered".into())
-            .or_default() += 1;
+        m.tr.counts.add(Counter::SignalsDelivered, 1);
         return Next::Resume;
     }
     Next::Stop(crash(f.signal, f.message))
@@ -212,9 +207,6 @@ fn trap_after_step(m: &mut Machine, pc: u64) -> Result<(), Stop> {
     if !deliver(m.ctx, m.space, m.vcpu, &f) {
         return Err(crash(f.signal, f.message));
     }
-    *m.tr
-        .counters
-        .entry("bt.signals_delivered".into())
-        .or_default() += 1;
+    m.tr.counts.add(Counter::SignalsDelivered, 1);
     Ok(())
 }

@@ -78,7 +78,7 @@ pub(super) fn emulate(
 ) -> Result<(), Stop> {
     let pc = ctx.next;
     let i = decoded(tr, space, pc)?;
-    *tr.emulated.entry(i.mnemonic()).or_default() += 1;
+    tr.counts.emulated(i.mnemonic());
     let next = i.next_ip();
     match i.mnemonic() {
         M::Syscall => return syscall(ctx, space, abi, vcpu, next),
@@ -280,7 +280,7 @@ fn undecodable(pc: u64, len: u64, err: iced_x86::DecoderError, tr: &mut Translat
             format!("guest crashed: SIGSEGV at guest rip {pc:#x}, address {end:#x} (instruction runs off executable memory)"),
         );
     }
-    *tr.emulated.entry(iced_x86::Mnemonic::INVALID).or_default() += 1;
+    tr.counts.emulated(M::INVALID);
     gfault(
         libc::SIGILL,
         2,

@@ -16,6 +16,7 @@
 //! guest signal delivery), and `run` (watchdog, pinning, stdio and the Outcome).
 
 mod cache;
+mod counters;
 mod dispatch;
 mod emulate;
 mod loader;
@@ -30,7 +31,7 @@ use crate::linux_abi::{self, Abi};
 use crate::{Availability, Backend, BackendError, Invocation, Outcome};
 use cache::Translator;
 use dispatch::{Machine, Tally};
-use emulate::{mnemonic_name, Vcpu};
+use emulate::Vcpu;
 use run::{Finish, Pin, Watchdog};
 use signals::Signals;
 use space::{Space, BRK_SIZE, MMAP_HI, MMAP_LO};
@@ -130,7 +131,7 @@ impl Backend for BtBackend {
         let ru1 = run::thread_times();
         let wall = t0.elapsed();
 
-        let counters = counters(&mut tr, &tally, hits, &abi, &guest.space);
+        let counters = counters(&tr, &tally, hits, &abi, &guest.space);
         drop(guest);
         let finish = Finish {
             stop,
@@ -145,22 +146,19 @@ impl Backend for BtBackend {
 
 /// The run's counters, named: the translator's, the dispatcher's and the ABI's.
 fn counters(
-    tr: &mut Translator,
+    tr: &Translator,
     tally: &Tally,
     hits: u64,
     abi: &Abi,
     space: &Space,
 ) -> BTreeMap<String, u64> {
-    let mut counters = std::mem::take(&mut tr.counters);
+    let mut counters = tr.counts.named();
     counters.insert("bt.cache_bytes".into(), tr.cursor - CODE);
     counters.insert("bt.links".into(), tally.links);
     counters.insert("bt.indirect_hits".into(), hits);
     counters.insert("bt.indirect_misses".into(), tally.misses);
     counters.insert("bt.dispatcher_entries".into(), tally.entries);
     counters.insert("bt.invalidations".into(), tr.generation);
-    for (m, n) in &tr.emulated {
-        counters.insert(format!("bt.emulated.{}", mnemonic_name(*m)), *n);
-    }
     counters.extend(abi.counters.clone());
     counters.insert(
         "bt.guest_resident_bytes_at_exit".into(),
