@@ -10,12 +10,13 @@ use vbench_results::Exit;
 const BASE: u64 = 0x40_0000;
 const DATA: u64 = BASE + 0x800;
 
+/// Whether the translator can run here (skips only as `vbench_testkit::require_or_skip` allows).
 fn usable() -> bool {
-    let a = BtBackend.availability();
-    if !a.is_available() {
-        eprintln!("skipping: {a:?}");
-    }
-    a.is_available()
+    let have = match BtBackend.availability() {
+        vbench_backends::Availability::Available => Ok(()),
+        vbench_backends::Availability::Unavailable(why) => Err(why),
+    };
+    vbench_testkit::require_or_skip("the bt backend", have)
 }
 
 /// A static ELF whose one RWX segment holds `code` (entry) followed by `data` at BASE + 0x800.
@@ -476,8 +477,7 @@ fn both(prog: &str, args: &[&str]) -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn busybox_static_applets_match_native_byte_for_byte() {
     let bb = "/bin/busybox";
-    if !usable() || !std::path::Path::new(bb).exists() {
-        eprintln!("skipping: no {bb}");
+    if !usable() || !vbench_testkit::require_or_skip("busybox", vbench_testkit::file(bb)) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
