@@ -10,10 +10,12 @@
 //! Faults in translated code (a guest segfault) and the watchdog's kick are signals whose
 //! handler redirects translated code to an exit; a fault anywhere else is vbench's own bug.
 //!
-//! The parts, after DynamoRIO's `core/`: `space` (the guest's address space),
-//! `loader` (image, stack, first registers), `cache` (the code cache and block lookup),
-//! `dispatch` (the loop), `emulate` (sensitive instructions), `signals` (host handlers and
-//! guest signal delivery), and `run` (watchdog, pinning, stdio and the Outcome).
+//! The parts, after DynamoRIO's `core/`: `space` (the guest's address space), `loader`
+//! (image, stack, first registers), `cache` (the code cache and block lookup), `dispatch`
+//! (the loop, one handler per exit kind), `emulate` (sensitive instructions, registers),
+//! `signals` (host handlers and guest signal delivery), `counters` (fixed slots, named at
+//! the end), and `run` (watchdog, pinning, stdio and the Outcome: the plumbing every backend
+//! shares, kept apart from the translator).
 
 mod cache;
 mod counters;
