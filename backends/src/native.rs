@@ -45,13 +45,27 @@ pub(crate) fn run_command(mut cmd: Command, inv: &Invocation) -> Result<Outcome,
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
     }
-    if let Some(cpu) = inv.cpu {
-        let set = pin::one_cpu_set(cpu)?;
-        // SAFETY: the closure runs in the child between fork and exec and calls only
-        // sched_setaffinity (async-signal-safe, no allocation) on a set made before the fork.
-        unsafe {
-            cmd.pre_exec(move || pin::apply(&set));
-        }
+    let cpu = inv.cpu.map(pin::one_cpu_set).transpose()?;
+    // SAFETY: getpid has no preconditions (read before the fork, for the child's check).
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (prctl, getppid, sched_setaffinity on a set made before the
+    // fork); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // the child dies with vbench, even when vbench is SIGKILLed: checked against a
+            // parent that already died between the fork and the prctl
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(137);
+            }
+            if let Some(set) = &cpu {
+                pin::apply(set)?;
+            }
+            Ok(())
+        });
     }
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|source| BackendError::Spawn {
@@ -172,6 +186,20 @@ mod tests {
             "Cpus_allowed_list:\t0"
         );
         assert_eq!(out.sample.cpu, Some(0));
+    }
+
+    #[test]
+    fn the_child_dies_with_its_parent() {
+        // the run's child has PR_SET_PDEATHSIG = SIGKILL, which exec keeps: asked from the
+        // program itself with prctl(PR_GET_PDEATHSIG)
+        let script = "exec python3 -c 'import ctypes; l=ctypes.CDLL(None); s=ctypes.c_int(); l.prctl(2, ctypes.byref(s)); print(s.value)'";
+        let out = Native.run(&sh(script)).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            libc::SIGKILL.to_string(),
+            "PR_GET_PDEATHSIG: {}",
+            out.sample.stderr_tail
+        );
     }
 
     #[test]

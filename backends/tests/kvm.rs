@@ -1,38 +1,19 @@
 //! Privileged tests of the KVM backend: real VMs running tiny static programs assembled here.
-//! They skip only when /dev/kvm is unusable and VBENCH_REQUIRE_PRIVILEGED is unset.
+//! They skip only when /dev/kvm is unusable and VBENCH_REQUIRE_PRIVILEGED is unset. What bt
+//! and kvm share (exit, output, faults, timeouts, errnos) is in `guests.rs`; this file holds
+//! what only a VM has (ring detection, the UART, guest RAM).
 
+mod common;
+
+use common::{elf, exit_with_errno as exit_with_rax, Level, BASE};
 use iced_x86::code_asm::*;
 use std::time::Duration;
 use vbench_backends::kvm::{Console, KvmBackend, KvmConfig};
-use vbench_backends::{tiny_elf, Backend, Invocation, Outcome, Program};
+use vbench_backends::{Backend, Invocation, Outcome, Program};
 use vbench_results::Exit;
 
 fn kvm_usable() -> bool {
-    let ok = KvmBackend::default().availability().is_available();
-    if !ok {
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
-            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but /dev/kvm is unusable"
-        );
-        eprintln!("skipping: /dev/kvm is unusable");
-    }
-    ok
-}
-
-const BASE: u64 = tiny_elf::BASE;
-
-/// A tiny static ELF running the assembled code, with `data` at BASE + 0x800.
-fn elf(build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>, data: &[u8]) -> Vec<u8> {
-    let mut a = CodeAssembler::new(64).unwrap();
-    build(&mut a).unwrap();
-    tiny_elf::build(&a.assemble(BASE + tiny_elf::CODE).unwrap(), data)
-}
-
-fn exit_with_rax(a: &mut CodeAssembler) -> Result<(), IcedError> {
-    a.mov(rdi, rax)?;
-    a.neg(rdi)?; // -errno -> errno
-    a.mov(eax, 231)?;
-    a.syscall()
+    Level::Kvm.usable()
 }
 
 fn run_with(cfg: KvmConfig, image: Vec<u8>, timeout_ms: u64) -> Outcome {
@@ -108,86 +89,6 @@ fn console_by_hypercall_and_by_uart() {
 }
 
 #[test]
-fn page_fault_is_the_guests_crash_with_vector_rip_and_address() {
-    if !kvm_usable() {
-        return;
-    }
-    let o = run(elf(|a| a.mov(rax, qword_ptr(0x10)), &[]));
-    assert_eq!(
-        o.sample.exit,
-        Exit::Signal {
-            signal: libc::SIGSEGV
-        }
-    );
-    let m = &o.sample.stderr_tail;
-    assert!(
-        m.contains("#PF") && m.contains("vector 14") && m.contains("address 0x10"),
-        "{m}"
-    );
-    assert!(m.contains(&format!("rip {:#x}", BASE + 0x78)), "{m}");
-}
-
-#[test]
-fn invalid_opcode_is_sigill() {
-    if !kvm_usable() {
-        return;
-    }
-    let o = run(elf(|a| a.ud2(), &[]));
-    assert_eq!(
-        o.sample.exit,
-        Exit::Signal {
-            signal: libc::SIGILL
-        }
-    );
-    assert!(
-        o.sample.stderr_tail.contains("#UD"),
-        "{}",
-        o.sample.stderr_tail
-    );
-}
-
-#[test]
-fn privileged_instruction_is_a_general_protection_fault() {
-    if !kvm_usable() {
-        return;
-    }
-    let o = run(elf(|a| a.hlt(), &[]));
-    assert_eq!(
-        o.sample.exit,
-        Exit::Signal {
-            signal: libc::SIGSEGV
-        }
-    );
-    assert!(
-        o.sample.stderr_tail.contains("#GP"),
-        "{}",
-        o.sample.stderr_tail
-    );
-}
-
-#[test]
-fn runaway_guest_is_stopped_by_the_timeout() {
-    if !kvm_usable() {
-        return;
-    }
-    let t = std::time::Instant::now();
-    let o = run_with(
-        KvmConfig::default(),
-        elf(
-            |a| {
-                let mut l = a.create_label();
-                a.set_label(&mut l)?;
-                a.jmp(l)
-            },
-            &[],
-        ),
-        300,
-    );
-    assert_eq!(o.sample.exit, Exit::Timeout { after_ms: 300 });
-    assert!(t.elapsed() < Duration::from_secs(10));
-}
-
-#[test]
 fn access_outside_ram_is_reported() {
     if !kvm_usable() {
         return;
@@ -233,64 +134,6 @@ fn allocation_beyond_guest_ram_fails_inside_with_enomem() {
         20_000,
     );
     assert_eq!(o.sample.exit, Exit::Code { code: 12 });
-}
-
-#[test]
-fn hypercall_with_pointer_outside_guest_memory_is_efault() {
-    if !kvm_usable() {
-        return;
-    }
-    let o = run(elf(
-        |a| {
-            a.mov(eax, 1)?;
-            a.mov(edi, 1)?;
-            a.mov(rsi, 0x7fff_0000_0000u64)?;
-            a.mov(edx, 16)?;
-            a.syscall()?;
-            exit_with_rax(a)
-        },
-        &[],
-    ));
-    assert_eq!(o.sample.exit, Exit::Code { code: 14 });
-}
-
-#[test]
-fn unsupported_syscall_is_enosys_and_named() {
-    if !kvm_usable() {
-        return;
-    }
-    let o = run(elf(
-        |a| {
-            a.mov(eax, 56)?; // clone
-            a.syscall()?;
-            exit_with_rax(a)
-        },
-        &[],
-    ));
-    assert_eq!(o.sample.exit, Exit::Code { code: 38 });
-    assert!(
-        o.sample
-            .stderr_tail
-            .contains("unsupported syscall 56 (clone)"),
-        "{}",
-        o.sample.stderr_tail
-    );
-}
-
-#[test]
-fn malformed_and_dynamic_programs_are_refused_with_a_reason() {
-    if !kvm_usable() {
-        return;
-    }
-    let p = Program::from_bytes("junk", b"not an elf at all".to_vec()).unwrap();
-    let e = KvmBackend::default()
-        .run(&Invocation::new(p, vec![]))
-        .unwrap_err();
-    assert!(e.to_string().contains("not an ELF"), "{e}");
-    let e = KvmBackend::default()
-        .run(&Invocation::new(Program::Path("/bin/ls".into()), vec![]))
-        .unwrap_err();
-    assert!(e.to_string().contains("dynamically linked"), "{e}");
 }
 
 #[test]

@@ -480,44 +480,16 @@ pub fn translate_n(
     // that could run on into other blocks): it is how single steps and restarts are made
     let step = max == 1;
     let enc = |e: IcedError| NoBlock::Encode(e.to_string());
-    let mut dec = Decoder::with_ip(64, code, pc, DecoderOptions::NONE);
-    let mut body: Vec<Instruction> = Vec::new();
-    let mut last: Option<Instruction> = None;
-    let mut stop_at = None; // ends before an instruction the dispatcher must see
-    while body.len() < max {
-        if !dec.can_decode() {
-            stop_at = Some(dec.ip());
-            break;
-        }
-        let i = dec.decode();
-        if i.is_invalid() || dec.last_error() != DecoderError::None || is_sensitive(&i) {
-            stop_at = Some(i.ip());
-            break;
-        }
-        if i.flow_control() == FlowControl::Next {
-            body.push(i);
-        } else {
-            last = Some(i);
-            break;
-        }
-    }
+    let Scan {
+        body,
+        last,
+        stop_at,
+    } = scan(pc, code, max);
     if body.is_empty() && last.is_none() && stop_at == Some(pc) {
         if code.is_empty() {
             return Err(NoBlock::NotExecutable);
         }
-        // the first instruction needs the dispatcher: a block that only exits to it
-        let mut e = Emitter::new(at);
-        e.store(slot!(s_rax), Register::RAX).map_err(enc)?;
-        e.imm(Register::RAX, pc).map_err(enc)?;
-        e.store(slot!(next), Register::RAX).map_err(enc)?;
-        e.imm(Register::RAX, INFO_EMULATE).map_err(enc)?;
-        e.jmp(t.exit).map_err(enc)?;
-        return Ok(Block {
-            bytes: e.buf,
-            map: vec![(at, pc)],
-            guest_instrs: 0,
-            guest_end: pc + 1,
-        });
+        return emulation_block(pc, at, t).map_err(enc);
     }
     let mut e = Emitter::new(at);
     let mut map = Vec::with_capacity(body.len() + 1);
@@ -536,104 +508,189 @@ pub fn translate_n(
             guest_end: body.last().map_or(pc + 1, |i| i.next_ip()),
         });
     };
-    map.push((e.at(), i.ip()));
-    use Register::{RAX, RSP};
-    match i.flow_control() {
-        FlowControl::UnconditionalBranch => link_exit(&mut e, i.near_branch_target(), t),
-        FlowControl::ConditionalBranch if i.is_jcc_short_or_near() => (|| {
-            // jcc rel32 (its rel32 is the taken link site), then the fall-through link site
-            let jcc = e.at();
-            e.ins(Instruction::with_branch(
-                i.code().as_near_branch(),
-                jcc + 6,
-            )?)?;
-            assert_eq!(e.at(), jcc + 6, "jcc rel32 is six bytes");
-            let taken_site = jcc + 1; // patch_link writes site+1..site+5, relative to site+5
-            let fall_site = e.at();
-            e.jmp32(fall_site + 5);
-            slow_stub(&mut e, fall_site, i.next_ip(), t)?;
-            let taken_slow = e.at();
-            e.patch_jmp32(taken_site, taken_slow);
-            slow_stub(&mut e, taken_site, i.near_branch_target(), t)
-        })(),
-        FlowControl::ConditionalBranch => {
-            let mut c = i;
-            c.as_short_branch();
-            let here = e.at();
-            c.set_near_branch64(here);
-            let mut probe = Encoder::new(64);
-            let len = probe.encode(&c, here).map_err(enc)? as u64;
-            c.set_near_branch64(here + len + 5);
-            e.ins(c).map_err(enc)?;
-            let fall_site = e.at();
-            e.jmp32(0);
-            let taken_site = e.at();
-            e.jmp32(0);
-            let fall_slow = e.at();
-            slow_stub(&mut e, fall_site, i.next_ip(), t).map_err(enc)?;
-            let taken_slow = e.at();
-            slow_stub(&mut e, taken_site, i.near_branch_target(), t).map_err(enc)?;
-            e.patch_jmp32(fall_site, fall_slow);
-            e.patch_jmp32(taken_site, taken_slow);
-            Ok(())
-        }
-        FlowControl::Call => push_return(&mut e, i.next_ip())
-            .and_then(|_| link_exit(&mut e, i.near_branch_target(), t)),
-        FlowControl::IndirectBranch | FlowControl::IndirectCall => (|| {
-            e.store(slot!(s_rax), RAX)?;
-            if i.op0_kind() == iced_x86::OpKind::Memory {
-                e.ins(Instruction::with2(Code::Mov_r64_rm64, RAX, mem_of(&i))?)?;
-            } else {
-                e.ins(Instruction::with2(
-                    Code::Mov_r64_rm64,
-                    RAX,
-                    i.op0_register(),
-                )?)?;
-            }
-            if i.flow_control() == FlowControl::IndirectCall {
-                if i.next_ip() <= 0x7fff_ffff {
-                    e.ins(Instruction::with1(Code::Pushq_imm32, i.next_ip() as i32)?)?;
-                } else {
-                    e.store(slot!(s_tmp), RAX)?;
-                    e.imm(RAX, i.next_ip())?;
-                    e.ins(Instruction::with1(Code::Push_r64, RAX)?)?;
-                    e.load(RAX, slot!(s_tmp))?;
-                }
-            }
-            if step {
-                to_dispatcher(&mut e, t)
-            } else {
-                lookup(&mut e, t)
-            }
-        })(),
-        FlowControl::Return => (|| {
-            e.store(slot!(s_rax), RAX)?;
-            e.ins(Instruction::with1(Code::Pop_r64, RAX)?)?;
-            if i.code() == Code::Retnq_imm16 {
-                e.lea(
-                    RSP,
-                    MemoryOperand::with_base_displ(RSP, i64::from(i.immediate16())),
-                )?;
-            }
-            if step {
-                to_dispatcher(&mut e, t)
-            } else {
-                lookup(&mut e, t)
-            }
-        })(),
-        _ => {
-            // anything else that transfers control goes to the dispatcher as an emulation
-            map.pop();
-            link_exit(&mut e, i.ip(), t)
-        }
+    if translated_in_place(&i) {
+        map.push((e.at(), i.ip()));
     }
-    .map_err(enc)?;
+    end_block(&mut e, &i, t, step).map_err(enc)?;
     Ok(Block {
         bytes: e.buf,
         map,
         guest_instrs: n,
         guest_end: i.next_ip(),
     })
+}
+
+/// The guest instructions of one block.
+struct Scan {
+    /// Straight-line instructions, copied as they are.
+    body: Vec<Instruction>,
+    /// The control transfer that ends the block, if one does.
+    last: Option<Instruction>,
+    /// Where the block stops before an instruction the dispatcher must see (or that does
+    /// not decode, or at the end of `code`).
+    stop_at: Option<u64>,
+}
+
+/// Decodes at most `max` instructions of a block from `code` at `pc`.
+fn scan(pc: u64, code: &[u8], max: usize) -> Scan {
+    let mut dec = Decoder::with_ip(64, code, pc, DecoderOptions::NONE);
+    let mut s = Scan {
+        body: Vec::new(),
+        last: None,
+        stop_at: None,
+    };
+    while s.body.len() < max {
+        if !dec.can_decode() {
+            s.stop_at = Some(dec.ip());
+            break;
+        }
+        let i = dec.decode();
+        if i.is_invalid() || dec.last_error() != DecoderError::None || is_sensitive(&i) {
+            s.stop_at = Some(i.ip());
+            break;
+        }
+        if i.flow_control() == FlowControl::Next {
+            s.body.push(i);
+        } else {
+            s.last = Some(i);
+            break;
+        }
+    }
+    s
+}
+
+/// The first instruction needs the dispatcher: a block that only exits to it.
+fn emulation_block(pc: u64, at: u64, t: &Tramps) -> Result<Block, IcedError> {
+    let mut e = Emitter::new(at);
+    e.store(slot!(s_rax), Register::RAX)?;
+    e.imm(Register::RAX, pc)?;
+    e.store(slot!(next), Register::RAX)?;
+    e.imm(Register::RAX, INFO_EMULATE)?;
+    e.jmp(t.exit)?;
+    Ok(Block {
+        bytes: e.buf,
+        map: vec![(at, pc)],
+        guest_instrs: 0,
+        guest_end: pc + 1,
+    })
+}
+
+/// Whether the control transfer `i` is translated in the block (rather than emulated by
+/// the dispatcher, so that no host code stands for it).
+fn translated_in_place(i: &Instruction) -> bool {
+    matches!(
+        i.flow_control(),
+        FlowControl::UnconditionalBranch
+            | FlowControl::ConditionalBranch
+            | FlowControl::Call
+            | FlowControl::IndirectBranch
+            | FlowControl::IndirectCall
+            | FlowControl::Return
+    )
+}
+
+/// Emits the translation of the control transfer `i` that ends a block.
+fn end_block(e: &mut Emitter, i: &Instruction, t: &Tramps, step: bool) -> Result<(), IcedError> {
+    match i.flow_control() {
+        FlowControl::UnconditionalBranch => link_exit(e, i.near_branch_target(), t),
+        FlowControl::ConditionalBranch if i.is_jcc_short_or_near() => near_jcc(e, i, t),
+        FlowControl::ConditionalBranch => short_jcc(e, i, t),
+        FlowControl::Call => {
+            push_return(e, i.next_ip()).and_then(|_| link_exit(e, i.near_branch_target(), t))
+        }
+        FlowControl::IndirectBranch | FlowControl::IndirectCall => indirect(e, i, t, step),
+        FlowControl::Return => ret(e, i, t, step),
+        // anything else that transfers control goes to the dispatcher as an emulation
+        _ => link_exit(e, i.ip(), t),
+    }
+}
+
+/// jcc rel32 (its rel32 is the taken link site), then the fall-through link site.
+fn near_jcc(e: &mut Emitter, i: &Instruction, t: &Tramps) -> Result<(), IcedError> {
+    let jcc = e.at();
+    e.ins(Instruction::with_branch(
+        i.code().as_near_branch(),
+        jcc + 6,
+    )?)?;
+    assert_eq!(e.at(), jcc + 6, "jcc rel32 is six bytes");
+    let taken_site = jcc + 1; // patch_link writes site+1..site+5, relative to site+5
+    let fall_site = e.at();
+    e.jmp32(fall_site + 5);
+    slow_stub(e, fall_site, i.next_ip(), t)?;
+    let taken_slow = e.at();
+    e.patch_jmp32(taken_site, taken_slow);
+    slow_stub(e, taken_site, i.near_branch_target(), t)
+}
+
+/// A branch with no rel32 form (jrcxz, loop): its short form over two link sites.
+fn short_jcc(e: &mut Emitter, i: &Instruction, t: &Tramps) -> Result<(), IcedError> {
+    let mut c = *i;
+    c.as_short_branch();
+    let here = e.at();
+    c.set_near_branch64(here);
+    let mut probe = Encoder::new(64);
+    let len = probe.encode(&c, here)? as u64;
+    c.set_near_branch64(here + len + 5);
+    e.ins(c)?;
+    let fall_site = e.at();
+    e.jmp32(0);
+    let taken_site = e.at();
+    e.jmp32(0);
+    let fall_slow = e.at();
+    slow_stub(e, fall_site, i.next_ip(), t)?;
+    let taken_slow = e.at();
+    slow_stub(e, taken_site, i.near_branch_target(), t)?;
+    e.patch_jmp32(fall_site, fall_slow);
+    e.patch_jmp32(taken_site, taken_slow);
+    Ok(())
+}
+
+/// An indirect jmp or call: the target in rax (the return address pushed), then the lookup.
+fn indirect(e: &mut Emitter, i: &Instruction, t: &Tramps, step: bool) -> Result<(), IcedError> {
+    use Register::RAX;
+    e.store(slot!(s_rax), RAX)?;
+    if i.op0_kind() == iced_x86::OpKind::Memory {
+        e.ins(Instruction::with2(Code::Mov_r64_rm64, RAX, mem_of(i))?)?;
+    } else {
+        e.ins(Instruction::with2(
+            Code::Mov_r64_rm64,
+            RAX,
+            i.op0_register(),
+        )?)?;
+    }
+    if i.flow_control() == FlowControl::IndirectCall {
+        if i.next_ip() <= 0x7fff_ffff {
+            e.ins(Instruction::with1(Code::Pushq_imm32, i.next_ip() as i32)?)?;
+        } else {
+            e.store(slot!(s_tmp), RAX)?;
+            e.imm(RAX, i.next_ip())?;
+            e.ins(Instruction::with1(Code::Push_r64, RAX)?)?;
+            e.load(RAX, slot!(s_tmp))?;
+        }
+    }
+    if step {
+        to_dispatcher(e, t)
+    } else {
+        lookup(e, t)
+    }
+}
+
+/// ret (ret imm16): the return address popped into rax, then the lookup.
+fn ret(e: &mut Emitter, i: &Instruction, t: &Tramps, step: bool) -> Result<(), IcedError> {
+    use Register::{RAX, RSP};
+    e.store(slot!(s_rax), RAX)?;
+    e.ins(Instruction::with1(Code::Pop_r64, RAX)?)?;
+    if i.code() == Code::Retnq_imm16 {
+        e.lea(
+            RSP,
+            MemoryOperand::with_base_displ(RSP, i64::from(i.immediate16())),
+        )?;
+    }
+    if step {
+        to_dispatcher(e, t)
+    } else {
+        lookup(e, t)
+    }
 }
 
 /// The indirect-branch lookup, inlined at each indirect site (so each has its own, better

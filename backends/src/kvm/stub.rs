@@ -84,12 +84,80 @@ pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+    /// The stub's code (up to the int3 padding), decoded.
+    fn decode(code: &[u8]) -> Vec<Instruction> {
+        let end = code[..PROBE as usize]
+            .iter()
+            .rposition(|b| *b != 0xcc)
+            .map_or(0, |p| p + 1);
+        let mut d = Decoder::with_ip(64, &code[..end], STUB, DecoderOptions::NONE);
+        let mut out = Vec::new();
+        while d.can_decode() {
+            let i = d.decode();
+            assert!(!i.is_invalid(), "invalid instruction at {:#x}", i.ip());
+            out.push(i);
+        }
+        out
+    }
+
+    /// Whether some instruction accesses memory at `addr` (absolute or rip-relative).
+    fn touches(ins: &[Instruction], addr: u64) -> bool {
+        ins.iter().any(|i| {
+            (0..i.op_count()).any(|o| i.op_kind(o) == OpKind::Memory)
+                && i.memory_base() != Register::RSP
+                && (i.memory_displacement64() == addr || i.ip_rel_memory_address() == addr)
+        })
+    }
 
     #[test]
-    fn stub_assembles_for_both_consoles() {
+    fn the_stub_page_is_laid_out_and_decodes_as_intended() {
         for c in [Console::Hypercall, Console::Uart] {
             let code = assemble(c).unwrap();
+            assert_eq!(code.len(), SLOT as usize + 8, "{c:?}");
+            // the jump slot holds the hypercall page, the probe is `syscall; ud2`
             assert_eq!(&code[SLOT as usize..], &HYPERCALL.to_le_bytes());
+            assert_eq!(
+                &code[PROBE as usize..PROBE as usize + 4],
+                &[0x0f, 0x05, 0x0f, 0x0b]
+            );
+            assert!(code[PROBE as usize + 4..SLOT as usize]
+                .iter()
+                .all(|b| *b == 0xcc));
+            let ins = decode(&code);
+            // getpid and gettid are answered in the guest: compared first, counted in KDATA
+            let cmps: Vec<u64> = ins
+                .iter()
+                .filter(|i| i.mnemonic() == Mnemonic::Cmp && i.op0_register() == Register::RAX)
+                .map(|i| i.immediate(1))
+                .collect();
+            assert_eq!(&cmps[..2], &[39, 186], "{c:?}");
+            assert!(touches(&ins, KDATA), "{c:?}: the in-guest syscall counter");
+            // everything else leaves through the slot; the return is to rcx, as sysret's
+            assert!(
+                ins.iter()
+                    .any(|i| i.mnemonic() == Mnemonic::Jmp && touches(&[*i], STUB + SLOT)),
+                "{c:?}: no jump through the slot"
+            );
+            let last = ins.last().unwrap();
+            assert_eq!(
+                (last.mnemonic(), last.op0_register()),
+                (Mnemonic::Jmp, Register::RCX),
+                "{c:?}"
+            );
+            assert!(
+                ins.iter().any(|i| i.mnemonic() == Mnemonic::Popfq),
+                "{c:?}: rflags from r11"
+            );
+            // only the UART console drives the UART (LSR at +5, THR at +0)
+            let uart = touches(&ins, UART) && touches(&ins, UART + 5);
+            assert_eq!(uart, c == Console::Uart, "{c:?}");
+            assert_eq!(
+                touches(&ins, KDATA + 8),
+                c == Console::Uart,
+                "{c:?}: UART write counter"
+            );
         }
     }
 }

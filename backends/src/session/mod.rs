@@ -83,6 +83,65 @@ impl GuestOutputs {
     }
 }
 
+/// The signals the harness handles (^C, SIGTERM, SIGHUP: they cancel a run).
+pub const HARNESS_SIGNALS: [nix::sys::signal::Signal; 3] = [
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGHUP,
+];
+
+/// Blocks [`HARNESS_SIGNALS`] in the calling thread until dropped. A thread that runs guest
+/// code in the harness's own process (bt) holds it, so the harness's handlers never run on a
+/// thread whose FS base (thread-local storage) is the guest's; the kernel hands the signals to
+/// another thread (the watchdog unblocks them in its own).
+pub struct HarnessSignalsBlocked(nix::sys::signal::SigSet);
+
+impl HarnessSignalsBlocked {
+    fn set() -> nix::sys::signal::SigSet {
+        let mut set = nix::sys::signal::SigSet::empty();
+        for s in HARNESS_SIGNALS {
+            set.add(s);
+        }
+        set
+    }
+
+    /// Blocks them, keeping the old mask.
+    pub fn new() -> HarnessSignalsBlocked {
+        let mut old = nix::sys::signal::SigSet::empty();
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&Self::set()),
+            Some(&mut old),
+        );
+        HarnessSignalsBlocked(old)
+    }
+
+    /// Unblocks them in the calling thread (a thread started by one that blocked them).
+    pub fn unblock_in_this_thread() {
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+            Some(&Self::set()),
+            None,
+        );
+    }
+}
+
+impl Default for HarnessSignalsBlocked {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for HarnessSignalsBlocked {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&self.0),
+            None,
+        );
+    }
+}
+
 /// CPU time of the calling thread (user, system), nanoseconds.
 pub fn thread_times() -> (u64, u64) {
     use nix::sys::resource::{getrusage, UsageWho};

@@ -47,7 +47,12 @@ impl Watchdog {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("vbench-watchdog".into())
-                .spawn(move || watch(&shared, timeout, cancel.as_deref(), &kick))
+                .spawn(move || {
+                    // the harness's signals are blocked in a thread that runs a guest; this
+                    // thread takes them (their handler sets `cancel`, which it watches)
+                    super::HarnessSignalsBlocked::unblock_in_this_thread();
+                    watch(&shared, timeout, cancel.as_deref(), &kick)
+                })
                 .expect("spawning the watchdog thread")
         });
         Watchdog { shared, thread }
@@ -56,6 +61,11 @@ impl Watchdog {
     /// Whether the guest was told to stop.
     pub fn kicked(&self) -> bool {
         self.shared.kicked.load(Ordering::Acquire)
+    }
+
+    /// The flag a guest loop reads between entries (set before the first kick).
+    pub fn flag(&self) -> &AtomicBool {
+        &self.shared.kicked
     }
 
     /// How a kicked run ended (interrupted or timed out); `None` when it was not kicked.

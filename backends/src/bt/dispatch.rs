@@ -1,0 +1,212 @@
+//! The dispatch loop (DynamoRIO's `dispatch.c`): find or translate the block at the guest's
+//! next address, link the exit the guest left through, enter the cache, and handle the exit
+//! it comes back with: an indirect-branch miss, an instruction to emulate, a fault, a kick.
+
+use super::cache::Translator;
+use super::counters::Counter;
+use super::emulate::{emulate, Vcpu};
+use super::signals::{deliver, GuestFault};
+use super::space::Space;
+use super::translate::{
+    patch_link, Ctx, CODE, CODE_END, INFO_EMULATE, INFO_FAULT, INFO_INDIRECT, INFO_KICK,
+};
+use crate::linux_abi::Abi;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why the guest stopped.
+#[derive(Debug)]
+pub(super) enum Stop {
+    Exited(i32),
+    Crashed {
+        signal: i32,
+        message: String,
+    },
+    /// A fault the guest may handle itself (a handler installed with rt_sigaction).
+    Fault(GuestFault),
+    Kicked,
+}
+
+/// The guest dies of `signal`.
+pub(super) fn crash(signal: i32, message: String) -> Stop {
+    Stop::Crashed { signal, message }
+}
+
+/// What the loop counted.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    /// Time from the start of the run to the first entry into translated code.
+    pub(super) startup: Option<Duration>,
+    pub(super) entries: u64,
+    pub(super) misses: u64,
+    pub(super) links: u64,
+}
+
+/// The guest and everything the dispatcher works on.
+pub(super) struct Machine<'a> {
+    pub(super) ctx: &'a mut Ctx,
+    pub(super) space: &'a Space,
+    pub(super) abi: &'a mut Abi,
+    pub(super) vcpu: &'a mut Vcpu,
+    pub(super) tr: &'a mut Translator,
+}
+
+/// What an exit handler tells the loop.
+enum Next {
+    /// Go on with the guest (the trap flag's step, if any, is checked).
+    Run,
+    /// Go on at once (a signal was just delivered).
+    Resume,
+    Stop(Stop),
+}
+
+/// Runs the guest until it stops; `kicked` is the watchdog's request to leave, `t0` the
+/// start of the run (for the start-up time).
+pub(super) fn dispatch(m: &mut Machine, kicked: &AtomicBool, t0: Instant) -> (Stop, Tally) {
+    // SAFETY: `enter` points at the entry trampoline written into the executable cache by
+    // Translator::new; it follows the System V ABI (saves callee-saved registers, FS base and
+    // FPU state and restores them before returning).
+    let enter: extern "C" fn(*mut Ctx) = unsafe { std::mem::transmute(m.tr.tramps.enter) };
+    let mut tally = Tally::default();
+    let stop = loop {
+        if kicked.load(Ordering::Acquire) {
+            break Stop::Kicked;
+        }
+        let pc = m.ctx.next;
+        let generation = m.tr.generation;
+        // the guest's trap flag: run one instruction, then deliver SIGTRAP
+        let stepping = m.vcpu.tf;
+        m.tr.single |= stepping;
+        let host = match m.tr.block(m.space, pc) {
+            Ok(h) => h,
+            Err(s) => break s,
+        };
+        let site = m.ctx.info;
+        if (CODE..CODE_END).contains(&site) && m.tr.generation == generation {
+            patch_link(m.tr.cache(), site, host);
+            tally.links += 1;
+        }
+        m.ctx.info = 0;
+        m.ctx.s_tgt = host;
+        tally.entries += 1;
+        tally.startup.get_or_insert_with(|| t0.elapsed());
+        enter(m.ctx);
+        let next = match m.ctx.info {
+            INFO_INDIRECT => {
+                tally.misses += 1;
+                Next::Run
+            }
+            INFO_EMULATE => on_emulate(m),
+            INFO_FAULT => on_fault(m),
+            INFO_KICK => Next::Stop(Stop::Kicked),
+            _ => Next::Run, // a link site: linked on the next turn
+        };
+        match next {
+            Next::Run => {}
+            Next::Resume => continue,
+            Next::Stop(s) => break s,
+        }
+        if stepping && m.vcpu.tf {
+            if let Err(s) = trap_after_step(m, pc) {
+                break s;
+            }
+        }
+    };
+    (stop, tally)
+}
+
+/// The guest left to have an instruction emulated.
+fn on_emulate(m: &mut Machine) -> Next {
+    match emulate(m.ctx, m.space, m.abi, m.vcpu, m.tr) {
+        Ok(()) => {}
+        Err(Stop::Fault(f)) if deliver(m.ctx, m.space, m.vcpu, &f) => {
+            m.tr.counts.add(Counter::SignalsDelivered, 1);
+        }
+        Err(Stop::Fault(f)) => return Next::Stop(crash(f.signal, f.message)),
+        Err(s) => return Next::Stop(s),
+    }
+    if m.space.stale.take() {
+        m.tr.flush(); // a syscall wrote over translated code
+    }
+    Next::Run
+}
+
+/// A signal hit translated code: self-modifying code, or the guest's fault.
+fn on_fault(m: &mut Machine) -> Next {
+    let ctx = &mut *m.ctx;
+    if ctx.fault_sig as u32 == libc::SIGSEGV as u32
+        && m.space.unprotect_code(ctx.fault_addr, ctx.fault_addr + 1)
+    {
+        // self-modifying code: the guest wrote to a page it executes. Forget every
+        // translation and run the writing instruction again, now unprotected.
+        return match m.tr.host_to_guest.get(&ctx.fault_host_rip) {
+            Some(g) => {
+                ctx.next = *g;
+                m.tr.flush();
+                m.tr.single = true;
+                Next::Run
+            }
+            None => Next::Stop(crash(
+                libc::SIGSEGV,
+                "bt: a write to translated code from an instruction that cannot be restarted"
+                    .into(),
+            )),
+        };
+    }
+    let host = ctx.fault_host_rip;
+    let f = guest_fault(ctx, m.tr);
+    // a precise fault (at the start of a translated instruction) may be handled
+    if m.tr.host_to_guest.get(&host) == Some(&f.rip) && deliver(ctx, m.space, m.vcpu, &f) {
+        m.tr.counts.add(Counter::SignalsDelivered, 1);
+        return Next::Resume;
+    }
+    Next::Stop(crash(f.signal, f.message))
+}
+
+/// The guest's view of the signal the host handler recorded in `ctx`.
+fn guest_fault(ctx: &Ctx, tr: &Translator) -> GuestFault {
+    let host = ctx.fault_host_rip;
+    let sig = ctx.fault_sig as u32 as i32;
+    let code = (ctx.fault_sig >> 32) as u32 as i32;
+    let grip = tr.guest_rip_of(host).unwrap_or(0);
+    let name = match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => "signal",
+    };
+    let mut message = format!("guest crashed: {name} at guest rip {grip:#x}");
+    if matches!(sig, libc::SIGSEGV | libc::SIGBUS) {
+        message.push_str(&format!(", address {:#x}", ctx.fault_addr));
+    }
+    if std::env::var_os("VBENCH_BT_DEBUG").is_some() {
+        message.push_str(&format!(" (host rip {host:#x}) registers {:x?}", ctx.gpr));
+    }
+    GuestFault {
+        signal: sig,
+        code,
+        rip: grip,
+        addr: ctx.fault_addr,
+        message,
+    }
+}
+
+/// The guest's trap flag was set for the instruction at `pc`: its SIGTRAP.
+fn trap_after_step(m: &mut Machine, pc: u64) -> Result<(), Stop> {
+    let f = GuestFault {
+        signal: libc::SIGTRAP,
+        code: 2, // TRAP_TRACE
+        rip: m.ctx.next,
+        addr: 0,
+        message: format!(
+            "guest crashed: SIGTRAP (trap flag) after the instruction at guest rip {pc:#x}"
+        ),
+    };
+    if !deliver(m.ctx, m.space, m.vcpu, &f) {
+        return Err(crash(f.signal, f.message));
+    }
+    m.tr.counts.add(Counter::SignalsDelivered, 1);
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! Signals: the host handlers that turn a fault (or the watchdog's kick) in translated code
+//! into an exit to the dispatcher, and the guest's own signals: rt_sigaction state, delivery
+//! of a synchronous fault to the guest's handler on an rt_sigframe, and rt_sigreturn.
+
+use super::dispatch::Stop;
+use super::emulate::{Vcpu, POPF_MASK};
+use super::space::Space;
+use super::translate::{Ctx, Tramps, CTX};
+use super::{os, BackendError};
+use crate::linux_abi::GuestMem;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bounds of translated code while a run is active (0..0 otherwise), for the signal handler.
+static CODE_LO: AtomicU64 = AtomicU64::new(0);
+static CODE_HI: AtomicU64 = AtomicU64::new(0);
+static FAULT_EXIT: AtomicU64 = AtomicU64::new(0);
+static KICK_EXIT: AtomicU64 = AtomicU64::new(0);
+
+/// The signal the watchdog sends to make the guest leave translated code.
+pub(super) fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 5
+}
+
+const FAULT_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+];
+
+/// From now on a signal in [code_lo, code_hi) is the guest's: it leaves through the exits of
+/// `tramps`.
+pub(super) fn arm(tramps: &Tramps, code_lo: u64, code_hi: u64) {
+    FAULT_EXIT.store(tramps.fault_exit, Ordering::Release);
+    KICK_EXIT.store(tramps.kick_exit, Ordering::Release);
+    CODE_LO.store(code_lo, Ordering::Release);
+    CODE_HI.store(code_hi, Ordering::Release);
+}
+
+/// Translated code now ends at `code_hi`.
+pub(super) fn code_grew(code_hi: u64) {
+    CODE_HI.store(code_hi, Ordering::Release);
+}
+
+/// No signal is the guest's any more (before the cache is unmapped).
+pub(super) fn disarm() {
+    CODE_HI.store(0, Ordering::Release);
+    CODE_LO.store(0, Ordering::Release);
+}
+
+/// Signal handler: redirects translated code that faulted (or was kicked) to an exit.
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid ucontext_t for an SA_SIGINFO handler; the context page
+    // is mapped while CODE_HI is non-zero (set after mapping, cleared before unmapping), and
+    // the guest thread is stopped in this handler, so nothing else writes it.
+    unsafe {
+        let uc = &mut *(uc as *mut libc::ucontext_t);
+        let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+        let lo = CODE_LO.load(Ordering::Acquire);
+        let hi = CODE_HI.load(Ordering::Acquire);
+        if lo <= rip && rip < hi {
+            let ctx = CTX as *mut Ctx;
+            let kick = sig == kick_signal();
+            (*ctx).fault_host_rip = rip;
+            (*ctx).fault_sig = sig as u32 as u64 | (((*info).si_code as u32 as u64) << 32);
+            (*ctx).fault_addr = if kick { 0 } else { (*info).si_addr() as u64 };
+            let to = if kick { &KICK_EXIT } else { &FAULT_EXIT };
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = to.load(Ordering::Acquire) as i64;
+            return;
+        }
+        if sig == kick_signal() {
+            return; // the dispatcher sees the flag
+        }
+        // not the guest's: vbench's own bug. Default action on return (the fault repeats).
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Signal dispositions and the alternate stack of a run; restored on drop.
+pub(super) struct Signals {
+    old: Vec<(libc::c_int, libc::sigaction)>,
+    old_stack: libc::stack_t,
+    stack: Vec<u8>,
+}
+
+impl Signals {
+    /// Installs the handlers and the alternate stack for this thread's run.
+    pub(super) fn install() -> Result<Signals, BackendError> {
+        let mut stack = vec![0u8; 256 << 10];
+        // SAFETY: zeroed sigaction/stack_t are valid out-parameters; the alternate stack is a
+        // live buffer owned by the returned value, which restores the old one before freeing it.
+        unsafe {
+            let mut old_stack: libc::stack_t = std::mem::zeroed();
+            let ss = libc::stack_t {
+                ss_sp: stack.as_mut_ptr().cast(),
+                ss_flags: 0,
+                ss_size: stack.len(),
+            };
+            if libc::sigaltstack(&ss, &mut old_stack) != 0 {
+                return Err(os("sigaltstack"));
+            }
+            let mut s = Signals {
+                old: Vec::new(),
+                old_stack,
+                stack,
+            };
+            for sig in FAULT_SIGNALS.iter().copied().chain([kick_signal()]) {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+                libc::sigemptyset(&mut sa.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, &sa, &mut old) != 0 {
+                    return Err(os("sigaction"));
+                }
+                s.old.push((sig, old));
+            }
+            // the kick must be deliverable to this thread
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, kick_signal());
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(s)
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        // SAFETY: restoring dispositions and the alternate stack saved by `install`; the
+        // alternate stack buffer is freed only after it is no longer installed.
+        unsafe {
+            for (sig, old) in &self.old {
+                libc::sigaction(*sig, old, std::ptr::null_mut());
+            }
+            let mut cur: libc::stack_t = std::mem::zeroed();
+            libc::sigaltstack(&self.old_stack, &mut cur);
+        }
+        let _ = self.stack.len();
+    }
+}
+
+/// A synchronous signal of the guest, with what its handler would see.
+#[derive(Debug)]
+pub(super) struct GuestFault {
+    pub(super) signal: i32,
+    pub(super) code: i32,
+    /// Where the guest resumes when the handler returns.
+    pub(super) rip: u64,
+    pub(super) addr: u64,
+    pub(super) message: String,
+}
+
+pub(super) fn gfault(signal: i32, code: i32, rip: u64, addr: u64, message: String) -> Stop {
+    Stop::Fault(GuestFault {
+        signal,
+        code,
+        rip,
+        addr,
+        message,
+    })
+}
+
+pub(super) fn segv(pc: u64, addr: u64) -> Stop {
+    gfault(
+        libc::SIGSEGV,
+        1, // SEGV_MAPERR
+        pc,
+        addr,
+        format!("guest crashed: SIGSEGV at guest rip {pc:#x}, address {addr:#x}"),
+    )
+}
+
+/// si_code of faults the kernel raises itself (#GP, int n, int3).
+pub(super) const SI_KERNEL: i32 = 0x80;
+const SA_RESTORER: u64 = 0x0400_0000;
+
+/// Delivers `f` to the guest's handler, Linux-style: an rt_sigframe (return address = the
+/// handler's restorer, ucontext with the registers, siginfo) below the red zone; false when
+/// the guest has no handler for it (it then dies of the signal).
+pub(super) fn deliver(ctx: &mut Ctx, space: &Space, vcpu: &mut Vcpu, f: &GuestFault) -> bool {
+    let Some(&[handler, flags, restorer, _mask]) = vcpu.actions.get(f.signal as usize) else {
+        return false;
+    };
+    if handler <= 1 || flags & SA_RESTORER == 0 {
+        return false;
+    }
+    let g = ctx.gpr;
+    let frame = (g[4].wrapping_sub(128 + 440) & !15).wrapping_sub(8);
+    let (uc, info) = (frame + 8, frame + 8 + 304);
+    let mut b: Vec<u8> = Vec::with_capacity(440);
+    let mut q = |v: u64| b.extend(v.to_le_bytes());
+    q(restorer);
+    for _ in 0..5 {
+        q(0); // uc_flags, uc_link, uc_stack
+    }
+    for r in [8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 3, 2, 0, 1, 4] {
+        q(g[r]);
+    }
+    q(f.rip);
+    q((ctx.rflags & !0x300) | (u64::from(vcpu.tf) << 8) | (u64::from(vcpu.vif) << 9));
+    q(0x2b << 48 | 0x33); // cs, gs, fs, ss
+    let trapno = match f.signal {
+        libc::SIGILL => 6,
+        libc::SIGTRAP => 3,
+        libc::SIGFPE => 0,
+        _ if f.code == SI_KERNEL => 13,
+        _ => 14,
+    };
+    for v in [0, trapno, 0, f.addr, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] {
+        q(v); // err, trapno, oldmask, cr2, fpstate, reserved[8], uc_sigmask
+    }
+    q(f.signal as u32 as u64);
+    q(f.code as u32 as u64);
+    q(f.addr);
+    b.resize(440, 0);
+    if space.write(frame, &b).is_err() {
+        return false;
+    }
+    ctx.gpr[7] = f.signal as u64;
+    ctx.gpr[6] = info;
+    ctx.gpr[2] = uc;
+    ctx.gpr[0] = 0;
+    ctx.gpr[4] = frame;
+    ctx.rflags &= !0x500; // TF, DF
+    vcpu.tf = false;
+    ctx.next = handler;
+    true
+}
+
+/// rt_sigreturn: the registers from the ucontext at the guest's rsp.
+pub(super) fn sigreturn(ctx: &mut Ctx, space: &Space, vcpu: &mut Vcpu) -> Result<(), Stop> {
+    let uc = ctx.gpr[4];
+    let mut b = [0u8; 18 * 8];
+    space
+        .read(uc + 40, &mut b)
+        .map_err(|_| segv(ctx.next, uc))?;
+    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
+    for (i, r) in [8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 3, 2, 0, 1, 4]
+        .into_iter()
+        .enumerate()
+    {
+        ctx.gpr[r] = w(i);
+    }
+    ctx.next = w(16);
+    ctx.rflags = (ctx.rflags & !POPF_MASK) | (w(17) & POPF_MASK) | 2;
+    vcpu.tf = w(17) & 0x100 != 0;
+    Ok(())
+}
+
+/// rt_sigaction(sig, act, oldact): signals are the translator's to deliver, so the guest's
+/// dispositions live in the [`Vcpu`]; returns the system call's result.
+pub(super) fn sigaction(space: &Space, vcpu: &mut Vcpu, sig: usize, act: u64, old: u64) -> i64 {
+    if !(1..=64).contains(&sig) || sig == 9 || sig == 19 {
+        -22
+    } else if old != 0
+        && space
+            .write(old, &vcpu.actions[sig].map(u64::to_le_bytes).concat())
+            .is_err()
+    {
+        -14
+    } else if act != 0 {
+        let mut b = [0u8; 32];
+        if space.read(act, &mut b).is_err() {
+            -14
+        } else {
+            for (k, v) in vcpu.actions[sig].iter_mut().enumerate() {
+                *v = u64::from_le_bytes(b[k * 8..k * 8 + 8].try_into().expect("8"));
+            }
+            0
+        }
+    } else {
+        0
+    }
+}

@@ -1,0 +1,240 @@
+//! The same small programs on bt and on kvm: both levels must give what a native process gets
+//! (exit statuses, output, errnos, the signal a fault kills it with), each naming the fault in
+//! its own terms. kvm needs /dev/kvm; every test skips only as `require_or_skip` allows.
+
+mod common;
+
+use common::*;
+use iced_x86::code_asm::*;
+use std::time::{Duration, Instant};
+use vbench_backends::{Invocation, Program};
+use vbench_results::Exit;
+
+/// Runs `check` on every usable level.
+fn on_each(check: impl Fn(Level)) {
+    for level in Level::ALL {
+        if level.usable() {
+            check(level);
+        }
+    }
+}
+
+#[test]
+fn exit_status_after_a_syscall() {
+    on_each(|l| {
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    a.mov(eax, 39)?; // getpid
+                    a.syscall()?;
+                    a.mov(edi, 42)?;
+                    a.mov(eax, 231)?;
+                    a.syscall()
+                },
+                &[],
+            ),
+        );
+        assert_eq!(o.sample.exit, Exit::Code { code: 42 }, "{l:?}");
+        assert!(o.sample.startup_ns.unwrap() > 0, "{l:?}");
+    });
+}
+
+#[test]
+fn write_to_stdout_is_captured() {
+    on_each(|l| {
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    a.mov(eax, 1)?;
+                    a.mov(edi, 1)?;
+                    a.mov(rsi, DATA)?;
+                    a.mov(edx, 6)?;
+                    a.syscall()?;
+                    exit_with(a, rax) // the byte count
+                },
+                b"hello\n",
+            ),
+        );
+        assert_eq!(o.sample.exit, Exit::Code { code: 6 }, "{l:?}");
+        assert_eq!(o.stdout, b"hello\n", "{l:?}");
+        assert_eq!(o.sample.stdout_bytes, 6, "{l:?}");
+    });
+}
+
+#[test]
+fn a_page_fault_kills_with_sigsegv_naming_rip_and_address() {
+    on_each(|l| {
+        let o = run(l, elf(|a| a.mov(rax, qword_ptr(0x10)), &[]));
+        let rip = format!("{ENTRY:#x}");
+        match l {
+            Level::Bt => crashed(
+                &o,
+                libc::SIGSEGV,
+                &[&format!("guest rip {rip}"), "address 0x10"],
+            ),
+            Level::Kvm => crashed(
+                &o,
+                libc::SIGSEGV,
+                &["#PF", "vector 14", &format!("rip {rip}"), "address 0x10"],
+            ),
+        }
+    });
+}
+
+#[test]
+fn ud2_is_sigill_and_hlt_is_sigsegv() {
+    on_each(|l| {
+        let o = run(l, elf(|a| a.ud2(), &[]));
+        crashed(
+            &o,
+            libc::SIGILL,
+            &[if l == Level::Kvm { "#UD" } else { "ud2" }],
+        );
+        let o = run(l, elf(|a| a.hlt(), &[]));
+        crashed(
+            &o,
+            libc::SIGSEGV,
+            &[if l == Level::Kvm { "#GP" } else { "hlt" }],
+        );
+    });
+}
+
+#[test]
+fn division_by_zero_is_sigfpe() {
+    on_each(|l| {
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    a.xor(ecx, ecx)?;
+                    a.div(ecx)
+                },
+                &[],
+            ),
+        );
+        crashed(&o, libc::SIGFPE, &[]);
+    });
+}
+
+#[test]
+fn a_runaway_guest_is_stopped_by_the_timeout_and_the_next_run_works() {
+    on_each(|l| {
+        let t = Instant::now();
+        let spin = elf(
+            |a| {
+                let mut top = a.create_label();
+                a.set_label(&mut top)?;
+                a.jmp(top)
+            },
+            &[],
+        );
+        let o = try_run(l, spin, 300).unwrap();
+        assert_eq!(o.sample.exit, Exit::Timeout { after_ms: 300 }, "{l:?}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{l:?}");
+        let o = run(l, elf(|a| exit_with(a, rsp), &[]));
+        assert!(matches!(o.sample.exit, Exit::Code { .. }), "{l:?}");
+    });
+}
+
+#[test]
+fn a_pointer_outside_guest_memory_is_efault() {
+    on_each(|l| {
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    a.mov(eax, 1)?;
+                    a.mov(edi, 1)?;
+                    a.mov(rsi, 0x7fff_0000_0000u64)?;
+                    a.mov(edx, 16)?;
+                    a.syscall()?;
+                    exit_with_errno(a)
+                },
+                &[],
+            ),
+        );
+        assert_eq!(o.sample.exit, Exit::Code { code: libc::EFAULT }, "{l:?}");
+    });
+}
+
+#[test]
+fn an_unsupported_syscall_is_enosys_and_named() {
+    on_each(|l| {
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    a.mov(eax, 56)?; // clone
+                    a.syscall()?;
+                    exit_with_errno(a)
+                },
+                &[],
+            ),
+        );
+        assert_eq!(o.sample.exit, Exit::Code { code: libc::ENOSYS }, "{l:?}");
+        assert!(
+            o.sample
+                .stderr_tail
+                .contains("unsupported syscall 56 (clone)"),
+            "{l:?}: {}",
+            o.sample.stderr_tail
+        );
+    });
+}
+
+#[test]
+fn arch_prctl_sets_the_fs_base() {
+    on_each(|l| {
+        // arch_prctl(ARCH_SET_FS, DATA); exit(fs:[0])
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    a.mov(eax, 158)?;
+                    a.mov(edi, 0x1002)?;
+                    a.mov(rsi, DATA)?;
+                    a.syscall()?;
+                    a.mov(edi, dword_ptr(0).fs())?;
+                    a.mov(eax, 231)?;
+                    a.syscall()
+                },
+                &[77, 0, 0, 0],
+            ),
+        );
+        assert_eq!(
+            o.sample.exit,
+            Exit::Code { code: 77 },
+            "{l:?}: {}",
+            o.sample.stderr_tail
+        );
+    });
+}
+
+#[test]
+fn malformed_and_dynamic_programs_are_refused_with_a_reason() {
+    on_each(|l| {
+        let b = l.backend();
+        let p = Program::from_bytes("junk", b"not an elf at all".to_vec()).unwrap();
+        let e = b.run(&Invocation::new(p, vec![])).unwrap_err();
+        assert!(e.to_string().contains("not an ELF"), "{l:?}: {e}");
+        let e = b
+            .run(&Invocation::new(Program::Path("/bin/ls".into()), vec![]))
+            .unwrap_err();
+        assert!(e.to_string().contains("dynamically linked"), "{l:?}: {e}");
+    });
+}
+
+#[test]
+fn every_sample_records_cpu_time_and_the_pinned_cpu() {
+    on_each(|l| {
+        let cpu = vbench_backends::session::pin::allowed_cpus()[0];
+        let p = Program::from_bytes("g", elf(|a| exit_with(a, rsp), &[])).unwrap();
+        let mut inv = Invocation::new(p, vec![]);
+        inv.cpu = Some(cpu);
+        let o = l.backend().run(&inv).unwrap();
+        assert_eq!(o.sample.cpu, Some(cpu), "{l:?}");
+        assert!(o.sample.wall_ns > 0, "{l:?}");
+    });
+}
