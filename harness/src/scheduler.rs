@@ -11,13 +11,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vbench_backends::{Backend, Invocation, Stdio};
 use vbench_results::{
-    stats, write_atomic, Document, Environment, Failure, FailureKind, Plan, RunStatus,
+    stats, store::OutTarget, Document, Environment, Failure, FailureKind, Plan, RunStatus,
     SampleRecord, Tool, SCHEMA_VERSION,
 };
 
@@ -37,7 +36,8 @@ pub struct Schedule<'a> {
     pub timeout: Duration,
     pub cpu: Option<usize>,
     pub cancel: Arc<AtomicBool>,
-    pub out: &'a Path,
+    /// Where the results go; a device or pipe gets only the final document.
+    pub out: &'a OutTarget,
 }
 
 pub fn now_ms() -> u64 {
@@ -78,8 +78,16 @@ pub fn run(
         failures: Vec::new(),
         isolation: None,
     };
-    let save = |doc: &Document| write_atomic(sched.out, doc).with_context(|| "writing results");
-    save(&doc)?;
+    let save = |doc: &Document| {
+        sched
+            .out
+            .write_document(doc)
+            .with_context(|| "writing results")
+    };
+    let partial_saves = !sched.out.is_stream();
+    if partial_saves {
+        save(&doc)?;
+    }
     let mut saved_at = Instant::now();
 
     let total = u64::from(sched.warmup + sched.rounds) * plan.cells.len() as u64;
@@ -174,7 +182,7 @@ pub fn run(
                 }),
             }
         }
-        if !warm && saved_at.elapsed() >= SAVE_EVERY {
+        if partial_saves && !warm && saved_at.elapsed() >= SAVE_EVERY {
             finish(&mut doc, &run_failures, sched.seed);
             save(&doc)?;
             saved_at = Instant::now();
