@@ -4,10 +4,13 @@
 mod cli;
 mod cmd;
 mod doctor;
+#[cfg(test)]
+mod fake;
 mod gate_cmd;
 mod isolate;
 mod measure;
 mod plan;
+mod progress;
 mod scheduler;
 mod workload;
 
