@@ -239,3 +239,32 @@ fn default_results_files_of_simultaneous_runs_are_distinct() {
     }
     assert_eq!(entries(&dir.path().join("vbench-results")).len(), 3);
 }
+
+#[test]
+fn a_gate_output_of_run_is_checked_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("no/such/junit.xml");
+    vbench()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--workload",
+            "getpid",
+            "--rounds",
+            "100000",
+            "--baseline",
+            "main",
+            "--junit",
+        ])
+        .arg(&junit)
+        .timeout(std::time::Duration::from_secs(20))
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("no/such").and(predicate::str::contains("does not exist")),
+        );
+    assert!(
+        entries(dir.path()).is_empty(),
+        "nothing ran, nothing was written"
+    );
+}

@@ -233,7 +233,13 @@ impl OutTarget {
                     return Err(refused(path, "is a symlink to a path that does not exist"));
                 }
                 let parent = parent_dir(path);
-                if parent.is_dir() || parent == own_dir {
+                // `./vbench-results` is vbench's own folder as much as `vbench-results`
+                let own = |p: &Path| {
+                    p.components()
+                        .filter(|c| *c != std::path::Component::CurDir)
+                        .eq(own_dir.components())
+                };
+                if parent.is_dir() || own(&parent) {
                     Ok(target(OutKind::Replace, path))
                 } else {
                     Err(refused(
@@ -486,6 +492,8 @@ mod tests {
         assert!(e.contains("does not exist"), "{e}");
         // vbench's own folder is created when written
         let t = OutTarget::resolve(&own.join("x.json"), own).unwrap();
+        assert_eq!(t.kind(), OutKind::Replace);
+        let t = OutTarget::resolve(Path::new("./vbench-results/x.json"), own).unwrap();
         assert_eq!(t.kind(), OutKind::Replace);
         let dangling = dir.path().join("dangling");
         std::os::unix::fs::symlink(dir.path().join("nowhere/x"), &dangling).unwrap();

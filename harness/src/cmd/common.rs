@@ -73,6 +73,15 @@ pub fn out_target(out: Option<&Path>, prefix: &str) -> Result<OutTarget> {
     }
 }
 
+/// Checks every path that a command will write after its work (`--junit`, `--markdown`, ...)
+/// as [`out_target`] checks `--out`, so that a bad one fails before the work, not after it.
+pub fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    for p in paths {
+        OutTarget::resolve(p, Path::new(RESULTS_DIR))?;
+    }
+    Ok(())
+}
+
 /// `<prefix>-YYYYMMDD-HHMMSS` of now (UTC).
 pub fn default_stem(prefix: &str) -> String {
     // "YYYY-MM-DD HH:MM:SS UTC" -> "YYYYMMDD-HHMMSS"
@@ -131,6 +140,17 @@ mod tests {
             s.starts_with("run-20") && s.len() == "run-YYYYMMDD-HHMMSS".len(),
             "{s}"
         );
+    }
+
+    #[test]
+    fn outputs_are_checked_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("a.xml");
+        let bad = dir.path().join("no/such/b.xml");
+        assert!(check_outputs([ok.as_path()]).is_ok());
+        let e = check_outputs([ok.as_path(), bad.as_path()]).unwrap_err();
+        assert!(format!("{e:#}").contains("no/such"), "{e:#}");
+        assert!(check_outputs([dir.path()]).is_err(), "a directory");
     }
 
     #[test]

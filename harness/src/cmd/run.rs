@@ -2,7 +2,7 @@
 
 use crate::cli::RunArgs;
 use crate::cmd::common::{
-    backend_index, install_cancel, out_target, user_program, OutKind, UsageError,
+    backend_index, check_outputs, install_cancel, out_target, user_program, OutKind, UsageError,
 };
 use crate::plan::{self, Subject};
 use crate::{doctor, scheduler, workload};
@@ -18,6 +18,15 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let requested = requested_backends(&all, &a.backends);
     let subject = subject(&a)?;
     // checked (and a default file reserved) before anything runs
+    if a.baseline.is_some() {
+        let g = &a.gate;
+        check_outputs(
+            [&g.markdown, &g.junit, &g.benchmark_json]
+                .into_iter()
+                .flatten()
+                .map(|p| p.as_path()),
+        )?;
+    }
     let out = out_target(a.out.as_deref(), "run")?;
     let plan = plan::build(&subject, &all, &requested);
     for b in plan.backends.iter().filter(|b| !b.available) {
