@@ -1,5 +1,4 @@
 //! Command-line interface.
-
 //!
 //! Only the argument definitions, their value parsers and the dispatch live here; each
 //! command is a module under [`crate::cmd`].
