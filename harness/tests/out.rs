@@ -268,3 +268,34 @@ fn a_gate_output_of_run_is_checked_before_the_run() {
         "nothing ran, nothing was written"
     );
 }
+
+#[test]
+fn a_pipe_is_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader_path = fifo.clone();
+    std::thread::spawn(move || {
+        let text = std::fs::read_to_string(&reader_path);
+        let _ = tx.send(text);
+    });
+    short_run(&mut vbench())
+        .arg("--out")
+        .arg(&fifo)
+        .assert()
+        .success();
+    let text = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("vbench wrote into the pipe")
+        .unwrap();
+    let doc = vbench_results::store::parse(&fifo, &text).unwrap();
+    assert_eq!(doc.status, RunStatus::Complete);
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(entries(dir.path()), ["fifo"]);
+}
