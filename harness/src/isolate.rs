@@ -139,6 +139,7 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
                     Availability::Available => None,
                 },
                 peer: false,
+                colour: vbench_backends::registry::colour(all[i].name()).map(Into::into),
             }
         })
         .collect();

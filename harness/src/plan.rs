@@ -92,6 +92,7 @@ pub fn build(subject: &Subject, all: &[Box<dyn Backend>], requested: &[usize]) -
                     available: true,
                     reason: None,
                     peer: b.is_peer(),
+                    colour: vbench_backends::registry::colour(b.name()).map(Into::into),
                 })
             }
             Availability::Unavailable(reason) => backends.push(BackendStatus {
@@ -99,6 +100,7 @@ pub fn build(subject: &Subject, all: &[Box<dyn Backend>], requested: &[usize]) -
                 available: false,
                 reason: Some(reason),
                 peer: b.is_peer(),
+                colour: vbench_backends::registry::colour(b.name()).map(Into::into),
             }),
         }
     }

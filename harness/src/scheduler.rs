@@ -4,20 +4,19 @@
 //! [`SAVE_EVERY`], and at the end (also of an interrupted run), so it is always a valid file.
 
 use crate::measure::run_once;
-use crate::plan::RunPlan;
+use crate::plan::{CellPlan, RunPlan};
+use crate::progress::Progress;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vbench_backends::{Backend, Invocation, Stdio};
 use vbench_results::{
-    stats, write_atomic, Document, Environment, Failure, FailureKind, Plan, RunStatus,
+    stats, store::OutTarget, Document, Environment, Failure, FailureKind, Plan, RunStatus, Sample,
     SampleRecord, Tool, SCHEMA_VERSION,
 };
 
@@ -37,7 +36,8 @@ pub struct Schedule<'a> {
     pub timeout: Duration,
     pub cpu: Option<usize>,
     pub cancel: Arc<AtomicBool>,
-    pub out: &'a Path,
+    /// Where the results go; a device or pipe gets only the final document.
+    pub out: &'a OutTarget,
 }
 
 pub fn now_ms() -> u64 {
@@ -47,14 +47,83 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the plan and returns the final document (also written to `sched.out`).
+/// Runs the plan and returns the final document (also written to `sched.out`). `backends`
+/// are the ones the plan's cells index (the registry in production, a scripted fake in tests).
 pub fn run(
     plan: &RunPlan,
     backends: &[Box<dyn Backend>],
     sched: &Schedule,
     environment: Environment,
 ) -> Result<Document> {
-    let mut doc = Document {
+    let mut doc = new_document(plan, sched, environment);
+    let save = |doc: &Document| {
+        sched
+            .out
+            .write_document(doc)
+            .with_context(|| "writing results")
+    };
+    let partial_saves = !sched.out.is_stream();
+    if partial_saves {
+        save(&doc)?;
+    }
+    let mut saved_at = Instant::now();
+    let progress = Progress::new(
+        sched.warmup,
+        sched.rounds,
+        plan.cells.len(),
+        std::io::stderr().is_terminal(),
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(sched.seed);
+    let mut run_failures: Vec<Failure> = Vec::new();
+    let cancelled = || sched.cancel.load(Ordering::Relaxed);
+    // Cells whose last run wrote more than a pipe holds: their output is drained as it comes.
+    let mut chatty = vec![false; plan.cells.len()];
+    let mut order: Vec<usize> = (0..plan.cells.len()).collect();
+    'rounds: for round in 0..sched.warmup + sched.rounds {
+        let warm = round < sched.warmup;
+        order.shuffle(&mut rng);
+        for &i in &order {
+            if cancelled() {
+                break 'rounds;
+            }
+            let cp = &plan.cells[i];
+            progress.cell(round, &cp.cell.workload, &cp.cell.backend);
+            let result = run_once(
+                backends[cp.backend].as_ref(),
+                &invocation(cp, sched, chatty[i]),
+                cp.expects_report,
+            );
+            if let Ok(s) = &result {
+                chatty[i] = s.stdout_bytes > CHATTY_BYTES;
+            }
+            progress.ran();
+            if cancelled() {
+                break 'rounds; // this run was killed by the interruption: not a sample
+            }
+            let measured_round = (!warm).then(|| round - sched.warmup);
+            record(&mut doc, &mut run_failures, i, cp, measured_round, result);
+        }
+        progress.round_done(round);
+        if partial_saves && !warm && saved_at.elapsed() >= SAVE_EVERY {
+            finish(&mut doc, backends, &run_failures, sched.seed);
+            save(&doc)?;
+            saved_at = Instant::now();
+        }
+    }
+    progress.finish();
+    doc.status = if cancelled() {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    };
+    finish(&mut doc, backends, &run_failures, sched.seed);
+    save(&doc)?;
+    Ok(doc)
+}
+
+/// The document of a run that is starting: its plan, no samples yet.
+fn new_document(plan: &RunPlan, sched: &Schedule, environment: Environment) -> Document {
+    Document {
         schema_version: SCHEMA_VERSION,
         tool: Tool {
             name: "vbench".into(),
@@ -77,121 +146,70 @@ pub fn run(
         summaries: Vec::new(),
         failures: Vec::new(),
         isolation: None,
-    };
-    let save = |doc: &Document| write_atomic(sched.out, doc).with_context(|| "writing results");
-    save(&doc)?;
-    let mut saved_at = Instant::now();
+    }
+}
 
-    let total = u64::from(sched.warmup + sched.rounds) * plan.cells.len() as u64;
-    let bar = if std::io::stderr().is_terminal() {
-        let b = ProgressBar::new(total);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
-            )
-            .expect("valid template"),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(sched.seed);
-    let mut run_failures: Vec<Failure> = Vec::new();
-    let cancelled = || sched.cancel.load(Ordering::Relaxed);
-    // Cells whose last run wrote more than a pipe holds: their output is drained as it comes.
-    let mut chatty = vec![false; plan.cells.len()];
-    let invocation = |i: usize, chatty: bool| Invocation {
-        program: plan.cells[i].program.clone(),
-        args: plan.cells[i].argv.clone(),
+fn invocation(cp: &CellPlan, sched: &Schedule, chatty: bool) -> Invocation {
+    Invocation {
+        program: cp.program.clone(),
+        args: cp.argv.clone(),
         timeout: Some(sched.timeout),
         stdio: Stdio::Capture,
         cpu: sched.cpu,
         cancel: Some(sched.cancel.clone()),
         chatty,
-    };
-    let mut order: Vec<usize> = (0..plan.cells.len()).collect();
-    'rounds: for round in 0..sched.warmup + sched.rounds {
-        let warm = round < sched.warmup;
-        order.shuffle(&mut rng);
-        for &i in &order {
-            if cancelled() {
-                break 'rounds;
-            }
-            let cp = &plan.cells[i];
-            bar.set_message(format!(
-                "{} {} {}",
-                if warm { "warm-up" } else { "round" },
-                cp.cell.workload,
-                cp.cell.backend
-            ));
-            let result = run_once(
-                backends[cp.backend].as_ref(),
-                &invocation(i, chatty[i]),
-                cp.expects_report,
-            );
-            if let Ok(s) = &result {
-                chatty[i] = s.stdout_bytes > CHATTY_BYTES;
-            }
-            bar.inc(1);
-            if cancelled() {
-                break 'rounds; // this run was killed by the interruption: not a sample
-            }
-            let measured_round = (!warm).then(|| round - sched.warmup);
-            match result {
-                Ok(sample) => {
-                    if !sample.succeeded() {
-                        let tail = sample.stderr_tail.trim();
-                        run_failures.push(Failure {
-                            cell: i,
-                            round: measured_round,
-                            kind: FailureKind::BadExit,
-                            message: format!(
-                                "{} on {}: {}{}",
-                                cp.cell.workload,
-                                cp.cell.backend,
-                                sample.exit,
-                                if tail.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(": {tail}")
-                                }
-                            ),
-                        });
-                    }
-                    if let Some(r) = measured_round {
-                        doc.samples.push(SampleRecord {
-                            cell: i,
-                            round: r,
-                            sample,
-                        });
-                    }
-                }
-                Err(message) => run_failures.push(Failure {
-                    cell: i,
-                    round: measured_round,
-                    kind: FailureKind::Error,
-                    message: format!("{} on {}: {message}", cp.cell.workload, cp.cell.backend),
-                }),
-            }
-        }
-        if !warm && saved_at.elapsed() >= SAVE_EVERY {
-            finish(&mut doc, &run_failures, sched.seed);
-            save(&doc)?;
-            saved_at = Instant::now();
-        }
     }
-    bar.finish_and_clear();
-    doc.status = if cancelled() {
-        RunStatus::Interrupted
-    } else {
-        RunStatus::Complete
-    };
-    finish(&mut doc, &run_failures, sched.seed);
-    save(&doc)?;
-    Ok(doc)
 }
 
-fn finish(doc: &mut Document, run_failures: &[Failure], seed: u64) {
+/// Records the run of cell `i`: its sample (measured rounds only), and a failure when it
+/// exited badly or could not run.
+fn record(
+    doc: &mut Document,
+    run_failures: &mut Vec<Failure>,
+    i: usize,
+    cp: &CellPlan,
+    measured_round: Option<u32>,
+    result: Result<Sample, String>,
+) {
+    match result {
+        Ok(sample) => {
+            if !sample.succeeded() {
+                let tail = sample.stderr_tail.trim();
+                run_failures.push(Failure {
+                    cell: i,
+                    round: measured_round,
+                    kind: FailureKind::BadExit,
+                    message: format!(
+                        "{} on {}: {}{}",
+                        cp.cell.workload,
+                        cp.cell.backend,
+                        sample.exit,
+                        if tail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {tail}")
+                        }
+                    ),
+                });
+            }
+            if let Some(r) = measured_round {
+                doc.samples.push(SampleRecord {
+                    cell: i,
+                    round: r,
+                    sample,
+                });
+            }
+        }
+        Err(message) => run_failures.push(Failure {
+            cell: i,
+            round: measured_round,
+            kind: FailureKind::Error,
+            message: format!("{} on {}: {message}", cp.cell.workload, cp.cell.backend),
+        }),
+    }
+}
+
+fn finish(doc: &mut Document, backends: &[Box<dyn Backend>], run_failures: &[Failure], seed: u64) {
     let (summaries, checksum_failures) = stats::summarize(&doc.plan.cells, &doc.samples, seed);
     doc.summaries = summaries;
     doc.failures = run_failures
@@ -200,19 +218,188 @@ fn finish(doc: &mut Document, run_failures: &[Failure], seed: u64) {
         .chain(checksum_failures)
         .collect();
     doc.finished_unix_ms = Some(now_ms());
-    // What the micro-VM found out about this host: where `syscall` lands in a guest.
-    if let Some(ring) = doc
-        .samples
-        .iter()
-        .find_map(|r| r.sample.counters.get("kvm.syscall_ring"))
-    {
-        let mode = if *ring == 3 {
-            "stays at CPL3 (nested KVM, e.g. kvm_pvm): every forwarded syscall is a nested VM exit"
-        } else {
-            "enters CPL0 (hardware-assisted VMX/SVM)"
+    // What each backend's samples tell about the host (e.g. where `syscall` lands in a kvm
+    // guest): each backend reads its own counters.
+    for b in backends {
+        let samples: Vec<&vbench_results::Sample> = doc
+            .samples
+            .iter()
+            .filter(|r| {
+                doc.plan
+                    .cells
+                    .get(r.cell)
+                    .is_some_and(|c| c.backend == b.name())
+            })
+            .map(|r| &r.sample)
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        for (k, v) in b.environment_notes(&samples) {
+            doc.environment.extra.insert(k, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Reply, Scripted};
+    use crate::plan::CellPlan;
+    use vbench_backends::Program;
+    use vbench_results::{BackendStatus, Cell};
+
+    /// `n` cells of the fake backend; cell `k` runs with argv `["c<k>"]`.
+    fn plan(n: usize) -> RunPlan {
+        let cells = (0..n)
+            .map(|k| CellPlan {
+                cell: Cell {
+                    id: k,
+                    workload: format!("w{k}"),
+                    class: "custom".into(),
+                    backend: "fake".into(),
+                    args: vec![format!("c{k}")],
+                    op: "run".into(),
+                },
+                backend: 0,
+                program: Program::Path("/nonexistent/fake-program".into()),
+                argv: vec![format!("c{k}").into()],
+                expects_report: false,
+            })
+            .collect();
+        RunPlan {
+            cells,
+            backends: vec![BackendStatus {
+                name: "fake".into(),
+                available: true,
+                reason: None,
+                peer: false,
+                colour: None,
+            }],
+        }
+    }
+
+    struct Run {
+        doc: Document,
+        on_disk: Document,
+        calls: Vec<String>,
+    }
+
+    /// Runs `n` cells of `fake` for `warmup` + `rounds` rounds with `seed`, into a temp file.
+    fn run_fake(fake: Scripted, n: usize, warmup: u32, rounds: u32, seed: u64) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let out = OutTarget::resolve(&path, std::path::Path::new("vbench-results")).unwrap();
+        let sched = Schedule {
+            rounds,
+            warmup,
+            quick: false,
+            seed,
+            timeout: Duration::from_secs(5),
+            cpu: None,
+            cancel: fake.cancel_flag(),
+            out: &out,
         };
-        doc.environment
-            .extra
-            .insert("kvm_guest_syscall".into(), mode.into());
+        let calls = fake.calls_handle();
+        let backends: Vec<Box<dyn Backend>> = vec![Box::new(fake)];
+        let doc = run(&plan(n), &backends, &sched, Environment::default()).unwrap();
+        let on_disk = vbench_results::load(&path).unwrap();
+        let calls = calls.lock().unwrap().clone();
+        Run {
+            doc,
+            on_disk,
+            calls,
+        }
+    }
+
+    #[test]
+    fn the_order_is_shuffled_deterministically_by_seed() {
+        let a = run_fake(Scripted::ok(), 6, 1, 4, 7).calls;
+        let b = run_fake(Scripted::ok(), 6, 1, 4, 7).calls;
+        let c = run_fake(Scripted::ok(), 6, 1, 4, 8).calls;
+        assert_eq!(a, b, "same seed, same order");
+        assert_ne!(a, c, "another seed, another order");
+        let rounds: Vec<&[String]> = a.chunks(6).collect();
+        assert!(
+            rounds.windows(2).any(|w| w[0] != w[1]),
+            "each round is shuffled anew: {rounds:?}"
+        );
+        let identity: Vec<String> = (0..6).map(|k| format!("c{k}")).collect();
+        assert!(rounds.iter().any(|r| *r != identity.as_slice()));
+    }
+
+    #[test]
+    fn every_cell_runs_exactly_once_per_round() {
+        let (n, warmup, rounds) = (5, 2, 4);
+        let r = run_fake(Scripted::ok(), n, warmup, rounds, 1);
+        assert_eq!(r.calls.len(), n * (warmup + rounds) as usize);
+        for round in r.calls.chunks(n) {
+            let mut cells = round.to_vec();
+            cells.sort();
+            let expect: Vec<String> = (0..n).map(|k| format!("c{k}")).collect();
+            assert_eq!(cells, expect, "a round runs every cell once");
+        }
+        // warm-up runs are not samples; each measured (cell, round) is one sample
+        let mut seen: Vec<(usize, u32)> = r.doc.samples.iter().map(|s| (s.cell, s.round)).collect();
+        seen.sort();
+        let expect: Vec<(usize, u32)> = (0..n)
+            .flat_map(|c| (0..rounds).map(move |k| (c, k)))
+            .collect();
+        assert_eq!(seen, expect);
+        assert_eq!(r.doc.status, RunStatus::Complete);
+        assert!(r.doc.failures.is_empty(), "{:?}", r.doc.failures);
+        assert_eq!(r.on_disk, r.doc, "the file holds the final document");
+    }
+
+    #[test]
+    fn a_failing_run_is_recorded_and_the_run_goes_on() {
+        // c2's second run cannot start; c3's first run exits 1
+        let fake = Scripted::new(|tag, nth| match (tag, nth) {
+            ("c2", 1) => Reply::Error("no such thing"),
+            ("c3", 0) => Reply::Exit(1),
+            _ => Reply::Ok,
+        });
+        let r = run_fake(fake, 5, 0, 3, 1);
+        assert_eq!(r.calls.len(), 15, "every run after the failures still ran");
+        assert_eq!(r.doc.status, RunStatus::Complete);
+        let err = r
+            .doc
+            .failures
+            .iter()
+            .find(|f| f.kind == FailureKind::Error)
+            .expect("the error is recorded");
+        assert_eq!((err.cell, err.round), (2, Some(1)));
+        assert!(err.message.contains("w2 on fake") && err.message.contains("no such thing"));
+        let bad = r
+            .doc
+            .failures
+            .iter()
+            .find(|f| f.kind == FailureKind::BadExit)
+            .expect("the bad exit is recorded");
+        assert_eq!((bad.cell, bad.round), (3, Some(0)));
+        // the error gave no sample; the bad exit did (it ran and was measured)
+        assert_eq!(r.doc.samples.len(), 14);
+        assert!(!r.doc.samples.iter().any(|s| s.cell == 2 && s.round == 1));
+        assert_eq!(r.on_disk.failures, r.doc.failures);
+    }
+
+    #[test]
+    fn cancellation_mid_round_stops_cleanly_with_the_completed_rounds_saved() {
+        // 4 cells, no warm-up: calls 0-7 are rounds 0 and 1; call 9 is round 2's second run
+        let fake = Scripted::ok().cancel_during(9);
+        let r = run_fake(fake, 4, 0, 10, 1);
+        assert_eq!(r.calls.len(), 10, "nothing ran after the interruption");
+        for doc in [&r.doc, &r.on_disk] {
+            assert_eq!(doc.status, RunStatus::Interrupted);
+            for round in 0..2 {
+                let n = doc.samples.iter().filter(|s| s.round == round).count();
+                assert_eq!(n, 4, "round {round} is complete");
+            }
+            // round 2: the run before the interruption; the interrupted run is no sample
+            assert_eq!(doc.samples.iter().filter(|s| s.round == 2).count(), 1);
+            assert!(doc.samples.iter().all(|s| s.round <= 2));
+            assert!(doc.failures.is_empty(), "{:?}", doc.failures);
+            assert!(!doc.summaries.is_empty());
+        }
     }
 }

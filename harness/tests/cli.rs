@@ -53,7 +53,7 @@ fn unknown_workload_names_the_known_ones() {
         .current_dir(dir.path())
         .args(["run", "--workload", "nope"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(
             predicate::str::contains("unknown workload \"nope\"")
                 .and(predicate::str::contains("sha256")),

@@ -59,22 +59,29 @@ fn font(px: f64) -> TextStyle<'static> {
     (FONT, px * 1.24).into_font().color(&BLACK)
 }
 
-/// The colour of a backend, stable across charts and runs.
-pub fn color(backend: &str, index: usize) -> RGBColor {
-    match backend {
-        "native" => RGBColor(0x4e, 0x79, 0xa7),
-        "container" => RGBColor(0xf2, 0x8e, 0x2b),
-        "bt" => RGBColor(0x59, 0xa1, 0x4f),
-        "kvm" => RGBColor(0xe1, 0x57, 0x59),
-        "qemu-user" => RGBColor(0x9c, 0x75, 0x5f),
-        "valgrind" => RGBColor(0xb0, 0x7a, 0xa1),
-        _ => [
-            RGBColor(0x76, 0xb7, 0xb2),
-            RGBColor(0xb0, 0x7a, 0xa1),
-            RGBColor(0x9c, 0x75, 0x5f),
-            RGBColor(0xed, 0xc9, 0x48),
-        ][index % 4],
-    }
+/// The colour of a backend: the one its results document records (from the backend registry),
+/// else one by position for documents written before colours were recorded.
+pub fn color(docs: &[&Document], backend: &str, index: usize) -> RGBColor {
+    docs.iter()
+        .flat_map(|d| d.plan.backends.iter())
+        .find(|b| b.name == backend)
+        .and_then(|b| b.colour.as_deref())
+        .and_then(parse_hex)
+        .unwrap_or(
+            [
+                RGBColor(0x76, 0xb7, 0xb2),
+                RGBColor(0xb0, 0x7a, 0xa1),
+                RGBColor(0x9c, 0x75, 0x5f),
+                RGBColor(0xed, 0xc9, 0x48),
+            ][index % 4],
+        )
+}
+
+/// `#rrggbb` as a colour.
+fn parse_hex(s: &str) -> Option<RGBColor> {
+    let h = s.strip_prefix('#').filter(|h| h.len() == 6)?;
+    let byte = |i: usize| u8::from_str_radix(h.get(i..i + 2)?, 16).ok();
+    Some(RGBColor(byte(0)?, byte(2)?, byte(4)?))
 }
 
 /// What is drawn for one series in one row.
@@ -561,7 +568,11 @@ fn backend_series(
         .iter()
         .map(|b| Series {
             name: b.to_string(),
-            color: color(b, view.ran.iter().position(|x| x == b).unwrap_or(0)),
+            color: color(
+                &[view.doc],
+                b,
+                view.ran.iter().position(|x| x == b).unwrap_or(0),
+            ),
             marks: view.workloads.iter().map(|w| f(w, b)).collect(),
         })
         .filter(|s| s.marks.iter().any(Option::is_some))
@@ -763,7 +774,7 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
             .enumerate()
             .map(|(i, b)| Series {
                 name: b.to_string(),
-                color: color(b, i),
+                color: color(&[view.doc], b, i),
                 marks: counters
                     .values()
                     .map(|m| {
@@ -812,7 +823,7 @@ pub fn for_comparison(cmp: &Comparison) -> Result<Vec<Chart>, ReportError> {
         .enumerate()
         .map(|(i, b)| Series {
             name: b.to_string(),
-            color: color(b, i),
+            color: color(&[cmp.new, cmp.base], b, i),
             marks: cmp
                 .workloads()
                 .iter()

@@ -26,6 +26,7 @@ fn matrix() -> IsolationMatrix {
             available: true,
             reason: None,
             peer: false,
+            colour: None,
         })
         .to_vec();
     let row = |probe: &str, kind: &str, cells| ProbeRow {

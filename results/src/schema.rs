@@ -205,6 +205,10 @@ pub struct BackendStatus {
     /// A peer tool measured beside vbench's own backends (qemu-user, valgrind).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub peer: bool,
+    /// Its colour in reports (`#rrggbb`, from the backend registry); documents written before
+    /// colours were recorded have none and get one by position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<String>,
 }
 
 /// One workload on one backend.

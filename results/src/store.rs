@@ -9,13 +9,23 @@ use std::path::{Path, PathBuf};
 /// Errors reading or writing a results file. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ResultsError {
-    /// The file could not be read, created, written or renamed.
-    #[error("{path}: {source}")]
+    /// The file could not be read, created, written or renamed. The cause is part of the
+    /// message (and therefore not also returned as `source()`, which would print it twice).
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// The path cannot take an output: a directory, a socket, a block device, a symlink to
+    /// nothing, or a file in a folder that does not exist.
+    #[error("{path}: {reason}")]
+    Refused {
+        /// The path as given.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
     },
     /// The file is not valid JSON, or does not match the schema.
     #[error("{path}: line {line}, column {column}: {message}")]
@@ -48,9 +58,9 @@ pub enum ResultsError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
-    move |source| ResultsError::Io {
+    move |error| ResultsError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -90,19 +100,37 @@ pub fn load(path: &Path) -> Result<Document, ResultsError> {
     parse(path, &text)
 }
 
+fn document_bytes(path: &Path, doc: &Document) -> Result<Vec<u8>, ResultsError> {
+    let mut bytes = serde_json::to_vec_pretty(doc).map_err(|source| ResultsError::Serialize {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
 /// Writes `doc` to `path` atomically: a temporary file in the same directory, flushed to disk,
 /// then renamed over `path`. Readers see the old file or the new one, never a half-written one;
 /// on any error the temporary file is removed.
 pub fn write_atomic(path: &Path, doc: &Document) -> Result<(), ResultsError> {
-    let bytes = serde_json::to_vec_pretty(doc).map_err(|source| ResultsError::Serialize {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let dir = match path.parent() {
+    let bytes = document_bytes(path, doc)?;
+    let dir = parent_dir(path);
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    replace_file(path, &bytes, None)
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    }
+}
+
+/// Writes `bytes` to a temporary beside `path` (with `mode`, if given), then renames it over
+/// `path`.
+fn replace_file(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), ResultsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -111,8 +139,11 @@ pub fn write_atomic(path: &Path, doc: &Document) -> Result<(), ResultsError> {
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.write_all(b"\n").map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        if let Some(mode) = mode {
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(io(&tmp))?;
+        }
         f.sync_all().map_err(io(&tmp))?;
         fs::rename(&tmp, path).map_err(io(path))
     })();
@@ -120,6 +151,184 @@ pub fn write_atomic(path: &Path, doc: &Document) -> Result<(), ResultsError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// How an [`OutTarget`] is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutKind {
+    /// A regular file, or a path that does not exist yet: a temporary beside it renamed over it.
+    Replace,
+    /// A character device or a pipe (`/dev/null`, a FIFO): opened and written through.
+    Stream,
+    /// This process's standard output (`-`, `/dev/stdout`).
+    Stdout,
+    /// This process's standard error (`/dev/stderr`).
+    Stderr,
+}
+
+/// Where an output (`--out`) goes, checked before any work is done. A regular file (a symlink
+/// to one is followed: the target is replaced, not the link) or a path that does not exist is
+/// replaced atomically; a character device, a pipe or `-` is written through; anything else
+/// (a directory, a socket, a block device, a dangling symlink, a folder that does not exist)
+/// is refused, naming the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutTarget {
+    /// The path as given.
+    shown: PathBuf,
+    /// What is written: the symlink's target for a symlink to a regular file.
+    real: PathBuf,
+    kind: OutKind,
+}
+
+fn refused(path: &Path, reason: impl Into<String>) -> ResultsError {
+    ResultsError::Refused {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl OutTarget {
+    /// Checks `path`. A missing parent folder is refused unless it is `own_dir` (vbench's own
+    /// results folder), which is created when written.
+    pub fn resolve(path: &Path, own_dir: &Path) -> Result<OutTarget, ResultsError> {
+        use std::os::unix::fs::FileTypeExt;
+        let target = |kind, p: &Path| OutTarget {
+            shown: path.to_path_buf(),
+            real: p.to_path_buf(),
+            kind,
+        };
+        let text = path.as_os_str().to_string_lossy();
+        match text.as_ref() {
+            "-" | "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => {
+                return Ok(target(OutKind::Stdout, path))
+            }
+            "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" => {
+                return Ok(target(OutKind::Stderr, path))
+            }
+            _ => {}
+        }
+        match fs::metadata(path) {
+            Ok(m) => {
+                let ft = m.file_type();
+                if ft.is_file() {
+                    let real = fs::canonicalize(path).map_err(io(path))?;
+                    Ok(target(OutKind::Replace, &real))
+                } else if ft.is_char_device() || ft.is_fifo() {
+                    Ok(target(OutKind::Stream, path))
+                } else if ft.is_dir() {
+                    Err(refused(path, "is a directory, not a file"))
+                } else if ft.is_socket() {
+                    Err(refused(path, "is a socket; an output must be a regular file, a character device or a pipe"))
+                } else if ft.is_block_device() {
+                    Err(refused(path, "is a block device; an output must be a regular file, a character device or a pipe"))
+                } else {
+                    Err(refused(
+                        path,
+                        "is not a regular file, a character device or a pipe",
+                    ))
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(refused(path, "is a symlink to a path that does not exist"));
+                }
+                let parent = parent_dir(path);
+                // `./vbench-results` is vbench's own folder as much as `vbench-results`
+                let own = |p: &Path| {
+                    p.components()
+                        .filter(|c| *c != std::path::Component::CurDir)
+                        .eq(own_dir.components())
+                };
+                if parent.is_dir() || own(&parent) {
+                    Ok(target(OutKind::Replace, path))
+                } else {
+                    Err(refused(
+                        path,
+                        format!("the folder {} does not exist", parent.display()),
+                    ))
+                }
+            }
+            Err(e) => Err(io(path)(e)),
+        }
+    }
+
+    /// A new file `dir/STEM.EXT`, or `dir/STEM-2.EXT`, ... when that exists: created exclusively
+    /// (empty), so that no other writer picks the same name; `dir` is created when missing.
+    pub fn create_unique(dir: &Path, stem: &str, ext: &str) -> Result<OutTarget, ResultsError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        for n in 1..=10_000u32 {
+            let name = if n == 1 {
+                format!("{stem}.{ext}")
+            } else {
+                format!("{stem}-{n}.{ext}")
+            };
+            let path = dir.join(name);
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => {
+                    return Ok(OutTarget {
+                        shown: path.clone(),
+                        real: path,
+                        kind: OutKind::Replace,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        Err(refused(dir, format!("no free name {stem}-N.{ext} left")))
+    }
+
+    /// The path as given (for messages).
+    pub fn path(&self) -> &Path {
+        &self.shown
+    }
+
+    /// How it is written.
+    pub fn kind(&self) -> OutKind {
+        self.kind
+    }
+
+    /// True when written through (device, pipe, stdio): partial results are not written to it,
+    /// only the final document.
+    pub fn is_stream(&self) -> bool {
+        self.kind != OutKind::Replace
+    }
+
+    /// Writes a results document.
+    pub fn write_document(&self, doc: &Document) -> Result<(), ResultsError> {
+        self.write_bytes(&document_bytes(&self.shown, doc)?, None)
+    }
+
+    /// Writes `bytes`; `mode` sets the permissions of a replaced file (a device or pipe keeps
+    /// its own).
+    pub fn write_bytes(&self, bytes: &[u8], mode: Option<u32>) -> Result<(), ResultsError> {
+        let shown = self.shown.as_path();
+        match self.kind {
+            OutKind::Replace => {
+                let dir = parent_dir(&self.real);
+                fs::create_dir_all(&dir).map_err(io(&dir))?;
+                replace_file(&self.real, bytes, mode)
+            }
+            OutKind::Stream => {
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.real)
+                    .map_err(io(shown))?;
+                f.write_all(bytes).map_err(io(shown))
+            }
+            OutKind::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)
+                    .and_then(|()| out.flush())
+                    .map_err(io(shown))
+            }
+            OutKind::Stderr => std::io::stderr().lock().write_all(bytes).map_err(io(shown)),
+        }
+    }
 }
 
 /// Removes `.NAME.tmp.PID` files left by writers that were killed mid-write (their PID is
@@ -242,5 +451,96 @@ mod tests {
     fn missing_file_is_named() {
         let e = load(Path::new("/nonexistent/x.json")).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/x.json: "), "{e}");
+    }
+
+    #[test]
+    fn an_os_error_is_printed_once() {
+        use std::error::Error;
+        let e = load(Path::new("/nonexistent/x.json")).unwrap_err();
+        // the cause is in the message, so it must not also be the source (printers of the
+        // chain, such as anyhow's {:#}, would print it twice)
+        assert!(e.source().is_none(), "{e}");
+        assert_eq!(e.to_string().matches("os error").count(), 1, "{e}");
+    }
+
+    #[test]
+    fn out_targets_by_file_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = Path::new("vbench-results");
+        let file = dir.path().join("r.json");
+        fs::write(&file, "old").unwrap();
+        let t = OutTarget::resolve(&file, own).unwrap();
+        assert_eq!(t.kind(), OutKind::Replace);
+        let t = OutTarget::resolve(&dir.path().join("new.json"), own).unwrap();
+        assert_eq!(t.kind(), OutKind::Replace);
+        for p in ["-", "/dev/stdout"] {
+            assert_eq!(
+                OutTarget::resolve(Path::new(p), own).unwrap().kind(),
+                OutKind::Stdout
+            );
+        }
+        let null = OutTarget::resolve(Path::new("/dev/null"), own).unwrap();
+        assert_eq!(null.kind(), OutKind::Stream);
+        let e = OutTarget::resolve(dir.path(), own).unwrap_err().to_string();
+        assert!(
+            e.contains("is a directory") && e.contains(&*dir.path().to_string_lossy()),
+            "{e}"
+        );
+        let e = OutTarget::resolve(&dir.path().join("no/such/r.json"), own)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        // vbench's own folder is created when written
+        let t = OutTarget::resolve(&own.join("x.json"), own).unwrap();
+        assert_eq!(t.kind(), OutKind::Replace);
+        let t = OutTarget::resolve(Path::new("./vbench-results/x.json"), own).unwrap();
+        assert_eq!(t.kind(), OutKind::Replace);
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere/x"), &dangling).unwrap();
+        let e = OutTarget::resolve(&dangling, own).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        let sock = dir.path().join("s.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let e = OutTarget::resolve(&sock, own).unwrap_err().to_string();
+        assert!(e.contains("is a socket"), "{e}");
+    }
+
+    #[test]
+    fn a_symlink_to_a_file_replaces_the_target_not_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        let link = dir.path().join("link.json");
+        fs::write(&real, "old").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let t = OutTarget::resolve(&link, Path::new("vbench-results")).unwrap();
+        t.write_document(&sample_doc()).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(load(&real).unwrap(), sample_doc());
+        assert_eq!(t.path(), link.as_path());
+    }
+
+    #[test]
+    fn a_stream_is_written_through_and_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let before = fs::metadata("/dev/null").unwrap();
+        let t = OutTarget::resolve(Path::new("/dev/null"), Path::new("vbench-results")).unwrap();
+        t.write_bytes(b"x", Some(0o755)).unwrap();
+        let after = fs::metadata("/dev/null").unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(after.file_type().is_char_device());
+        assert_eq!(before.permissions().mode(), after.permissions().mode());
+    }
+
+    #[test]
+    fn unique_names_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = OutTarget::create_unique(dir.path(), "run-1", "json").unwrap();
+        let b = OutTarget::create_unique(dir.path(), "run-1", "json").unwrap();
+        assert_ne!(a.path(), b.path());
+        assert!(b.path().ends_with("run-1-2.json"), "{}", b.path().display());
+        assert!(a.path().exists() && b.path().exists());
     }
 }

@@ -246,6 +246,7 @@ pub fn document() -> Document {
                     available: r.is_none(),
                     reason: r.map(str::to_string),
                     peer: false,
+                    colour: colour(b),
                 })
                 .collect(),
             cells,
@@ -275,4 +276,18 @@ pub fn newer() -> Document {
         s.ci_high_ns *= 1.2;
     }
     d
+}
+
+/// The colours the backend registry gives (what `vbench run` records in each document).
+pub fn colour(backend: &str) -> Option<String> {
+    let c = match backend {
+        "native" => "#4e79a7",
+        "container" => "#f28e2b",
+        "bt" => "#59a14f",
+        "kvm" => "#e15759",
+        "qemu-user" => "#9c755f",
+        "valgrind" => "#b07aa1",
+        _ => return None,
+    };
+    Some(c.into())
 }

@@ -1,0 +1,56 @@
+//! `vbench exec`: any static binary under one backend, its stdio and exit status passed through.
+
+use crate::cli::ExecArgs;
+use crate::cmd::common::{backend_index, install_cancel, user_program};
+use anyhow::{bail, Result};
+use std::process::ExitCode;
+use std::time::Duration;
+use vbench_backends::{Invocation, Stdio};
+use vbench_results::Exit;
+
+/// Runs `vbench exec`.
+pub fn exec(a: ExecArgs) -> Result<ExitCode> {
+    let all = vbench_backends::all_with(&a.container.config());
+    let backend = &all[backend_index(&all, &a.backend)];
+    if let vbench_backends::Availability::Unavailable(why) = backend.availability() {
+        bail!("backend {} is unavailable: {why}", backend.name());
+    }
+    let (prog, args) = a.program.split_first().expect("clap requires a program");
+    let cancel = install_cancel()?;
+    let inv = Invocation {
+        program: user_program(prog)?,
+        args: args.to_vec(),
+        timeout: a.timeout.map(Duration::from_secs_f64),
+        stdio: Stdio::Inherit,
+        cpu: a.pin,
+        cancel: Some(cancel),
+        chatty: false,
+    };
+    let out = backend.run(&inv)?;
+    let s = &out.sample;
+    if a.stats {
+        eprintln!(
+            "vbench: {} on {}: {}, wall {}, user {}, sys {}, max rss {}",
+            inv.program.name(),
+            backend.name(),
+            s.exit,
+            vbench_reports::fmt_ns(s.wall_ns as f64),
+            vbench_reports::fmt_ns(s.user_ns as f64),
+            vbench_reports::fmt_ns(s.sys_ns as f64),
+            s.max_rss_kib
+                .map_or("not measured".to_string(), |k| format!("{k} KiB"))
+        );
+    }
+    Ok(ExitCode::from(match s.exit {
+        Exit::Code { code } => code as u8,
+        Exit::Signal { signal } => {
+            eprintln!("vbench: {} was {}", inv.program.name(), s.exit);
+            (128 + signal) as u8
+        }
+        Exit::Timeout { .. } => {
+            eprintln!("vbench: {} {}", inv.program.name(), s.exit);
+            124
+        }
+        Exit::Interrupted => 130,
+    }))
+}

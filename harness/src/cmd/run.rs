@@ -1,0 +1,145 @@
+//! `vbench run`: benchmark workloads (or a user's program) on one or more backends.
+
+use crate::cli::RunArgs;
+use crate::cmd::common::{
+    backend_index, check_outputs, install_cancel, out_target, user_program, OutKind, UsageError,
+};
+use crate::plan::{self, Subject};
+use crate::{doctor, scheduler, workload};
+use anyhow::{Context, Result};
+use std::process::ExitCode;
+use std::time::Duration;
+use vbench_backends::Backend;
+use vbench_results::{Document, FailureKind, RunStatus};
+
+/// Runs `vbench run`.
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let all = vbench_backends::all_with(&a.container.config());
+    let requested = requested_backends(&all, &a.backends);
+    let subject = subject(&a)?;
+    // checked (and a default file reserved) before anything runs
+    if a.baseline.is_some() {
+        let g = &a.gate;
+        check_outputs(
+            [&g.markdown, &g.junit, &g.benchmark_json]
+                .into_iter()
+                .flatten()
+                .map(|p| p.as_path()),
+        )?;
+    }
+    let out = out_target(a.out.as_deref(), "run")?;
+    let plan = plan::build(&subject, &all, &requested);
+    for b in plan.backends.iter().filter(|b| !b.available) {
+        eprintln!(
+            "{}: unavailable: {}",
+            b.name,
+            b.reason.as_deref().unwrap_or("unknown")
+        );
+    }
+    let cancel = install_cancel()?;
+    let sched = scheduler::Schedule {
+        rounds: a.rounds.unwrap_or(if a.quick { 3 } else { 10 }),
+        warmup: a.warmup.unwrap_or(1),
+        quick: a.quick,
+        seed: a.seed,
+        timeout: Duration::from_secs_f64(a.timeout),
+        cpu: a.pin,
+        cancel,
+        out: &out,
+    };
+    let doc = scheduler::run(&plan, &all, &sched, doctor::report().environment)?;
+    let to_stdout = out.kind() == OutKind::Stdout;
+    if a.json && !to_stdout {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if to_stdout {
+        // stdout carries the document (`--out -`): the table goes to stderr
+        eprint!("{}", vbench_reports::terminal::render(&doc));
+    } else {
+        print!("{}", vbench_reports::terminal::render(&doc));
+    }
+    eprintln!("results written to {}", out.path().display());
+    if let Some(dir) = &a.report {
+        let w = vbench_reports::write_all(&doc, dir)
+            .with_context(|| format!("rendering the report into {}", dir.display()))?;
+        eprintln!("report written to {}", w.index.display());
+    }
+    if let Some(name) = &a.save_baseline {
+        let p = crate::gate_cmd::save_baseline(&doc, name)?;
+        eprintln!("baseline saved to {}", p.display());
+    }
+    if let Some(b) = &a.baseline {
+        let base = match crate::gate_cmd::load_baseline(b) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("vbench gate: bad input: {e:#}");
+                return Ok(ExitCode::from(crate::gate_cmd::EXIT_BAD_INPUT));
+            }
+        };
+        let shown = out.path().display().to_string();
+        let gated = crate::gate_cmd::gate_documents(&base, b, &doc, &shown, &a.gate);
+        if doc.failures.is_empty() {
+            return Ok(gated);
+        }
+    }
+    Ok(exit_status(&doc))
+}
+
+/// Indexes into `all` of the backends named on the command line, native (the control) first.
+fn requested_backends(all: &[Box<dyn Backend>], names: &[String]) -> Vec<usize> {
+    let mut requested: Vec<usize> = Vec::new();
+    let mut add = |i: usize| {
+        if !requested.contains(&i) {
+            requested.push(i);
+        }
+    };
+    add(backend_index(all, "native")); // the control
+    for b in names {
+        if b == "all" {
+            (0..all.len())
+                .filter(|&i| !all[i].is_peer())
+                .for_each(&mut add);
+        } else {
+            add(backend_index(all, b));
+        }
+    }
+    requested
+}
+
+/// What to run: the user's program after `--`, or the selected catalogue tasks.
+fn subject(a: &RunArgs) -> Result<Subject> {
+    Ok(if let Some((prog, args)) = a.program.split_first() {
+        if !a.workloads.is_empty() || !a.classes.is_empty() {
+            return Err(UsageError(
+                "--workload/--class select built-in workloads; they cannot be combined with a program after `--`".into(),
+            )
+            .into());
+        }
+        Subject::Custom {
+            program: user_program(prog)?,
+            args: args.to_vec(),
+        }
+    } else {
+        Subject::Tasks {
+            program: workload::program()?,
+            tasks: plan::select_tasks(&a.workloads, &a.classes)?,
+            quick: a.quick,
+        }
+    })
+}
+
+/// 130 when interrupted, 3 on a checksum mismatch, 1 on any other failure, else 0.
+fn exit_status(doc: &Document) -> ExitCode {
+    if doc.status == RunStatus::Interrupted {
+        ExitCode::from(130)
+    } else if doc
+        .failures
+        .iter()
+        .any(|f| f.kind == FailureKind::ChecksumMismatch)
+    {
+        ExitCode::from(3)
+    } else if !doc.failures.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
