@@ -25,8 +25,8 @@ use vbench_backends::container::cgroup::Limits;
 use vbench_backends::container::ContainerConfig;
 use vbench_backends::{Availability, Backend, Invocation, Outcome, Stdio};
 use vbench_results::{
-    BackendStatus, Document, Exit, IsolationMatrix, Plan, ProbeCell, ProbeRow, RunStatus, Tool,
-    Verdict,
+    BackendStatus, Document, Exit, IsolationMatrix, Plan, ProbeCell, ProbeRow, ProbeVerdict,
+    RunStatus, Tool,
 };
 use vbench_workloads::probes::{self, Expect, Kind, Probe, PROBES};
 
@@ -179,16 +179,16 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
                 counters: BTreeMap::new(),
             };
             if let Some(why) = ctx.not_applicable(p) {
-                cells.push(cell(Verdict::NotApplicable, why));
+                cells.push(cell(ProbeVerdict::NotApplicable, why));
                 continue;
             }
             if let Expect::NotApplicable(why) = expect {
-                cells.push(cell(Verdict::NotApplicable, why.to_string()));
+                cells.push(cell(ProbeVerdict::NotApplicable, why.to_string()));
                 continue;
             }
             if !st.available {
                 cells.push(cell(
-                    Verdict::Unavailable,
+                    ProbeVerdict::Unavailable,
                     st.reason.clone().unwrap_or_default(),
                 ));
                 continue;
@@ -215,13 +215,13 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
             } else {
                 1
             };
-            let mut c = cell(Verdict::Broken, String::new());
+            let mut c = cell(ProbeVerdict::Broken, String::new());
             for attempt in 1..=tries {
                 c = match b.run(&inv) {
                     Ok(out) => judge(p, b.name(), expect, &out, &ctx),
-                    Err(e) => cell(Verdict::Broken, format!("backend error: {e}")),
+                    Err(e) => cell(ProbeVerdict::Broken, format!("backend error: {e}")),
                 };
-                if c.verdict != Verdict::Broken || cancel.load(Ordering::Relaxed) {
+                if c.verdict != ProbeVerdict::Broken || cancel.load(Ordering::Relaxed) {
                     if attempt > 1 {
                         c.note = format!("escaped on attempt {attempt} (the machine is busy)");
                     }
@@ -695,7 +695,7 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
     let mut c = ProbeCell {
         backend: backend.to_string(),
         expect: expect.name().to_string(),
-        verdict: Verdict::Broken,
+        verdict: ProbeVerdict::Broken,
         note: String::new(),
         outcome: line.ok().map(|l| l.outcome.name().to_string()),
         detail: line.map(|l| l.detail.to_string()).unwrap_or_default(),
@@ -710,12 +710,12 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
             let bounded = out.stdout.len() <= 1 << 20;
             (c.verdict, c.note) = if line.is_err() || s.stdout_bytes < want {
                 (
-                    Verdict::Broken,
+                    ProbeVerdict::Broken,
                     format!("the probe wrote only {} bytes", s.stdout_bytes),
                 )
             } else if bounded {
                 (
-                    Verdict::Contained,
+                    ProbeVerdict::Contained,
                     format!(
                         "the harness kept {} of {} bytes",
                         out.stdout.len(),
@@ -724,7 +724,7 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
                 )
             } else {
                 (
-                    Verdict::Breach,
+                    ProbeVerdict::Breach,
                     format!("the harness buffered {} bytes", out.stdout.len()),
                 )
             };
@@ -733,10 +733,10 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
         "never_exits" => {
             (c.verdict, c.note) = match s.exit {
                 Exit::Timeout { after_ms } => (
-                    Verdict::Contained,
+                    ProbeVerdict::Contained,
                     format!("the harness killed it after {after_ms} ms"),
                 ),
-                e => (Verdict::Broken, format!("it ended by itself: {e}")),
+                e => (ProbeVerdict::Broken, format!("it ended by itself: {e}")),
             };
             return c;
         }
@@ -744,7 +744,7 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
             let peak = s.counters.get("cgroup.memory_peak_bytes").copied();
             let ooms = s.counters.get("cgroup.oom_kills").copied().unwrap_or(0);
             let limit = ctx.limits.memory.unwrap_or(0);
-            c.verdict = Verdict::Contained;
+            c.verdict = ProbeVerdict::Contained;
             // the probe's last progress line: anonymous memory it had touched when killed
             let touched = s
                 .stderr_tail
@@ -777,7 +777,7 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
         if backend != "native" {
             // What the backend did to the instruction is the observation (e.g. seccomp's
             // SIGSYS for the i386 syscall ABI); natively a probe always prints its line.
-            c.verdict = Verdict::Observed;
+            c.verdict = ProbeVerdict::Observed;
             c.detail = format!("killed_by_{}", signal_name(signal));
             c.note = s.stderr_tail.trim().to_string();
             return c;
@@ -796,41 +796,48 @@ fn judge(p: &Probe, backend: &str, expect: Expect, out: &Outcome, ctx: &Ctx<'_>)
         c.note = format!("the line names probe {}", l.probe);
         return c;
     }
-    use probes::Outcome as O;
+    use probes::ProbeOutcome as O;
     (c.verdict, c.note) = match (expect, l.outcome) {
         (Expect::Contained | Expect::Escapes, O::Error)
             if backend != "native" && l.detail.contains("ENOSYS") =>
         {
             (
-                Verdict::Contained,
+                ProbeVerdict::Contained,
                 "the backend does not offer this system call (ENOSYS)".to_string(),
             )
         }
-        (_, O::Error) => (Verdict::Broken, "the probe reported an error".to_string()),
-        (Expect::Observe, O::Observed) => (Verdict::Observed, String::new()),
-        (Expect::Observe, o) => (Verdict::Broken, format!("an observation probe said {o}")),
+        (_, O::Error) => (
+            ProbeVerdict::Broken,
+            "the probe reported an error".to_string(),
+        ),
+        (Expect::Observe, O::Observed) => (ProbeVerdict::Observed, String::new()),
+        (Expect::Observe, o) => (
+            ProbeVerdict::Broken,
+            format!("an observation probe said {o}"),
+        ),
         (_, O::Observed) => (
-            Verdict::Broken,
+            ProbeVerdict::Broken,
             "the probe gave no verdict where one is expected".to_string(),
         ),
-        (Expect::Escapes, O::Escaped) => (Verdict::Escaped, String::new()),
+        (Expect::Escapes, O::Escaped) => (ProbeVerdict::Escaped, String::new()),
         (Expect::Escapes, O::Contained) if backend == "native" => (
-            Verdict::Broken,
+            ProbeVerdict::Broken,
             "the native control did not escape: the probe proves nothing".to_string(),
         ),
-        (Expect::Escapes, O::Contained) => {
-            (Verdict::Contained, "contained although allowed".to_string())
-        }
-        (Expect::Contained, O::Contained) => (Verdict::Contained, String::new()),
+        (Expect::Escapes, O::Contained) => (
+            ProbeVerdict::Contained,
+            "contained although allowed".to_string(),
+        ),
+        (Expect::Contained, O::Contained) => (ProbeVerdict::Contained, String::new()),
         (Expect::Contained, O::Escaped) => (
-            Verdict::Breach,
+            ProbeVerdict::Breach,
             "escaped where it must be contained".to_string(),
         ),
-        (Expect::NotApplicable(r), _) => (Verdict::NotApplicable, r.to_string()),
+        (Expect::NotApplicable(r), _) => (ProbeVerdict::NotApplicable, r.to_string()),
     };
     // limit accuracy, where the backend enforces the limit
     // (the limits are the container backend's)
-    if c.verdict == Verdict::Contained && backend == "container" {
+    if c.verdict == ProbeVerdict::Contained && backend == "container" {
         let lim = ctx.limits;
         match p.name {
             "cpu_quota" => {
@@ -873,17 +880,20 @@ fn control(cells: &mut [ProbeCell]) {
     let Some(native) = cells.iter().find(|c| c.backend == "native") else {
         return;
     };
-    if native.verdict == Verdict::Broken && native.detail.contains("ENOSYS") {
+    if native.verdict == ProbeVerdict::Broken && native.detail.contains("ENOSYS") {
         let why = format!("the host kernel lacks this system call ({})", native.detail);
         for c in cells.iter_mut() {
-            c.verdict = Verdict::NotApplicable;
+            c.verdict = ProbeVerdict::NotApplicable;
             c.note = why.clone();
         }
         return;
     }
-    if native.verdict == Verdict::Broken {
-        for c in cells.iter_mut().filter(|c| c.verdict == Verdict::Contained) {
-            c.verdict = Verdict::Broken;
+    if native.verdict == ProbeVerdict::Broken {
+        for c in cells
+            .iter_mut()
+            .filter(|c| c.verdict == ProbeVerdict::Contained)
+        {
+            c.verdict = ProbeVerdict::Broken;
             c.note = "the native control is broken, so this result means nothing".to_string();
         }
     }
@@ -941,10 +951,10 @@ pub fn render(m: &IsolationMatrix) -> String {
             let native = r.cells.iter().find(|c| c.backend == "native");
             for c in &r.cells {
                 let v = match c.verdict {
-                    Verdict::Observed => {
+                    ProbeVerdict::Observed => {
                         let differs = native.is_some_and(|n| {
                             n.backend != c.backend
-                                && n.verdict == Verdict::Observed
+                                && n.verdict == ProbeVerdict::Observed
                                 && n.detail != c.detail
                         });
                         format!("{}{}", c.detail, if differs { "  (≠ native)" } else { "" })
@@ -960,7 +970,7 @@ pub fn render(m: &IsolationMatrix) -> String {
         .iter()
         .flat_map(|r| r.cells.iter().map(move |c| (r, c)))
         .filter(|(r, c)| {
-            !c.note.is_empty() && c.verdict != Verdict::Unavailable && !is_observation(&r.kind)
+            !c.note.is_empty() && c.verdict != ProbeVerdict::Unavailable && !is_observation(&r.kind)
         })
         .collect();
     if !notes.is_empty() {
@@ -1051,73 +1061,73 @@ mod tests {
         let con = "VBENCH-PROBE probe=hostname outcome=contained detail=nodename=vbench\n";
         assert_eq!(
             ctx_run("hostname", "native", esc, OK).verdict,
-            Verdict::Escaped
+            ProbeVerdict::Escaped
         );
         assert_eq!(
             ctx_run("hostname", "native", con, OK).verdict,
-            Verdict::Broken
+            ProbeVerdict::Broken
         );
         assert_eq!(
             ctx_run("hostname", "container", con, OK).verdict,
-            Verdict::Contained
+            ProbeVerdict::Contained
         );
         let b = ctx_run("hostname", "container", esc, OK);
-        assert_eq!(b.verdict, Verdict::Breach);
+        assert_eq!(b.verdict, ProbeVerdict::Breach);
         assert!(b.verdict.fails());
         // an allowed escape (raw sockets keep CAP_NET_RAW in the container)
         let raw = "VBENCH-PROBE probe=raw_socket outcome=escaped detail=socket:ok\n";
         assert_eq!(
             ctx_run("raw_socket", "container", raw, OK).verdict,
-            Verdict::Escaped
+            ProbeVerdict::Escaped
         );
         // errors, missing lines and wrong names are broken probes
         let err = "VBENCH-PROBE probe=hostname outcome=error detail=uname:EFAULT\n";
         assert_eq!(
             ctx_run("hostname", "container", err, OK).verdict,
-            Verdict::Broken
+            ProbeVerdict::Broken
         );
         let none = ctx_run("hostname", "native", "", Exit::Signal { signal: 11 });
-        assert_eq!(none.verdict, Verdict::Broken);
+        assert_eq!(none.verdict, ProbeVerdict::Broken);
         assert!(none.note.contains("signal 11"), "{}", none.note);
         let other = "VBENCH-PROBE probe=mounts outcome=escaped detail=x\n";
         assert_eq!(
             ctx_run("hostname", "native", other, OK).verdict,
-            Verdict::Broken
+            ProbeVerdict::Broken
         );
         // observations
         let obs = "VBENCH-PROBE probe=sgdt outcome=observed detail=sgdt:base=0x0\n";
         let c = ctx_run("sgdt", "native", obs, OK);
         assert_eq!(
             (c.verdict, c.detail.as_str()),
-            (Verdict::Observed, "sgdt:base=0x0")
+            (ProbeVerdict::Observed, "sgdt:base=0x0")
         );
         // a backend that kills the probe for the instruction: that is the observation
         let sys = ctx_run("int80", "container", "", Exit::Signal { signal: 31 });
-        assert_eq!(sys.verdict, Verdict::Observed);
+        assert_eq!(sys.verdict, ProbeVerdict::Observed);
         assert_eq!(sys.detail, "killed_by_SIGSYS");
         // natively the probe must always print its line
         let nat = ctx_run("int80", "native", "", Exit::Signal { signal: 31 });
-        assert_eq!(nat.verdict, Verdict::Broken);
+        assert_eq!(nat.verdict, ProbeVerdict::Broken);
     }
 
     #[test]
     fn harness_judged_limits() {
         // an OOM-killed memory probe is contained, with the peak against the limit
         let mut killed = ctx_run("memory", "container", "", Exit::Signal { signal: 9 });
-        assert_eq!(killed.verdict, Verdict::Contained);
+        assert_eq!(killed.verdict, ProbeVerdict::Contained);
         assert!(killed.note.contains("killed"), "{}", killed.note);
         // natively nothing limits it: a kill there is a broken control
         killed = ctx_run("memory", "native", "", Exit::Signal { signal: 9 });
-        assert_eq!(killed.verdict, Verdict::Broken);
+        assert_eq!(killed.verdict, ProbeVerdict::Broken);
         // a flood that did not flood is broken
         let short = "VBENCH-PROBE probe=stdout_flood outcome=observed detail=x\n";
         assert_eq!(
             ctx_run("stdout_flood", "native", short, OK).verdict,
-            Verdict::Broken
+            ProbeVerdict::Broken
         );
         let q = "VBENCH-PROBE probe=cpu_quota outcome=contained detail=share=0.497,cpu_ns=1,wall_ns=2\n";
         let c = ctx_run("cpu_quota", "container", q, OK);
-        assert_eq!(c.verdict, Verdict::Contained);
+        assert_eq!(c.verdict, ProbeVerdict::Contained);
         assert!(c.note.contains("-0.003"), "{}", c.note);
     }
 
@@ -1134,18 +1144,20 @@ mod tests {
             counters: BTreeMap::new(),
         };
         let mut cells = vec![
-            cell("native", Verdict::Broken),
-            cell("container", Verdict::Contained),
+            cell("native", ProbeVerdict::Broken),
+            cell("container", ProbeVerdict::Contained),
         ];
         control(&mut cells);
-        assert_eq!(cells[1].verdict, Verdict::Broken);
+        assert_eq!(cells[1].verdict, ProbeVerdict::Broken);
         let mut cells = vec![
-            cell("native", Verdict::Broken),
-            cell("container", Verdict::Contained),
+            cell("native", ProbeVerdict::Broken),
+            cell("container", ProbeVerdict::Contained),
         ];
         cells[0].detail = "init_module:ENOSYS_not_in_this_kernel".into();
         control(&mut cells);
-        assert!(cells.iter().all(|c| c.verdict == Verdict::NotApplicable));
+        assert!(cells
+            .iter()
+            .all(|c| c.verdict == ProbeVerdict::NotApplicable));
     }
 
     #[test]

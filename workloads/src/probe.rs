@@ -14,7 +14,7 @@ use crate::sys::{self, syscall6};
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use vbench_workloads::probes::{write_line, Outcome, Probe};
+use vbench_workloads::probes::{write_line, Probe, ProbeOutcome};
 
 /// The most `key=value` arguments a probe accepts.
 pub const MAX_ARGS: usize = 8;
@@ -164,18 +164,18 @@ impl Write for Text {
 
 /// A verdict and its detail.
 struct Report {
-    outcome: Outcome,
+    outcome: ProbeOutcome,
     detail: Text,
 }
 
-fn report(outcome: Outcome, detail: fmt::Arguments<'_>) -> Report {
+fn report(outcome: ProbeOutcome, detail: fmt::Arguments<'_>) -> Report {
     let mut t = Text::new();
     let _ = t.write_fmt(detail);
     Report { outcome, detail: t }
 }
 
 macro_rules! rep {
-    ($o:ident, $($a:tt)*) => { report(Outcome::$o, format_args!($($a)*)) };
+    ($o:ident, $($a:tt)*) => { report(ProbeOutcome::$o, format_args!($($a)*)) };
 }
 
 /// Escaped when the call succeeded, contained when it failed with an errno that means "denied"
@@ -522,9 +522,9 @@ fn host_root() -> Report {
         m2.unwrap_or("-")
     );
     if uid == "0" && initial_ns && sys_admin {
-        report(Outcome::Escaped, detail)
+        report(ProbeOutcome::Escaped, detail)
     } else {
-        report(Outcome::Contained, detail)
+        report(ProbeOutcome::Contained, detail)
     }
 }
 
@@ -845,9 +845,9 @@ fn cpu_quota(a: &Args<'_>) -> Report {
         return rep!(Error, "bad_quota");
     };
     let outcome = if permille >= (quota + 150).min(900) {
-        Outcome::Escaped
+        ProbeOutcome::Escaped
     } else {
-        Outcome::Contained
+        ProbeOutcome::Contained
     };
     report(
         outcome,

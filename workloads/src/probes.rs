@@ -14,9 +14,9 @@
 //! nothing; the harness judges such runs itself.
 //!
 //! ```
-//! use vbench_workloads::probes::{parse_line, find, Outcome, Expect};
+//! use vbench_workloads::probes::{parse_line, find, ProbeOutcome, Expect};
 //! let l = parse_line("VBENCH-PROBE probe=hostname outcome=escaped detail=vm\n").unwrap();
-//! assert_eq!((l.probe, l.outcome, l.detail), ("hostname", Outcome::Escaped, "vm"));
+//! assert_eq!((l.probe, l.outcome, l.detail), ("hostname", ProbeOutcome::Escaped, "vm"));
 //! assert_eq!(find("hostname").unwrap().expect("container"), Expect::Contained);
 //! ```
 
@@ -87,7 +87,7 @@ impl Expect {
 
 /// What a probe observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ProbeOutcome {
     /// The attempt succeeded.
     Escaped,
     /// The attempt was refused or found nothing of the host.
@@ -98,31 +98,31 @@ pub enum Outcome {
     Error,
 }
 
-impl Outcome {
+impl ProbeOutcome {
     /// The word on the result line.
     pub fn name(self) -> &'static str {
         match self {
-            Outcome::Escaped => "escaped",
-            Outcome::Contained => "contained",
-            Outcome::Observed => "observed",
-            Outcome::Error => "error",
+            ProbeOutcome::Escaped => "escaped",
+            ProbeOutcome::Contained => "contained",
+            ProbeOutcome::Observed => "observed",
+            ProbeOutcome::Error => "error",
         }
     }
 
     /// The outcome called `s`.
-    pub fn parse(s: &str) -> Option<Outcome> {
+    pub fn parse(s: &str) -> Option<ProbeOutcome> {
         [
-            Outcome::Escaped,
-            Outcome::Contained,
-            Outcome::Observed,
-            Outcome::Error,
+            ProbeOutcome::Escaped,
+            ProbeOutcome::Contained,
+            ProbeOutcome::Observed,
+            ProbeOutcome::Error,
         ]
         .into_iter()
         .find(|o| o.name() == s)
     }
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for ProbeOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -537,7 +537,7 @@ pub struct Line<'a> {
     /// The probe's name.
     pub probe: &'a str,
     /// What it observed.
-    pub outcome: Outcome,
+    pub outcome: ProbeOutcome,
     /// Free text without spaces.
     pub detail: &'a str,
 }
@@ -572,7 +572,7 @@ pub fn parse_line(out: &str) -> Result<Line<'_>, LineError> {
             .ok_or(LineError::Field(k))
     };
     let probe = field("probe")?;
-    let outcome = Outcome::parse(field("outcome")?).ok_or(LineError::Field("outcome"))?;
+    let outcome = ProbeOutcome::parse(field("outcome")?).ok_or(LineError::Field("outcome"))?;
     let detail = field("detail")?;
     if probe.is_empty() {
         return Err(LineError::Field("probe"));
@@ -588,7 +588,7 @@ pub fn parse_line(out: &str) -> Result<Line<'_>, LineError> {
 pub fn write_line<W: fmt::Write + ?Sized>(
     w: &mut W,
     probe: &str,
-    outcome: Outcome,
+    outcome: ProbeOutcome,
     detail: &str,
 ) -> fmt::Result {
     write!(
@@ -656,7 +656,7 @@ mod tests {
         write_line(
             &mut s,
             "mounts",
-            Outcome::Contained,
+            ProbeOutcome::Contained,
             "seen 3 mounts\tno /sys",
         )
         .unwrap();
@@ -667,10 +667,10 @@ mod tests {
         let text = format!("noise\n{s}more\n");
         let l = parse_line(&text).unwrap();
         assert_eq!(l.probe, "mounts");
-        assert_eq!(l.outcome, Outcome::Contained);
+        assert_eq!(l.outcome, ProbeOutcome::Contained);
         assert_eq!(l.detail, "seen_3_mounts_no_/sys");
         let mut e = String::new();
-        write_line(&mut e, "x", Outcome::Error, "").unwrap();
+        write_line(&mut e, "x", ProbeOutcome::Error, "").unwrap();
         assert_eq!(parse_line(&e).unwrap().detail, "-");
     }
 
