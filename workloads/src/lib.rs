@@ -592,6 +592,7 @@ pub fn write_usage<W: fmt::Write + ?Sized>(w: &mut W) -> fmt::Result {
     w.write_str(
         "usage: vbench-workload TASK [key=value ...]\n\
          \x20      vbench-workload --help\n\
+         \x20      vbench-workload --probes    (the probes it implements, one per line)\n\
          Runs one task and prints one line:\n\
          \x20 VBENCH task=NAME PARAM=VALUE ... iters=N ns=LOOP_NANOSECONDS checksum=HEX16\n\
          Integers are decimal with an optional K/M/G (binary) suffix. Parameters not given take\n\

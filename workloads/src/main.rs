@@ -4,8 +4,8 @@
 //! only these system calls: read, write, openat, close, mmap, munmap, getpid, clock_gettime,
 //! exit_group. The only paths it opens are `/dev/null`, `/dev/zero` and the `path` of the
 //! `openclose` task. See the library crate for the command line and the result line.
-//! The probes (`vbench_workloads::probes`, implemented in `probe.rs`) are the exception: each
-//! makes the system calls and executes the instructions its escape attempt needs.
+//! The probes (`vbench_workloads::probes`, implemented in `probe/`, one file per kind) are the
+//! exception: each makes the system calls and executes the instructions its escape attempt needs.
 #![no_std]
 #![no_main]
 
@@ -425,6 +425,10 @@ unsafe extern "C" fn rust_start(sp: *const usize) -> ! {
         let mut o = Out::new(Out::STDOUT);
         let _ = write_usage(&mut o);
         let _ = o.flush();
+        sys::exit_group(0);
+    }
+    if argc == 2 && arg(1) == Some("--probes") {
+        probe::list();
         sys::exit_group(0);
     }
     if argc >= 2 {
