@@ -423,3 +423,65 @@ fn a_killed_harness_leaves_no_process_or_segment_and_its_scratch_dir_goes_at_the
         scratch[0].display()
     );
 }
+
+/// `--probe` names every kind of the catalogue, `vm` included.
+#[test]
+fn help_lists_every_probe_kind() {
+    let o = Command::cargo_bin("vbench")
+        .unwrap()
+        .args(["isolate", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    let line = help
+        .lines()
+        .find(|l| l.contains("--probe"))
+        .unwrap_or_else(|| panic!("no --probe in\n{help}"));
+    let kinds: Vec<&str> = vbench_workloads::probes::Kind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect();
+    assert_eq!(kinds.len(), 6);
+    assert!(kinds.contains(&"vm"));
+    for k in kinds {
+        assert!(
+            line.contains(&format!("{k},")) || line.contains(&format!("{k})")),
+            "kind {k} missing from: {line}"
+        );
+    }
+}
+
+/// Every probe of the catalogue has an implementation in the embedded ELF, and the ELF
+/// implements nothing the catalogue lacks.
+#[test]
+fn every_catalogue_probe_is_implemented_in_the_elf() {
+    let o = std::process::Command::new(env!("VBENCH_WORKLOAD_ELF"))
+        .arg("--probes")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut implemented: Vec<&str> = text.lines().collect();
+    implemented.sort_unstable();
+    let n = implemented.len();
+    implemented.dedup();
+    assert_eq!(implemented.len(), n, "a probe implemented twice");
+    let mut catalogue: Vec<&str> = vbench_workloads::probes::PROBES
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    catalogue.sort_unstable();
+    let missing: Vec<_> = catalogue
+        .iter()
+        .filter(|p| !implemented.contains(p))
+        .collect();
+    let extra: Vec<_> = implemented
+        .iter()
+        .filter(|p| !catalogue.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "not implemented: {missing:?}; not in the catalogue: {extra:?}"
+    );
+}

@@ -1345,7 +1345,11 @@ mod tests {
         assert_eq!(run(7, 8, &[8, 8, 8]), good, "any new descriptor");
         assert_ne!(run(3, 8, &[8, 7, 8]), good, "a short transfer");
         assert_ne!(run(3, 8, &[8, 8, 8, 8]), good, "one call more");
-        assert_ne!(run(1, 8, &[8, 8, 8]), good, "stdout handed out as the new descriptor");
+        assert_ne!(
+            run(1, 8, &[8, 8, 8]),
+            good,
+            "stdout handed out as the new descriptor"
+        );
         // a short count made up by a long one keeps the total but not the full-call count
         assert_ne!(run(3, 8, &[8, 4, 12]), good);
     }
@@ -1372,9 +1376,17 @@ mod tests {
             sum(|c| f.fold(c))
         };
         let good = run(100, &[100, 150, 150, 400]);
-        assert_eq!(run(7, &[9, 10, 11, 12]), good, "other readings, same properties");
+        assert_eq!(
+            run(7, &[9, 10, 11, 12]),
+            good,
+            "other readings, same properties"
+        );
         assert_ne!(run(100, &[100, 90, 150, 400]), good, "a step backwards");
-        assert_ne!(run(100, &[100, 100, 100, 100]), good, "a clock that stands still");
+        assert_ne!(
+            run(100, &[100, 100, 100, 100]),
+            good,
+            "a clock that stands still"
+        );
         assert_ne!(run(100, &[100, 150, 400]), good, "a call fewer");
     }
 
@@ -1388,14 +1400,34 @@ mod tests {
         };
         let ok = [(true, true); 2];
         let good = run(&[(0x7000_0000, 0), (0x7000_1000, 0)], &ok);
-        assert_eq!(run(&[(0x1000, 0), (0x1000, 0)], &ok), good, "any aligned addresses");
-        assert_ne!(run(&[(0x7000_0010, 0), (0x7000_1000, 0)], &ok), good, "unaligned");
+        assert_eq!(
+            run(&[(0x1000, 0), (0x1000, 0)], &ok),
+            good,
+            "any aligned addresses"
+        );
+        assert_ne!(
+            run(&[(0x7000_0010, 0), (0x7000_1000, 0)], &ok),
+            good,
+            "unaligned"
+        );
         assert_ne!(run(&[(0, 0), (0x7000_1000, 0)], &ok), good, "null");
-        assert_ne!(run(&[(0x1000, 1), (0x1000, 0)], &ok), good, "munmap answered 1");
+        assert_ne!(
+            run(&[(0x1000, 1), (0x1000, 0)], &ok),
+            good,
+            "munmap answered 1"
+        );
         let dirty = [(false, true), (true, true)];
-        assert_ne!(run(&[(0x1000, 0), (0x1000, 0)], &dirty), good, "a fresh page not zero");
+        assert_ne!(
+            run(&[(0x1000, 0), (0x1000, 0)], &dirty),
+            good,
+            "a fresh page not zero"
+        );
         let lost = [(true, true), (true, false)];
-        assert_ne!(run(&[(0x1000, 0), (0x1000, 0)], &lost), good, "a write not kept");
+        assert_ne!(
+            run(&[(0x1000, 0), (0x1000, 0)], &lost),
+            good,
+            "a write not kept"
+        );
     }
 
     #[test]

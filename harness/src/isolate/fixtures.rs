@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vbench_backends::container::cgroup::Limits;
-use vbench_workloads::probes::{Kind, Probe};
+use vbench_workloads::probes::{Need, Probe, Source, CONTROL};
 
 /// What the probes compare against, read from the host once.
 pub(super) struct HostFacts {
@@ -284,57 +284,185 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// A host condition without which the probe means nothing on any backend.
+    /// A host condition without which the probe means nothing on any backend: the first of
+    /// the catalogue's needs that the host lacks.
     pub(super) fn not_applicable(&self, p: &Probe) -> Option<String> {
         let h = self.host;
-        let root_needed = p.kind == Kind::Privilege || p.name == "host_root";
-        let why = match p.name {
-            _ if root_needed && !h.root => "vbench is not root: the native control cannot escape",
-            "mounts" if !h.sys_mounted => "the host has no /sys mount to look for",
-            "net_ifaces" if h.iface.is_none() => "the host has no interface besides lo",
-            "release_agent" if h.release_agent.is_none() => "the host has no cgroup v1 hierarchy",
-            "dev_kvm" if !h.dev_kvm => "the host has no /dev/kvm",
-            "dev_mem" if !h.dev_mem => "the host has no /dev/mem",
-            _ => return None,
-        };
-        Some(why.to_string())
+        p.needs
+            .iter()
+            .find(|&&n| match n {
+                Need::Root => !h.root,
+                Need::SysMount => !h.sys_mounted,
+                Need::Interface => h.iface.is_none(),
+                Need::ReleaseAgent => h.release_agent.is_none(),
+                Need::DevKvm => !h.dev_kvm,
+                Need::DevMem => !h.dev_mem,
+            })
+            .map(|n| n.reason().to_string())
+    }
+
+    /// The value of an argument taken from `from`, on `backend`.
+    fn value(&self, from: Source, backend: &str) -> String {
+        let (fx, h, lim) = (self.fx, self.host, self.limits);
+        match from {
+            Source::Text(t) => t.to_string(),
+            Source::HostPid => fx.host_pid.to_string(),
+            Source::Hostname => h.hostname.clone(),
+            Source::Port => fx.port.to_string(),
+            Source::Interface => h.iface.clone().unwrap_or_default(),
+            Source::ShmId => fx.shm_id.to_string(),
+            Source::Magic => fx.magic.to_string(),
+            Source::Namespace(ns) => ns_inode(ns),
+            Source::BootSeconds => boottime_s().to_string(),
+            Source::ReleaseAgent => h
+                .release_agent
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            Source::HostFile => fx.secret.display().to_string(),
+            // the scratch directory is the host's; elsewhere the backend's own /tmp
+            Source::ScratchDir if backend == CONTROL => fx.dir.display().to_string(),
+            Source::ScratchDir => "/tmp".to_string(),
+            Source::MemoryLimitMib(times) => {
+                ((times * lim.memory.unwrap_or(256 << 20)) >> 20).to_string()
+            }
+            Source::TaskLimit(times) => (times * lim.pids.unwrap_or(64)).to_string(),
+            Source::CpuQuota => format!("{:.3}", lim.cpus.unwrap_or(1.0)),
+        }
     }
 
     /// The probe's command line on `backend`.
     pub(super) fn args(&self, p: &Probe, backend: &str) -> Vec<OsString> {
-        let (fx, h) = (self.fx, self.host);
-        let mut v: Vec<String> = vec![p.name.to_string()];
-        for &k in p.keys {
-            let val = match k {
-                "host_pid" => fx.host_pid.to_string(),
-                "hostname" => h.hostname.clone(),
-                "mnt" => "/sys".to_string(),
-                "port" => fx.port.to_string(),
-                "iface" => h.iface.clone().unwrap_or_default(),
-                "shm_id" => fx.shm_id.to_string(),
-                "magic" => fx.magic.to_string(),
-                "ns" => ns_inode(p.name.trim_end_matches("_ns")),
-                "boot_s" => boottime_s().to_string(),
-                "path" if p.name == "release_agent" => h
-                    .release_agent
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                "path" => fx.secret.display().to_string(),
-                // the scratch directory is the host's; elsewhere the backend's own /tmp
-                "dir" if backend == "native" => fx.dir.display().to_string(),
-                "dir" => "/tmp".to_string(),
-                "mb" if p.name == "memory" => {
-                    ((2 * self.limits.memory.unwrap_or(256 << 20)) >> 20).to_string()
+        std::iter::once(p.name.to_string())
+            .chain(
+                p.args
+                    .iter()
+                    .map(|a| format!("{}={}", a.key, self.value(a.from, backend))),
+            )
+            .map(OsString::from)
+            .collect()
+    }
+}
+
+/// Runs `f` with fixtures that own nothing (pid 1, port 1, a nonexistent directory) on a host
+/// with /sys, an `eth0`, /dev/kvm, no /dev/mem and no cgroup v1, as root or not.
+#[cfg(test)]
+pub(super) fn with_test_ctx<R>(root: bool, f: impl FnOnce(&Ctx<'_>) -> R) -> R {
+    let host = HostFacts {
+        root,
+        hostname: "h".into(),
+        sys_mounted: true,
+        iface: Some("eth0".into()),
+        release_agent: None,
+        dev_kvm: true,
+        dev_mem: false,
+    };
+    let fx = Fixtures {
+        host_pid: 1,
+        port: 1,
+        accepted: Arc::default(),
+        stop: Arc::default(),
+        listener: None,
+        shm_id: 1,
+        magic: 7,
+        dir: "/nonexistent".into(),
+        secret: "/nonexistent/secret".into(),
+    };
+    let limits = Limits {
+        memory: Some(256 << 20),
+        cpus: Some(0.5),
+        pids: Some(64),
+        cpuset: None,
+    };
+    let r = f(&Ctx {
+        fx: &fx,
+        host: &host,
+        limits: &limits,
+    });
+    std::mem::forget(fx); // owns nothing; keep Drop from clearing a real run's leftovers
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vbench_workloads::probes::{find, PROBES};
+
+    fn args(ctx: &Ctx<'_>, probe: &str, backend: &str) -> Vec<String> {
+        let p = find(probe).unwrap();
+        ctx.args(p, backend)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn arguments_come_from_the_catalogue_sources() {
+        with_test_ctx(true, |ctx| {
+            assert_eq!(args(ctx, "sgdt", "kvm"), ["sgdt"]);
+            assert_eq!(args(ctx, "memory", "container"), ["memory", "mb=512"]);
+            assert_eq!(args(ctx, "fork_bomb", "container"), ["fork_bomb", "n=128"]);
+            assert_eq!(
+                args(ctx, "cpu_quota", "container"),
+                ["cpu_quota", "ms=1000", "quota=0.500"]
+            );
+            assert_eq!(
+                args(ctx, "proc_root", "bt"),
+                [
+                    "proc_root",
+                    "host_pid=1",
+                    "path=/nonexistent/secret",
+                    "magic=7"
+                ]
+            );
+            // the scratch directory is the host's for the control only
+            assert_eq!(
+                args(ctx, "file_size", CONTROL),
+                ["file_size", "dir=/nonexistent", "mb=96"]
+            );
+            assert_eq!(
+                args(ctx, "file_size", "container"),
+                ["file_size", "dir=/tmp", "mb=96"]
+            );
+            assert_eq!(args(ctx, "mounts", "container"), ["mounts", "mnt=/sys"]);
+            let ns = args(ctx, "pid_ns", "container");
+            assert_eq!(ns[1], format!("ns={}", ns_inode("pid")));
+            // every probe gets exactly its catalogue keys
+            for p in PROBES {
+                let got = ctx.args(p, "container");
+                assert_eq!(got.len(), 1 + p.args.len(), "{}", p.name);
+                for (a, k) in got[1..].iter().zip(p.keys()) {
+                    assert!(
+                        a.to_str().unwrap().starts_with(&format!("{k}=")),
+                        "{}",
+                        p.name
+                    );
                 }
-                "mb" => "96".to_string(), // over the container's 64 MiB of tmpfs
-                "n" => (2 * self.limits.pids.unwrap_or(64)).to_string(),
-                "ms" => "1000".to_string(),
-                "quota" => format!("{:.3}", self.limits.cpus.unwrap_or(1.0)),
-                other => unreachable!("probe key {other} has no fixture"),
-            };
-            v.push(format!("{k}={val}"));
-        }
-        v.into_iter().map(OsString::from).collect()
+            }
+        });
+    }
+
+    #[test]
+    fn host_needs_make_probes_not_applicable() {
+        with_test_ctx(true, |ctx| {
+            let na = |name: &str| ctx.not_applicable(find(name).unwrap());
+            assert_eq!(na("mounts"), None);
+            assert_eq!(na("dev_kvm"), None);
+            assert_eq!(na("dev_mem").as_deref(), Some("the host has no /dev/mem"));
+            assert_eq!(
+                na("release_agent").as_deref(),
+                Some("the host has no cgroup v1 hierarchy")
+            );
+            assert_eq!(na("sgdt"), None);
+        });
+        with_test_ctx(false, |ctx| {
+            let na = |name: &str| ctx.not_applicable(find(name).unwrap());
+            let not_root = Some("vbench is not root: the native control cannot escape");
+            // every privilege probe, and host_root, needs root; the first need unmet is named
+            assert_eq!(na("mount").as_deref(), not_root);
+            assert_eq!(na("dev_mem").as_deref(), not_root);
+            assert_eq!(na("host_root").as_deref(), not_root);
+            assert_eq!(na("hostname"), None);
+        });
     }
 }

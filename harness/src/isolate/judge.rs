@@ -4,7 +4,7 @@
 use super::fixtures::Ctx;
 use vbench_backends::Outcome;
 use vbench_results::{Exit, ProbeCell, ProbeVerdict};
-use vbench_workloads::probes::{self, Expect, Probe};
+use vbench_workloads::probes::{self, Accuracy, Expect, Judge, Probe, ProbeOutcome, CONTROL};
 
 /// The number after `key=` in a probe's detail.
 fn detail_num(detail: &str, key: &str) -> Option<f64> {
@@ -16,7 +16,11 @@ fn detail_num(detail: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// Judges one run of probe `p` on `backend`.
+/// The harness keeps at most this much of a probe's stdout.
+const STDOUT_KEPT: usize = 1 << 20;
+
+/// Judges one run of probe `p` on `backend`: by what the harness measured itself where the
+/// catalogue says so, else by the probe's line; then the limit's accuracy.
 pub(super) fn judge(
     p: &Probe,
     backend: &str,
@@ -38,34 +42,12 @@ pub(super) fn judge(
         counters: s.counters.clone(),
     };
     let killed = matches!(s.exit, Exit::Signal { signal: 9 });
-    // probes the harness judges from what it measured itself
-    match p.name {
-        "stdout_flood" => {
-            let want = 100 << 20;
-            let bounded = out.stdout.len() <= 1 << 20;
-            (c.verdict, c.note) = if line.is_err() || s.stdout_bytes < want {
-                (
-                    ProbeVerdict::Broken,
-                    format!("the probe wrote only {} bytes", s.stdout_bytes),
-                )
-            } else if bounded {
-                (
-                    ProbeVerdict::Contained,
-                    format!(
-                        "the harness kept {} of {} bytes",
-                        out.stdout.len(),
-                        s.stdout_bytes
-                    ),
-                )
-            } else {
-                (
-                    ProbeVerdict::Breach,
-                    format!("the harness buffered {} bytes", out.stdout.len()),
-                )
-            };
+    match p.judge {
+        Judge::StdoutFlood { bytes } => {
+            (c.verdict, c.note) = flood(out, line.is_ok(), bytes);
             return c;
         }
-        "never_exits" => {
+        Judge::Timeout { .. } => {
             (c.verdict, c.note) = match s.exit {
                 Exit::Timeout { after_ms } => (
                     ProbeVerdict::Contained,
@@ -75,41 +57,14 @@ pub(super) fn judge(
             };
             return c;
         }
-        "memory" if killed && line.is_err() && backend != "native" => {
-            let peak = s.counters.get("cgroup.memory_peak_bytes").copied();
-            let ooms = s.counters.get("cgroup.oom_kills").copied().unwrap_or(0);
-            let limit = ctx.limits.memory.unwrap_or(0);
-            c.verdict = ProbeVerdict::Contained;
-            // the probe's last progress line: anonymous memory it had touched when killed
-            let touched = s
-                .stderr_tail
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("vbench-probe memory touched_kib="))
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if let (Some(kib), true) = (touched, limit > 0) {
-                c.counters
-                    .insert("probe.touched_bytes_at_kill".into(), kib * 1024);
-                c.detail = format!("touched_at_kill={kib}KiB");
-            }
-            c.note = match peak {
-                Some(pk) if limit > 0 => format!(
-                    "killed (SIGKILL, {ooms} OOM kill(s)); cgroup peak {pk} B = {:.1}% of the {limit} B limit{}",
-                    pk as f64 * 100.0 / limit as f64,
-                    touched.map_or(String::new(), |kib| format!(
-                        "; the probe had touched {} B = {:.1}% of it",
-                        kib * 1024,
-                        (kib * 1024) as f64 * 100.0 / limit as f64
-                    ))
-                ),
-                _ => format!("killed (SIGKILL, {ooms} OOM kill(s))"),
-            };
+        Judge::OomKill if killed && line.is_err() && backend != CONTROL => {
+            oom_killed(&mut c, out, ctx);
             return c;
         }
-        _ => {}
+        Judge::OomKill | Judge::Line => {}
     }
     if let (Expect::Observe, Err(_), Exit::Signal { signal }) = (expect, line, s.exit) {
-        if backend != "native" {
+        if backend != CONTROL {
             // What the backend did to the instruction is the observation (e.g. seccomp's
             // SIGSYS for the i386 syscall ABI); natively a probe always prints its line.
             c.verdict = ProbeVerdict::Observed;
@@ -118,23 +73,104 @@ pub(super) fn judge(
             return c;
         }
     }
-    let Ok(l) = line else {
-        c.note = format!(
-            "no valid probe line ({}); {}; stderr: {}",
-            line.unwrap_err(),
-            s.exit,
-            s.stderr_tail.trim()
-        );
-        return c;
+    let l = match line {
+        Ok(l) => l,
+        Err(e) => {
+            c.note = format!(
+                "no valid probe line ({e}); {}; stderr: {}",
+                s.exit,
+                s.stderr_tail.trim()
+            );
+            return c;
+        }
     };
     if l.probe != p.name {
         c.note = format!("the line names probe {}", l.probe);
         return c;
     }
-    use probes::ProbeOutcome as O;
-    (c.verdict, c.note) = match (expect, l.outcome) {
+    (c.verdict, c.note) = by_line(expect, backend, l.outcome, l.detail);
+    if c.verdict == ProbeVerdict::Contained && backend == LIMITED {
+        if let Some(note) = accuracy(p.accuracy, &c.detail, ctx) {
+            c.note = note;
+        }
+    }
+    c
+}
+
+/// The backend the limits (`--memory`, `--cpus`, `--pids`) are set on.
+const LIMITED: &str = "container";
+
+/// A probe that floods stdout with `bytes` after its line: contained when the harness kept a
+/// bounded part.
+fn flood(out: &Outcome, has_line: bool, bytes: u64) -> (ProbeVerdict, String) {
+    let s = &out.sample;
+    if !has_line || s.stdout_bytes < bytes {
+        (
+            ProbeVerdict::Broken,
+            format!("the probe wrote only {} bytes", s.stdout_bytes),
+        )
+    } else if out.stdout.len() <= STDOUT_KEPT {
+        (
+            ProbeVerdict::Contained,
+            format!(
+                "the harness kept {} of {} bytes",
+                out.stdout.len(),
+                s.stdout_bytes
+            ),
+        )
+    } else {
+        (
+            ProbeVerdict::Breach,
+            format!("the harness buffered {} bytes", out.stdout.len()),
+        )
+    }
+}
+
+/// A probe killed by the memory limit: contained, with the cgroup's peak against the limit and
+/// what the probe had touched.
+fn oom_killed(c: &mut ProbeCell, out: &Outcome, ctx: &Ctx<'_>) {
+    let s = &out.sample;
+    let peak = s.counters.get("cgroup.memory_peak_bytes").copied();
+    let ooms = s.counters.get("cgroup.oom_kills").copied().unwrap_or(0);
+    let limit = ctx.limits.memory.unwrap_or(0);
+    c.verdict = ProbeVerdict::Contained;
+    // the probe's last progress line: anonymous memory it had touched when killed
+    let touched = s
+        .stderr_tail
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("vbench-probe memory touched_kib="))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let (Some(kib), true) = (touched, limit > 0) {
+        c.counters
+            .insert("probe.touched_bytes_at_kill".into(), kib * 1024);
+        c.detail = format!("touched_at_kill={kib}KiB");
+    }
+    c.note = match peak {
+        Some(pk) if limit > 0 => format!(
+            "killed (SIGKILL, {ooms} OOM kill(s)); cgroup peak {pk} B = {:.1}% of the {limit} B limit{}",
+            pk as f64 * 100.0 / limit as f64,
+            touched.map_or(String::new(), |kib| format!(
+                "; the probe had touched {} B = {:.1}% of it",
+                kib * 1024,
+                (kib * 1024) as f64 * 100.0 / limit as f64
+            ))
+        ),
+        _ => format!("killed (SIGKILL, {ooms} OOM kill(s))"),
+    };
+}
+
+/// The verdict and note of a probe line with `outcome` and `detail` on `backend`.
+fn by_line(
+    expect: Expect,
+    backend: &str,
+    outcome: ProbeOutcome,
+    detail: &str,
+) -> (ProbeVerdict, String) {
+    use ProbeOutcome as O;
+    match (expect, outcome) {
         (Expect::Contained | Expect::Escapes, O::Error)
-            if backend != "native" && l.detail.contains("ENOSYS") =>
+            if backend != CONTROL && detail.contains("ENOSYS") =>
         {
             (
                 ProbeVerdict::Contained,
@@ -155,7 +191,7 @@ pub(super) fn judge(
             "the probe gave no verdict where one is expected".to_string(),
         ),
         (Expect::Escapes, O::Escaped) => (ProbeVerdict::Escaped, String::new()),
-        (Expect::Escapes, O::Contained) if backend == "native" => (
+        (Expect::Escapes, O::Contained) if backend == CONTROL => (
             ProbeVerdict::Broken,
             "the native control did not escape: the probe proves nothing".to_string(),
         ),
@@ -169,32 +205,29 @@ pub(super) fn judge(
             "escaped where it must be contained".to_string(),
         ),
         (Expect::NotApplicable(r), _) => (ProbeVerdict::NotApplicable, r.to_string()),
-    };
-    // limit accuracy, where the backend enforces the limit
-    // (the limits are the container backend's)
-    if c.verdict == ProbeVerdict::Contained && backend == "container" {
-        let lim = ctx.limits;
-        match p.name {
-            "cpu_quota" => {
-                if let (Some(share), Some(q)) = (detail_num(&c.detail, "share"), lim.cpus) {
-                    c.note = format!(
-                        "measured share {share:.3} vs quota {q:.3} (difference {:+.3})",
-                        share - q
-                    );
-                }
-            }
-            "fork_bomb" => {
-                if let (Some(n), Some(max)) = (detail_num(&c.detail, "forked"), lim.pids) {
-                    c.note = format!(
-                        "fork failed after {n} children: {} tasks with container init and the probe, pids limit {max}",
-                        n as u64 + 2
-                    );
-                }
-            }
-            _ => {}
+    }
+}
+
+/// How close a contained probe came to its limit, from its `detail`.
+fn accuracy(what: Accuracy, detail: &str, ctx: &Ctx<'_>) -> Option<String> {
+    let lim = ctx.limits;
+    match what {
+        Accuracy::None => None,
+        Accuracy::CpuShare => {
+            let (share, q) = (detail_num(detail, "share")?, lim.cpus?);
+            Some(format!(
+                "measured share {share:.3} vs quota {q:.3} (difference {:+.3})",
+                share - q
+            ))
+        }
+        Accuracy::Tasks => {
+            let (n, max) = (detail_num(detail, "forked")?, lim.pids?);
+            Some(format!(
+                "fork failed after {n} children: {} tasks with container init and the probe, pids limit {max}",
+                n as u64 + 2
+            ))
         }
     }
-    c
 }
 
 fn signal_name(sig: i32) -> String {
@@ -212,7 +245,7 @@ fn signal_name(sig: i32) -> String {
 /// The native column is the control: when it is broken, a "contained" elsewhere means nothing.
 /// A probe whose system call the host kernel lacks (ENOSYS natively) is n/a everywhere.
 pub(super) fn control(cells: &mut [ProbeCell]) {
-    let Some(native) = cells.iter().find(|c| c.backend == "native") else {
+    let Some(native) = cells.iter().find(|c| c.backend == CONTROL) else {
         return;
     };
     if native.verdict == ProbeVerdict::Broken && native.detail.contains("ENOSYS") {
@@ -236,11 +269,9 @@ pub(super) fn control(cells: &mut [ProbeCell]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{Fixtures, HostFacts};
+    use super::super::fixtures::with_test_ctx;
     use super::*;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
-    use vbench_backends::container::cgroup::Limits;
     use vbench_results::Sample;
 
     fn ctx_run(p: &str, backend: &str, stdout: &str, exit: Exit) -> ProbeCell {
@@ -253,40 +284,9 @@ mod tests {
             },
             stdout: stdout.as_bytes().to_vec(),
         };
-        let host = HostFacts {
-            root: true,
-            hostname: "h".into(),
-            sys_mounted: true,
-            iface: Some("eth0".into()),
-            release_agent: None,
-            dev_kvm: true,
-            dev_mem: false,
-        };
-        let fx = Fixtures {
-            host_pid: 1,
-            port: 1,
-            accepted: Arc::default(),
-            stop: Arc::default(),
-            listener: None,
-            shm_id: 1,
-            magic: 1,
-            dir: "/nonexistent".into(),
-            secret: "/nonexistent/secret".into(),
-        };
-        let limits = Limits {
-            memory: Some(256 << 20),
-            cpus: Some(0.5),
-            pids: Some(64),
-            cpuset: None,
-        };
-        let ctx = Ctx {
-            fx: &fx,
-            host: &host,
-            limits: &limits,
-        };
-        let c = judge(probe, backend, probe.expect(backend), &out, &ctx);
-        std::mem::forget(fx); // owns nothing; keep Drop from clearing a real run's leftovers
-        c
+        with_test_ctx(true, |ctx| {
+            judge(probe, backend, probe.expect(backend), &out, ctx)
+        })
     }
 
     const OK: Exit = Exit::Code { code: 0 };

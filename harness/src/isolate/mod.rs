@@ -22,15 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use vbench_backends::container::cgroup::Limits;
 use vbench_backends::container::ContainerConfig;
-use vbench_backends::{Availability, Backend, Invocation, Stdio};
+use vbench_backends::{Availability, Backend, Invocation, Program, Stdio};
 use vbench_results::{
     BackendStatus, Document, IsolationMatrix, Plan, ProbeCell, ProbeRow, ProbeVerdict, RunStatus,
     Tool,
 };
-use vbench_workloads::probes::{Expect, Probe, PROBES};
-
-/// How long the `never_exits` probe runs before the harness must kill it.
-const NEVER_EXITS_TIMEOUT_MS: u64 = 2000;
+use vbench_workloads::probes::{Expect, Judge, Kind, Probe, Source, CONTROL, PROBES};
 
 const BACKEND_CHOICES: [&str; 5] = ["native", "container", "bt", "kvm", "all"];
 
@@ -40,9 +37,8 @@ pub struct IsolateArgs {
     /// Backend to probe; repeat for several, or `all`. Native always runs as the control.
     #[arg(long = "backend", short = 'b', value_parser = BACKEND_CHOICES, default_value = "all")]
     backends: Vec<String>,
-    /// Probe to run, by name or kind (visibility, privilege, limit, translation, instruction);
-    /// repeatable. Default: every probe.
-    #[arg(long = "probe", short = 'p')]
+    // The help lists the catalogue's kinds: see `probe_help`.
+    #[arg(long = "probe", short = 'p', help = probe_help())]
     probes: Vec<String>,
     /// Results file. Default: vbench-results/isolate-<UTC time>.json.
     #[arg(long)]
@@ -67,6 +63,15 @@ pub struct IsolateArgs {
     timeout: u64,
 }
 
+/// The help of `--probe`, with every kind of the catalogue.
+fn probe_help() -> String {
+    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+    format!(
+        "Probe to run, by name or kind ({}); repeatable. Default: every probe",
+        kinds.join(", ")
+    )
+}
+
 fn parse_cpus(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         // the native control must be able to exceed it by 0.15 of a CPU with 8 spinners
@@ -78,24 +83,7 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
 /// Runs `vbench isolate`.
 pub fn run(a: IsolateArgs) -> Result<ExitCode> {
     let selected = select(&a.probes)?;
-    // The memory probe touches twice the limit natively, on the host itself: keep that well
-    // inside what the host has.
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            let l = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
-            l.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map(|kib| kib * 1024);
-    if let Some(av) = available {
-        if selected.iter().any(|p| p.name == "memory") && 2 * a.memory > av / 2 {
-            anyhow::bail!(
-                "--memory {} would make the memory probe touch {} bytes natively, more than half of the {av} bytes available",
-                a.memory,
-                2 * a.memory
-            );
-        }
-    }
+    check_memory(&selected, a.memory)?;
     let limits = Limits {
         memory: Some(a.memory),
         cpus: Some(a.cpus),
@@ -110,37 +98,8 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
     };
     cfg.container = container;
     let all = vbench_backends::all_with(&cfg);
-    let mut cols: Vec<usize> = vec![index(&all, "native")];
-    for b in &a.backends {
-        let add: Vec<usize> = if b == "all" {
-            (0..all.len()).filter(|&i| !all[i].is_peer()).collect()
-        } else {
-            vec![index(&all, b)]
-        };
-        for i in add {
-            if !cols.contains(&i) {
-                cols.push(i);
-            }
-        }
-    }
-    let statuses: Vec<BackendStatus> = cols
-        .iter()
-        .map(|&i| {
-            let av = all[i].availability();
-            if let Availability::Unavailable(r) = &av {
-                eprintln!("{}: unavailable: {r}", all[i].name());
-            }
-            BackendStatus {
-                name: all[i].name().to_string(),
-                available: av.is_available(),
-                reason: match av {
-                    Availability::Unavailable(r) => Some(r),
-                    Availability::Available => None,
-                },
-                peer: false,
-            }
-        })
-        .collect();
+    let cols = columns(&all, &a.backends);
+    let statuses: Vec<BackendStatus> = cols.iter().map(|&i| status(&*all[i])).collect();
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [
         signal_hook::consts::SIGINT,
@@ -150,86 +109,28 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
         signal_hook::flag::register(sig, cancel.clone()).context("installing signal handler")?;
     }
     let started = scheduler::now_ms();
-    let program = workload::program()?;
     let fx = Fixtures::new().context("preparing the host fixtures")?;
     let host = HostFacts::gather();
-    let ctx = Ctx {
-        fx: &fx,
-        host: &host,
-        limits: &limits,
+    let runner = Runner {
+        program: workload::program()?,
+        ctx: Ctx {
+            fx: &fx,
+            host: &host,
+            limits: &limits,
+        },
+        timeout: Duration::from_secs(a.timeout),
+        cancel: cancel.clone(),
     };
     let mut rows = Vec::new();
     for p in &selected {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
-        let mut cells: Vec<ProbeCell> = Vec::new();
-        for (&i, st) in cols.iter().zip(&statuses) {
-            let b = &all[i];
-            let expect = p.expect(b.name());
-            let cell = |verdict, note: String| ProbeCell {
-                backend: b.name().to_string(),
-                expect: expect.name().to_string(),
-                verdict,
-                note,
-                outcome: None,
-                detail: String::new(),
-                exit: None,
-                counters: BTreeMap::new(),
-            };
-            if let Some(why) = ctx.not_applicable(p) {
-                cells.push(cell(ProbeVerdict::NotApplicable, why));
-                continue;
-            }
-            if let Expect::NotApplicable(why) = expect {
-                cells.push(cell(ProbeVerdict::NotApplicable, why.to_string()));
-                continue;
-            }
-            if !st.available {
-                cells.push(cell(
-                    ProbeVerdict::Unavailable,
-                    st.reason.clone().unwrap_or_default(),
-                ));
-                continue;
-            }
-            let timeout = if p.name == "never_exits" {
-                Duration::from_millis(NEVER_EXITS_TIMEOUT_MS)
-            } else {
-                Duration::from_secs(a.timeout)
-            };
-            let inv = Invocation {
-                program: program.clone(),
-                args: ctx.args(p, b.name()),
-                timeout: Some(timeout),
-                stdio: Stdio::Capture,
-                cpu: None,
-                cancel: Some(cancel.clone()),
-                // the flood is expected to flood: drain it from the start
-                chatty: p.name == "stdout_flood",
-            };
-            // A CPU share depends on what else the machine runs: a native control that could
-            // not show the spinner above the quota gets up to two more tries.
-            let tries = if p.name == "cpu_quota" && b.name() == "native" {
-                3
-            } else {
-                1
-            };
-            let mut c = cell(ProbeVerdict::Broken, String::new());
-            for attempt in 1..=tries {
-                c = match b.run(&inv) {
-                    Ok(out) => judge(p, b.name(), expect, &out, &ctx),
-                    Err(e) => cell(ProbeVerdict::Broken, format!("backend error: {e}")),
-                };
-                if c.verdict != ProbeVerdict::Broken || cancel.load(Ordering::Relaxed) {
-                    if attempt > 1 {
-                        c.note = format!("escaped on attempt {attempt} (the machine is busy)");
-                    }
-                    break;
-                }
-            }
-            c.expect = expect.name().to_string();
-            cells.push(c);
-        }
+        let mut cells: Vec<ProbeCell> = cols
+            .iter()
+            .zip(&statuses)
+            .map(|(&i, st)| runner.cell(p, &*all[i], st))
+            .collect();
         control(&mut cells);
         rows.push(ProbeRow {
             probe: p.name.to_string(),
@@ -238,6 +139,7 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
             cells,
         });
     }
+    drop(runner);
     let interrupted = cancel.load(Ordering::Relaxed);
     let matrix = IsolationMatrix {
         backends: statuses.clone(),
@@ -274,21 +176,26 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
         failures: vec![],
         isolation: Some(matrix),
     };
-    let out = a.out.unwrap_or_else(default_out);
+    finish(&a, &doc, interrupted)
+}
+
+/// Writes the document, prints the matrix (or the JSON) and the report; the exit code.
+fn finish(a: &IsolateArgs, doc: &Document, interrupted: bool) -> Result<ExitCode> {
+    let out = a.out.clone().unwrap_or_else(default_out);
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    vbench_results::write_atomic(&out, &doc)
+    vbench_results::write_atomic(&out, doc)
         .with_context(|| format!("writing {}", out.display()))?;
-    let m = doc.isolation.as_ref().expect("set above");
+    let m = doc.isolation.as_ref().expect("an isolation document");
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(doc)?);
     } else {
         print!("{}", render(m));
     }
     eprintln!("results written to {}", out.display());
     if let Some(dir) = &a.report {
-        let w = vbench_reports::write_all(&doc, dir)
+        let w = vbench_reports::write_all(doc, dir)
             .with_context(|| format!("rendering the report into {}", dir.display()))?;
         eprintln!("report written to {}", w.index.display());
     }
@@ -306,6 +213,143 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A probe whose argument is a multiple of the memory limit touches that much natively, on the
+/// host itself: keep that well inside what the host has.
+fn check_memory(selected: &[&Probe], memory: u64) -> Result<()> {
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let l = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            l.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib * 1024);
+    let Some(av) = available else {
+        return Ok(());
+    };
+    for p in selected {
+        for a in p.args {
+            if let Source::MemoryLimitMib(times) = a.from {
+                if times * memory > av / 2 {
+                    anyhow::bail!(
+                        "--memory {memory} would make the {} probe touch {} bytes natively, more than half of the {av} bytes available",
+                        p.name,
+                        times * memory
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The backends' indexes in `all`: the control first, then those named (`all`: every one that
+/// is not a peer), each once.
+fn columns(all: &[Box<dyn Backend>], names: &[String]) -> Vec<usize> {
+    let mut cols: Vec<usize> = vec![index(all, CONTROL)];
+    for b in names {
+        let add: Vec<usize> = if b == "all" {
+            (0..all.len()).filter(|&i| !all[i].is_peer()).collect()
+        } else {
+            vec![index(all, b)]
+        };
+        for i in add {
+            if !cols.contains(&i) {
+                cols.push(i);
+            }
+        }
+    }
+    cols
+}
+
+/// Whether `b` can run here (printed when it cannot).
+fn status(b: &dyn Backend) -> BackendStatus {
+    let av = b.availability();
+    if let Availability::Unavailable(r) = &av {
+        eprintln!("{}: unavailable: {r}", b.name());
+    }
+    BackendStatus {
+        name: b.name().to_string(),
+        available: av.is_available(),
+        reason: match av {
+            Availability::Unavailable(r) => Some(r),
+            Availability::Available => None,
+        },
+        peer: false,
+    }
+}
+
+/// What every probe run shares.
+struct Runner<'a> {
+    program: Program,
+    ctx: Ctx<'a>,
+    /// The per-probe timeout (`--timeout`), unless the catalogue sets one.
+    timeout: Duration,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Runner<'_> {
+    /// Probe `p` on backend `b`: judged, or why it did not run.
+    fn cell(&self, p: &Probe, b: &dyn Backend, st: &BackendStatus) -> ProbeCell {
+        let expect = p.expect(b.name());
+        let cell = |verdict, note: String| ProbeCell {
+            backend: b.name().to_string(),
+            expect: expect.name().to_string(),
+            verdict,
+            note,
+            outcome: None,
+            detail: String::new(),
+            exit: None,
+            counters: BTreeMap::new(),
+        };
+        if let Some(why) = self.ctx.not_applicable(p) {
+            return cell(ProbeVerdict::NotApplicable, why);
+        }
+        if let Expect::NotApplicable(why) = expect {
+            return cell(ProbeVerdict::NotApplicable, why.to_string());
+        }
+        if !st.available {
+            return cell(
+                ProbeVerdict::Unavailable,
+                st.reason.clone().unwrap_or_default(),
+            );
+        }
+        let timeout = match p.judge {
+            Judge::Timeout { ms } => Duration::from_millis(ms),
+            _ => self.timeout,
+        };
+        let inv = Invocation {
+            program: self.program.clone(),
+            args: self.ctx.args(p, b.name()),
+            timeout: Some(timeout),
+            stdio: Stdio::Capture,
+            cpu: None,
+            cancel: Some(self.cancel.clone()),
+            // a flood is expected to flood: drain it from the start
+            chatty: matches!(p.judge, Judge::StdoutFlood { .. }),
+        };
+        let tries = if b.name() == CONTROL {
+            p.control_attempts
+        } else {
+            1
+        };
+        let mut c = cell(ProbeVerdict::Broken, String::new());
+        for attempt in 1..=tries {
+            c = match b.run(&inv) {
+                Ok(out) => judge(p, b.name(), expect, &out, &self.ctx),
+                Err(e) => cell(ProbeVerdict::Broken, format!("backend error: {e}")),
+            };
+            if c.verdict != ProbeVerdict::Broken || self.cancel.load(Ordering::Relaxed) {
+                if attempt > 1 {
+                    c.note = format!("escaped on attempt {attempt} (the machine is busy)");
+                }
+                break;
+            }
+        }
+        c.expect = expect.name().to_string();
+        c
+    }
 }
 
 fn index(all: &[Box<dyn Backend>], name: &str) -> usize {

@@ -1,10 +1,11 @@
 //! The isolation matrix, the Popek-Goldberg table and the notes as terminal text.
 
 use vbench_results::{IsolationMatrix, ProbeCell, ProbeRow, ProbeVerdict};
+use vbench_workloads::probes::{Kind, CONTROL};
 
-/// Kinds of probes that record an observation instead of a verdict.
+/// Whether a row's kind (as written in the document) records an observation, not a verdict.
 fn is_observation(kind: &str) -> bool {
-    matches!(kind, "translation" | "instruction" | "vm")
+    Kind::parse(kind).is_some_and(Kind::observes)
 }
 
 /// The matrix, the Popek-Goldberg table and the notes, as terminal text.
@@ -49,7 +50,7 @@ pub fn render(m: &IsolationMatrix) -> String {
             "\nPopek-Goldberg, translation and machine-edge probes: what each backend observed at CPL3"
         );
         for r in &pg {
-            let native = r.cells.iter().find(|c| c.backend == "native");
+            let native = r.cells.iter().find(|c| c.backend == CONTROL);
             for c in &r.cells {
                 let v = match c.verdict {
                     ProbeVerdict::Observed => {

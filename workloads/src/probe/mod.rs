@@ -259,7 +259,7 @@ pub fn list() {
 /// Runs probe `p` with its `key=value` arguments, prints its line and exits 0.
 pub fn run(p: &'static Probe, args: &[&str]) -> ! {
     let a = Args(args);
-    for k in p.keys {
+    for k in p.keys() {
         if a.get(k).is_none() {
             print(p, &rep!(Error, "missing_argument_{k}"));
             sys::exit_group(0);
