@@ -10,6 +10,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vbench_results::compare::{self, GateConfig, GateReport, Settings, Threshold};
+use vbench_results::store::OutTarget;
 use vbench_results::Document;
 
 /// The results directory that default results files and named baselines live under.
@@ -131,15 +132,23 @@ pub fn evaluate(
     ];
     for (path, render) in outputs {
         if let Some(path) = path {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(path, render(&report))
+            // as --out: atomically over a regular file, through a device or pipe, else refused
+            OutTarget::resolve(path, Path::new(crate::cmd::common::RESULTS_DIR))?
+                .write_bytes(render(&report).as_bytes(), None)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
     }
     Ok(report)
+}
+
+/// Checks the output paths before any work, as `--out` is checked.
+fn check_outputs(s: &GateSettings) -> Result<()> {
+    crate::cmd::common::check_outputs(
+        [&s.markdown, &s.junit, &s.benchmark_json]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path),
+    )
 }
 
 /// The gate's exit status for an evaluation: 0 pass, 1 regression, 2 bad input (the reason
@@ -168,6 +177,7 @@ pub fn gate_documents(
 
 /// `vbench gate --baseline FILE|NAME RESULTS`.
 pub fn gate(a: GateArgs) -> Result<ExitCode> {
+    check_outputs(&a.settings)?;
     let outcome = (|| {
         let path = a
             .file
@@ -188,6 +198,7 @@ pub fn gate(a: GateArgs) -> Result<ExitCode> {
 
 /// `vbench compare BASE NEW`: the gate's table, exit 0 whatever changed (2 on bad input).
 pub fn compare(a: CompareArgs) -> Result<ExitCode> {
+    check_outputs(&a.settings)?;
     let outcome = (|| {
         let base = load_baseline(&a.base)?;
         let new = vbench_results::load(&a.new)?;

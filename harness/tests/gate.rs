@@ -61,6 +61,8 @@ fn two_runs_of_the_same_build_pass() {
     let dir = tempfile::tempdir().unwrap();
     let base = run(dir.path(), "base.json", SAME_BUILD);
     let new = run(dir.path(), "new.json", SAME_BUILD);
+    // an --out-like path: its folder must exist (a missing one is refused before the work)
+    std::fs::create_dir(dir.path().join("ci")).unwrap();
     let junit = dir.path().join("ci/junit.xml");
     // CI's own setting: at the 5% default about 1 in 20 evaluations of 14 metrics (1 in 280
     // metrics) cries wolf on this machine (scripts/gate-calibration.sh), at 10% none did

@@ -7,7 +7,7 @@
 use assert_cmd::Command;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use vbench_results::{load, IsolationMatrix, ProbeCell, Verdict};
+use vbench_results::{load, IsolationMatrix, ProbeCell, ProbeVerdict};
 
 fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -105,11 +105,11 @@ fn native_control_shows_every_escape() {
     for r in &m.probes {
         let c = &r.cells[0];
         let ok = match c.expect.as_str() {
-            "escapes" => c.verdict == Verdict::Escaped,
-            "observe" => c.verdict == Verdict::Observed && !c.detail.is_empty(),
-            "contained" => c.verdict == Verdict::Contained,
+            "escapes" => c.verdict == ProbeVerdict::Escaped,
+            "observe" => c.verdict == ProbeVerdict::Observed && !c.detail.is_empty(),
+            "contained" => c.verdict == ProbeVerdict::Contained,
             _ => false,
-        } || c.verdict == Verdict::NotApplicable && !c.note.is_empty();
+        } || c.verdict == ProbeVerdict::NotApplicable && !c.note.is_empty();
         assert!(ok, "{}: {c:?}\n{text}", r.probe);
     }
     // the escapes were real: the listener saw the connection
@@ -212,14 +212,18 @@ fn container_contains_what_native_shows() {
     ];
     for p in must {
         let (n, c) = (cell(&m, p, "native"), cell(&m, p, "container"));
-        if n.verdict == Verdict::NotApplicable {
+        if n.verdict == ProbeVerdict::NotApplicable {
             eprintln!("{p}: n/a on this host: {}", n.note);
             continue;
         }
-        assert_eq!(n.verdict, Verdict::Escaped, "{p} native: {n:?}\n{text}");
+        assert_eq!(
+            n.verdict,
+            ProbeVerdict::Escaped,
+            "{p} native: {n:?}\n{text}"
+        );
         assert_eq!(
             c.verdict,
-            Verdict::Contained,
+            ProbeVerdict::Contained,
             "{p} container: {c:?}\n{text}"
         );
     }
@@ -228,10 +232,10 @@ fn container_contains_what_native_shows() {
     // a documented permission: CAP_NET_RAW in the container's own network namespace
     assert_eq!(
         cell(&m, "raw_socket", "container").verdict,
-        Verdict::Escaped
+        ProbeVerdict::Escaped
     );
     let flood = cell(&m, "stdout_flood", "container");
-    assert_eq!(flood.verdict, Verdict::Contained, "{flood:?}");
+    assert_eq!(flood.verdict, ProbeVerdict::Contained, "{flood:?}");
 
     // limit accuracy
     let limit: f64 = m.limits["memory_bytes"].parse().unwrap();
@@ -278,7 +282,7 @@ fn container_contains_what_native_shows() {
     // the instruction probes ran in the container too
     assert_eq!(
         cell(&m, "sgdt", "container").verdict,
-        Verdict::Observed,
+        ProbeVerdict::Observed,
         "{text}"
     );
     assert_fixtures_gone(&m);
@@ -417,5 +421,67 @@ fn a_killed_harness_leaves_no_process_or_segment_and_its_scratch_dir_goes_at_the
         !scratch[0].exists(),
         "{} was not removed",
         scratch[0].display()
+    );
+}
+
+/// `--probe` names every kind of the catalogue, `vm` included.
+#[test]
+fn help_lists_every_probe_kind() {
+    let o = Command::cargo_bin("vbench")
+        .unwrap()
+        .args(["isolate", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    let line = help
+        .lines()
+        .find(|l| l.contains("--probe"))
+        .unwrap_or_else(|| panic!("no --probe in\n{help}"));
+    let kinds: Vec<&str> = vbench_workloads::probes::Kind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect();
+    assert_eq!(kinds.len(), 6);
+    assert!(kinds.contains(&"vm"));
+    for k in kinds {
+        assert!(
+            line.contains(&format!("{k},")) || line.contains(&format!("{k})")),
+            "kind {k} missing from: {line}"
+        );
+    }
+}
+
+/// Every probe of the catalogue has an implementation in the embedded ELF, and the ELF
+/// implements nothing the catalogue lacks.
+#[test]
+fn every_catalogue_probe_is_implemented_in_the_elf() {
+    let o = std::process::Command::new(env!("VBENCH_WORKLOAD_ELF"))
+        .arg("--probes")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut implemented: Vec<&str> = text.lines().collect();
+    implemented.sort_unstable();
+    let n = implemented.len();
+    implemented.dedup();
+    assert_eq!(implemented.len(), n, "a probe implemented twice");
+    let mut catalogue: Vec<&str> = vbench_workloads::probes::PROBES
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    catalogue.sort_unstable();
+    let missing: Vec<_> = catalogue
+        .iter()
+        .filter(|p| !implemented.contains(p))
+        .collect();
+    let extra: Vec<_> = implemented
+        .iter()
+        .filter(|p| !catalogue.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "not implemented: {missing:?}; not in the catalogue: {extra:?}"
     );
 }

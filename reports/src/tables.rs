@@ -3,7 +3,7 @@
 use crate::compare::Comparison;
 use crate::fmt_ns;
 use crate::view::{params, throughput_gib_s, View};
-use vbench_results::{Document, FailureKind, Verdict};
+use vbench_results::{Document, FailureKind, ProbeVerdict};
 
 /// A table: header and rows of plain text.
 pub struct Table {
@@ -427,7 +427,7 @@ pub fn popek_goldberg(doc: &Document) -> Option<Table> {
         .map(|r| {
             let mut row = vec![r.probe.clone()];
             row.extend(r.cells.iter().map(|c| {
-                if c.verdict == Verdict::Observed {
+                if c.verdict == ProbeVerdict::Observed {
                     c.detail.clone()
                 } else {
                     format!("{} {}", c.verdict.label(), c.note)
@@ -452,7 +452,7 @@ pub fn isolation_notes(doc: &Document) -> Option<Table> {
         .flat_map(|r| {
             r.cells
                 .iter()
-                .filter(|c| !c.note.is_empty() && c.verdict != Verdict::Unavailable)
+                .filter(|c| !c.note.is_empty() && c.verdict != ProbeVerdict::Unavailable)
                 .map(|c| {
                     vec![
                         r.probe.clone(),

@@ -4,9 +4,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use vbench_results::{BackendStatus, IsolationMatrix, ProbeCell, ProbeRow, Verdict};
+use vbench_results::{BackendStatus, IsolationMatrix, ProbeCell, ProbeRow, ProbeVerdict};
 
-fn cell(backend: &str, verdict: Verdict, note: &str, detail: &str) -> ProbeCell {
+fn cell(backend: &str, verdict: ProbeVerdict, note: &str, detail: &str) -> ProbeCell {
     ProbeCell {
         backend: backend.into(),
         expect: String::new(),
@@ -42,10 +42,10 @@ fn matrix() -> IsolationMatrix {
                 "hostname",
                 "visibility",
                 vec![
-                    cell("native", Verdict::Escaped, "", "nodename=h"),
+                    cell("native", ProbeVerdict::Escaped, "", "nodename=h"),
                     cell(
                         "container",
-                        Verdict::Breach,
+                        ProbeVerdict::Breach,
                         "escaped where it must be contained",
                         "nodename=h",
                     ),
@@ -55,10 +55,10 @@ fn matrix() -> IsolationMatrix {
                 "memory",
                 "limit",
                 vec![
-                    cell("native", Verdict::Escaped, "", "touched=512MiB"),
+                    cell("native", ProbeVerdict::Escaped, "", "touched=512MiB"),
                     cell(
                         "container",
-                        Verdict::Contained,
+                        ProbeVerdict::Contained,
                         "peak 100.0% of the limit",
                         "",
                     ),
@@ -70,13 +70,13 @@ fn matrix() -> IsolationMatrix {
                 vec![
                     cell(
                         "native",
-                        Verdict::Observed,
+                        ProbeVerdict::Observed,
                         "",
                         "sgdt:base=0xfffffffffffe0000",
                     ),
                     cell(
                         "container",
-                        Verdict::Observed,
+                        ProbeVerdict::Observed,
                         "",
                         "sgdt:base=0xfffffffffffe0000",
                     ),

@@ -73,7 +73,7 @@ pub struct ProbeCell {
     /// The catalogue's expectation: `contained`, `escapes`, `observe` or `n/a`.
     pub expect: String,
     /// The judgement.
-    pub verdict: Verdict,
+    pub verdict: ProbeVerdict,
     /// Why: the n/a reason, what made a probe broken, or the harness's own measurement.
     #[serde(default)]
     pub note: String,
@@ -92,7 +92,7 @@ pub struct ProbeCell {
 /// The judgement of one probe on one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum ProbeVerdict {
     /// The attempt failed, as it must.
     Contained,
     /// The attempt succeeded where that is expected (the native control, or a documented
@@ -111,23 +111,23 @@ pub enum Verdict {
     Unavailable,
 }
 
-impl Verdict {
+impl ProbeVerdict {
     /// The word in the matrix.
     pub fn label(self) -> &'static str {
         match self {
-            Verdict::Contained => "contained",
-            Verdict::Escaped => "escaped",
-            Verdict::Breach => "ESCAPED!",
-            Verdict::Observed => "observed",
-            Verdict::NotApplicable => "n/a",
-            Verdict::Broken => "BROKEN",
-            Verdict::Unavailable => "-",
+            ProbeVerdict::Contained => "contained",
+            ProbeVerdict::Escaped => "escaped",
+            ProbeVerdict::Breach => "ESCAPED!",
+            ProbeVerdict::Observed => "observed",
+            ProbeVerdict::NotApplicable => "n/a",
+            ProbeVerdict::Broken => "BROKEN",
+            ProbeVerdict::Unavailable => "-",
         }
     }
 
     /// Whether this verdict fails `vbench isolate`.
     pub fn fails(self) -> bool {
-        matches!(self, Verdict::Breach | Verdict::Broken)
+        matches!(self, ProbeVerdict::Breach | ProbeVerdict::Broken)
     }
 }
 

@@ -19,7 +19,9 @@
 //!
 //! Parameters appear in catalogue order (`iters` is always the last parameter), integers in
 //! decimal. `ns` is the CLOCK_MONOTONIC time of the measured loop, which ran `iters` operations
-//! of the task's [`Task::op`] unit. The checksum depends only on the parameters.
+//! of the task's [`Task::op`] unit. The checksum depends only on the parameters, as long as the
+//! system calls answered correctly: the system-call tasks fold what their calls returned (see
+//! [`fold`]), so a wrong answer changes it.
 //!
 //! ```
 //! use vbench_workloads::{find, parse_args, Class};
@@ -592,6 +594,7 @@ pub fn write_usage<W: fmt::Write + ?Sized>(w: &mut W) -> fmt::Result {
     w.write_str(
         "usage: vbench-workload TASK [key=value ...]\n\
          \x20      vbench-workload --help\n\
+         \x20      vbench-workload --probes    (the probes it implements, one per line)\n\
          Runs one task and prints one line:\n\
          \x20 VBENCH task=NAME PARAM=VALUE ... iters=N ns=LOOP_NANOSECONDS checksum=HEX16\n\
          Integers are decimal with an optional K/M/G (binary) suffix. Parameters not given take\n\
@@ -650,15 +653,17 @@ impl Checksum {
 
     /// Mixes in one word.
     #[inline]
-    pub fn word(&mut self, w: u64) {
+    pub fn word(&mut self, w: u64) -> &mut Self {
         self.0 = (self.0 ^ w).wrapping_mul(Self::PRIME);
+        self
     }
 
     /// Mixes in words.
-    pub fn words(&mut self, ws: &[u64]) {
+    pub fn words(&mut self, ws: &[u64]) -> &mut Self {
         for &w in ws {
             self.word(w);
         }
+        self
     }
 
     /// Mixes in bytes, eight at a time (little-endian, the tail zero-padded), then the length.
@@ -686,6 +691,189 @@ impl Checksum {
         h ^= h >> 33;
         h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^ (h >> 33)
+    }
+}
+
+/// What the system-call tasks fold into their checksums: properties of the answers the calls
+/// gave that are the same on every correct backend (byte counts, descriptors, clock order, the
+/// contents of fresh memory, the pid compared with the first answer), never the answers'
+/// values themselves where those differ between backends (a pid is 2 in a container, an
+/// address or a clock reading differs from run to run). A backend that answers a call wrongly
+/// changes the checksum; every correct one gets the same.
+pub mod fold {
+    use super::Checksum;
+
+    /// Marks what each task folds, so two tasks whose counts coincide still differ.
+    const GETPID: u64 = 1;
+    const READ_WRITE: u64 = 2;
+    const OPEN_CLOSE: u64 = 3;
+    const CLOCK: u64 = 4;
+    const MMAP: u64 = 5;
+
+    /// getpid: every answer must be positive and equal to the first.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Pids {
+        first: Option<usize>,
+        calls: u64,
+        same: u64,
+        positive: u64,
+    }
+
+    impl Pids {
+        /// Records one answer.
+        #[inline(always)]
+        pub fn add(&mut self, pid: usize) {
+            let first = *self.first.get_or_insert(pid);
+            self.calls += 1;
+            self.same += u64::from(pid == first);
+            self.positive += u64::from(pid > 0);
+        }
+
+        /// Folds the counts (not the pid) into `c`.
+        pub fn fold(&self, c: &mut Checksum) {
+            c.words(&[GETPID, self.calls, self.same, self.positive]);
+        }
+    }
+
+    /// read or write of `size` bytes per call on a descriptor opened before the loop: each call
+    /// must move all `size` bytes, and the descriptor must not be one of stdin, stdout, stderr.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Transfers {
+        size: usize,
+        fd_is_new: bool,
+        calls: u64,
+        bytes: u64,
+        full: u64,
+    }
+
+    impl Transfers {
+        /// Transfers of `size` bytes on descriptor `fd`.
+        pub fn new(fd: usize, size: usize) -> Self {
+            Transfers {
+                size,
+                fd_is_new: fd > 2,
+                calls: 0,
+                bytes: 0,
+                full: 0,
+            }
+        }
+
+        /// Records what one call returned: the bytes it moved.
+        #[inline(always)]
+        pub fn add(&mut self, n: usize) {
+            self.calls += 1;
+            self.bytes += n as u64;
+            self.full += u64::from(n == self.size);
+        }
+
+        /// Folds the counts into `c`.
+        pub fn fold(&self, c: &mut Checksum) {
+            c.words(&[READ_WRITE, u64::from(self.fd_is_new), self.calls])
+                .words(&[self.bytes, self.full]);
+        }
+    }
+
+    /// openat and close in a loop: every open must return the same new descriptor (the lowest
+    /// free one, freed again by the close) and every close 0.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Reopens {
+        first: Option<usize>,
+        calls: u64,
+        same_fd: u64,
+        new_fd: u64,
+        closed: u64,
+    }
+
+    impl Reopens {
+        /// Records one pair: the descriptor openat returned and what close returned.
+        #[inline(always)]
+        pub fn add(&mut self, fd: usize, close: usize) {
+            let first = *self.first.get_or_insert(fd);
+            self.calls += 1;
+            self.same_fd += u64::from(fd == first);
+            self.new_fd += u64::from(fd > 2);
+            self.closed += u64::from(close == 0);
+        }
+
+        /// Folds the counts (not the descriptor) into `c`.
+        pub fn fold(&self, c: &mut Checksum) {
+            c.words(&[OPEN_CLOSE, self.calls, self.same_fd, self.new_fd])
+                .word(self.closed);
+        }
+    }
+
+    /// clock_gettime(CLOCK_MONOTONIC) in a loop: no reading may be below the one before it,
+    /// and the clock must have moved between the first and the last.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Clock {
+        start: u64,
+        prev: u64,
+        calls: u64,
+        backwards: u64,
+    }
+
+    impl Clock {
+        /// Readings that follow `start`, the reading before the loop.
+        pub fn new(start: u64) -> Self {
+            Clock {
+                start,
+                prev: start,
+                calls: 0,
+                backwards: 0,
+            }
+        }
+
+        /// Records one reading, in nanoseconds.
+        #[inline(always)]
+        pub fn add(&mut self, t: u64) {
+            self.calls += 1;
+            self.backwards += u64::from(t < self.prev);
+            self.prev = t;
+        }
+
+        /// Folds the count of calls, of non-monotonic steps (0 on a correct clock) and whether
+        /// the clock moved; never a reading.
+        pub fn fold(&self, c: &mut Checksum) {
+            c.words(&[CLOCK, self.calls, self.backwards])
+                .word(u64::from(self.prev > self.start));
+        }
+    }
+
+    /// mmap and munmap of anonymous memory: every address must be page aligned and not null,
+    /// every munmap must return 0, and fresh pages (checked once, outside the measured loop)
+    /// must read zero and keep what is written to them.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Maps {
+        calls: u64,
+        aligned: u64,
+        unmapped: u64,
+        pages: u64,
+        zero: u64,
+        kept: u64,
+    }
+
+    impl Maps {
+        /// Records one pair: the address mmap returned and what munmap returned.
+        #[inline(always)]
+        pub fn add(&mut self, addr: usize, munmap: usize) {
+            self.calls += 1;
+            self.aligned += u64::from(addr != 0 && addr % 4096 == 0);
+            self.unmapped += u64::from(munmap == 0);
+        }
+
+        /// Records one checked page of a fresh mapping: whether it read zero before it was
+        /// written, and whether it read back what was written.
+        pub fn page(&mut self, was_zero: bool, kept: bool) {
+            self.pages += 1;
+            self.zero += u64::from(was_zero);
+            self.kept += u64::from(kept);
+        }
+
+        /// Folds the counts (not the addresses) into `c`.
+        pub fn fold(&self, c: &mut Checksum) {
+            c.words(&[MMAP, self.calls, self.aligned, self.unmapped])
+                .words(&[self.pages, self.zero, self.kept]);
+        }
     }
 }
 
@@ -1120,6 +1308,136 @@ mod tests {
             }
         }
         assert_eq!(steps, 1000, "one cycle through every slot");
+    }
+
+    /// The checksum of one fold.
+    fn sum(f: impl FnOnce(&mut Checksum)) -> u64 {
+        let mut c = Checksum::new();
+        f(&mut c);
+        c.value()
+    }
+
+    #[test]
+    fn pids_fold_the_comparison_with_the_first_answer_not_the_pid() {
+        let run = |pids: &[usize]| {
+            let mut f = fold::Pids::default();
+            pids.iter().for_each(|&p| f.add(p));
+            sum(|c| f.fold(c))
+        };
+        let good = run(&[2, 2, 2, 2]);
+        // every backend's own pid gives the same checksum (native, container pid 2, ...)
+        assert_eq!(run(&[4711, 4711, 4711, 4711]), good);
+        // one wrong answer, a wrong first answer, a zero pid or a missing call change it
+        assert_ne!(run(&[2, 2, 3, 2]), good);
+        assert_ne!(run(&[3, 2, 2, 2]), good);
+        assert_ne!(run(&[0, 0, 0, 0]), good);
+        assert_ne!(run(&[2, 2, 2]), good);
+    }
+
+    #[test]
+    fn transfers_fold_the_byte_counts_and_the_descriptor() {
+        let run = |fd: usize, size: usize, ns: &[usize]| {
+            let mut f = fold::Transfers::new(fd, size);
+            ns.iter().for_each(|&n| f.add(n));
+            sum(|c| f.fold(c))
+        };
+        let good = run(3, 8, &[8, 8, 8]);
+        assert_eq!(run(7, 8, &[8, 8, 8]), good, "any new descriptor");
+        assert_ne!(run(3, 8, &[8, 7, 8]), good, "a short transfer");
+        assert_ne!(run(3, 8, &[8, 8, 8, 8]), good, "one call more");
+        assert_ne!(
+            run(1, 8, &[8, 8, 8]),
+            good,
+            "stdout handed out as the new descriptor"
+        );
+        // a short count made up by a long one keeps the total but not the full-call count
+        assert_ne!(run(3, 8, &[8, 4, 12]), good);
+    }
+
+    #[test]
+    fn reopens_fold_the_descriptors_and_the_closes() {
+        let run = |pairs: &[(usize, usize)]| {
+            let mut f = fold::Reopens::default();
+            pairs.iter().for_each(|&(fd, r)| f.add(fd, r));
+            sum(|c| f.fold(c))
+        };
+        let good = run(&[(3, 0), (3, 0), (3, 0)]);
+        assert_eq!(run(&[(5, 0), (5, 0), (5, 0)]), good);
+        assert_ne!(run(&[(3, 0), (4, 0), (3, 0)]), good, "a descriptor leaked");
+        assert_ne!(run(&[(3, 0), (3, 1), (3, 0)]), good, "a close answered 1");
+        assert_ne!(run(&[(0, 0), (0, 0), (0, 0)]), good, "stdin handed out");
+    }
+
+    #[test]
+    fn clock_folds_monotonicity_and_the_count_not_the_readings() {
+        let run = |start: u64, ts: &[u64]| {
+            let mut f = fold::Clock::new(start);
+            ts.iter().for_each(|&t| f.add(t));
+            sum(|c| f.fold(c))
+        };
+        let good = run(100, &[100, 150, 150, 400]);
+        assert_eq!(
+            run(7, &[9, 10, 11, 12]),
+            good,
+            "other readings, same properties"
+        );
+        assert_ne!(run(100, &[100, 90, 150, 400]), good, "a step backwards");
+        assert_ne!(
+            run(100, &[100, 100, 100, 100]),
+            good,
+            "a clock that stands still"
+        );
+        assert_ne!(run(100, &[100, 150, 400]), good, "a call fewer");
+    }
+
+    #[test]
+    fn maps_fold_alignment_unmaps_and_the_fresh_pages() {
+        let run = |pairs: &[(usize, usize)], pages: &[(bool, bool)]| {
+            let mut f = fold::Maps::default();
+            pairs.iter().for_each(|&(a, r)| f.add(a, r));
+            pages.iter().for_each(|&(z, k)| f.page(z, k));
+            sum(|c| f.fold(c))
+        };
+        let ok = [(true, true); 2];
+        let good = run(&[(0x7000_0000, 0), (0x7000_1000, 0)], &ok);
+        assert_eq!(
+            run(&[(0x1000, 0), (0x1000, 0)], &ok),
+            good,
+            "any aligned addresses"
+        );
+        assert_ne!(
+            run(&[(0x7000_0010, 0), (0x7000_1000, 0)], &ok),
+            good,
+            "unaligned"
+        );
+        assert_ne!(run(&[(0, 0), (0x7000_1000, 0)], &ok), good, "null");
+        assert_ne!(
+            run(&[(0x1000, 1), (0x1000, 0)], &ok),
+            good,
+            "munmap answered 1"
+        );
+        let dirty = [(false, true), (true, true)];
+        assert_ne!(
+            run(&[(0x1000, 0), (0x1000, 0)], &dirty),
+            good,
+            "a fresh page not zero"
+        );
+        let lost = [(true, true), (true, false)];
+        assert_ne!(
+            run(&[(0x1000, 0), (0x1000, 0)], &lost),
+            good,
+            "a write not kept"
+        );
+    }
+
+    #[test]
+    fn the_system_call_folds_differ_from_each_other() {
+        let mut p = fold::Pids::default();
+        p.add(1);
+        let mut t = fold::Clock::new(0);
+        t.add(1);
+        // one call each, all correct: still different checksums
+        assert_ne!(sum(|c| p.fold(c)), sum(|c| t.fold(c)));
     }
 
     #[test]

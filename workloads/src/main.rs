@@ -4,15 +4,17 @@
 //! only these system calls: read, write, openat, close, mmap, munmap, getpid, clock_gettime,
 //! exit_group. The only paths it opens are `/dev/null`, `/dev/zero` and the `path` of the
 //! `openclose` task. See the library crate for the command line and the result line.
-//! The probes (`vbench_workloads::probes`, implemented in `probe.rs`) are the exception: each
-//! makes the system calls and executes the instructions its escape attempt needs.
+//! The probes (`vbench_workloads::probes`, implemented in `probe/`, one file per kind) are the
+//! exception: each makes the system calls and executes the instructions its escape attempt needs.
 #![no_std]
 #![no_main]
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 use core::hint::black_box;
-use vbench_workloads::{kernel, parse_args, sha256, write_usage, Checksum, Invocation, SplitMix64};
+use vbench_workloads::{
+    fold, kernel, parse_args, sha256, write_usage, Checksum, Invocation, SplitMix64,
+};
 
 mod probe;
 
@@ -427,6 +429,10 @@ unsafe extern "C" fn rust_start(sp: *const usize) -> ! {
         let _ = o.flush();
         sys::exit_group(0);
     }
+    if argc == 2 && arg(1) == Some("--probes") {
+        probe::list();
+        sys::exit_group(0);
+    }
     if argc >= 2 {
         if let Some(p) = vbench_workloads::probes::find(arg(1).unwrap_or("")) {
             let mut args = [""; probe::MAX_ARGS];
@@ -704,15 +710,16 @@ fn pagetouch(size: usize, iters: u64) -> (u64, u64) {
 }
 
 fn getpid(iters: u64) -> (u64, u64) {
-    let mut ok = 0u64;
+    let mut pids = fold::Pids::default();
     let t0 = now_ns();
     for _ in 0..iters {
-        // Only success counts: the pid itself differs between backends (1 in a container).
-        ok += u64::from(sys::getpid().or_die() > 0);
+        // The pid itself differs between backends (2 in a container): fold how the answers
+        // compare with the first, not the answer.
+        pids.add(sys::getpid().or_die());
     }
     let ns = now_ns() - t0;
     let mut c = Checksum::new();
-    c.word(ok);
+    pids.fold(&mut c);
     (ns, c.value())
 }
 
@@ -721,15 +728,15 @@ fn devnull_write(size: usize, iters: u64) -> (u64, u64) {
     SplitMix64::new(SEED).fill(buf);
     let fd = sys::open(c"/dev/null", sys::O_WRONLY | sys::O_CLOEXEC)
         .unwrap_or_else(|e| die(e, "/dev/null"));
-    let mut total = 0u64;
+    let mut writes = fold::Transfers::new(fd, size);
     let t0 = now_ns();
     for _ in 0..iters {
-        total += sys::write(fd, buf).or_die() as u64;
+        writes.add(sys::write(fd, buf).or_die());
     }
     let ns = now_ns() - t0;
     sys::close(fd).or_die();
     let mut c = Checksum::new();
-    c.word(total);
+    writes.fold(&mut c);
     (ns, c.value())
 }
 
@@ -738,7 +745,8 @@ fn devzero_read(size: usize, iters: u64) -> (u64, u64) {
     buf.fill(0xa5);
     let fd = sys::open(c"/dev/zero", sys::O_RDONLY | sys::O_CLOEXEC)
         .unwrap_or_else(|e| die(e, "/dev/zero"));
-    let (mut total, mut nonzero) = (0u64, 0u64);
+    let mut reads = fold::Transfers::new(fd, size);
+    let mut nonzero = 0u64;
     let last = size - 1;
     let t0 = now_ns();
     for _ in 0..iters {
@@ -746,13 +754,13 @@ fn devzero_read(size: usize, iters: u64) -> (u64, u64) {
         buf[0] = 0xa5;
         buf[last] = 0xa5;
         let n = sys::read(fd, buf).or_die();
-        total += n as u64;
+        reads.add(n);
         nonzero += u64::from(n != size || buf[0] != 0 || buf[last] != 0);
     }
     let ns = now_ns() - t0;
     sys::close(fd).or_die();
     let mut c = Checksum::new();
-    c.word(total);
+    reads.fold(&mut c);
     c.word(nonzero);
     c.bytes(buf);
     (ns, c.value())
@@ -763,45 +771,63 @@ fn openclose(path: &str, iters: u64) -> (u64, u64) {
     let mut z = [0u8; vbench_workloads::MAX_STR_LEN + 1];
     z[..path.len()].copy_from_slice(path.as_bytes());
     let cpath = core::ffi::CStr::from_bytes_until_nul(&z).expect("path has a NUL");
-    let mut ok = 0u64;
+    let mut pairs = fold::Reopens::default();
     let t0 = now_ns();
     for _ in 0..iters {
         let fd = sys::open(cpath, sys::O_RDONLY | sys::O_CLOEXEC).unwrap_or_else(|e| die(e, path));
-        sys::close(fd).or_die();
-        ok += 1;
+        pairs.add(fd, sys::close(fd).or_die());
     }
     let ns = now_ns() - t0;
     let mut c = Checksum::new();
-    c.word(ok);
+    pairs.fold(&mut c);
     (ns, c.value())
 }
 
 fn clock(iters: u64) -> (u64, u64) {
-    let mut nondecreasing = 0u64;
     let t0 = now_ns();
-    let mut prev = t0;
+    let mut readings = fold::Clock::new(t0);
     for _ in 0..iters {
-        let t = sys::clock_gettime(sys::CLOCK_MONOTONIC).or_die();
-        nondecreasing += u64::from(t >= prev);
-        prev = t;
+        readings.add(sys::clock_gettime(sys::CLOCK_MONOTONIC).or_die());
     }
     let ns = now_ns() - t0;
     let mut c = Checksum::new();
-    c.word(nondecreasing);
+    readings.fold(&mut c);
     (ns, c.value())
 }
 
+/// Pages of one fresh mapping checked after the measured loop of `mmap` (the loop itself
+/// never touches its memory).
+const MMAP_CHECKED_PAGES: usize = 256;
+
 fn mmap(size: usize, iters: u64) -> (u64, u64) {
-    let mut aligned = 0u64;
+    let mut maps = fold::Maps::default();
     let t0 = now_ns();
     for _ in 0..iters {
         let p = sys::mmap_anon(size, false).or_die();
-        aligned += u64::from((p as usize).is_multiple_of(PAGE));
         // SAFETY: the mapping was just made and nothing refers to it.
-        unsafe { sys::munmap(p, size) }.or_die();
+        let r = unsafe { sys::munmap(p, size) }.or_die();
+        maps.add(p as usize, r);
     }
     let ns = now_ns() - t0;
+    // Outside the measured loop: fresh pages read zero and keep what is written.
+    let len = size.min(MMAP_CHECKED_PAGES * PAGE);
+    let p = sys::mmap_anon(len, false).or_die();
+    for off in (0..len).step_by(PAGE) {
+        let v = ((off / PAGE) as u8) | 1;
+        // SAFETY: off < len, inside the fresh len-byte mapping that nothing else refers to.
+        // Volatile, so every page really is read and written.
+        let (was, now) = unsafe {
+            let q = p.add(off);
+            let was = q.read_volatile();
+            q.write_volatile(v);
+            (was, q.read_volatile())
+        };
+        maps.page(was == 0, now == v);
+    }
+    // SAFETY: the mapping was made above and no reference into it outlives the loop.
+    let r = unsafe { sys::munmap(p, len) }.or_die();
+    maps.add(p as usize, r);
     let mut c = Checksum::new();
-    c.word(aligned);
+    maps.fold(&mut c);
     (ns, c.value())
 }

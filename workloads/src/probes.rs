@@ -14,9 +14,9 @@
 //! nothing; the harness judges such runs itself.
 //!
 //! ```
-//! use vbench_workloads::probes::{parse_line, find, Outcome, Expect};
+//! use vbench_workloads::probes::{parse_line, find, ProbeOutcome, Expect};
 //! let l = parse_line("VBENCH-PROBE probe=hostname outcome=escaped detail=vm\n").unwrap();
-//! assert_eq!((l.probe, l.outcome, l.detail), ("hostname", Outcome::Escaped, "vm"));
+//! assert_eq!((l.probe, l.outcome, l.detail), ("hostname", ProbeOutcome::Escaped, "vm"));
 //! assert_eq!(find("hostname").unwrap().expect("container"), Expect::Contained);
 //! ```
 
@@ -46,6 +46,26 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in catalogue order.
+    pub const ALL: [Kind; 6] = [
+        Kind::Visibility,
+        Kind::Privilege,
+        Kind::Limit,
+        Kind::Translation,
+        Kind::Instruction,
+        Kind::Vm,
+    ];
+
+    /// The kind called `s` (as printed by [`Kind::name`]).
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Whether its probes record an observation instead of escaping or being contained.
+    pub fn observes(self) -> bool {
+        matches!(self, Kind::Translation | Kind::Instruction | Kind::Vm)
+    }
+
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -87,7 +107,7 @@ impl Expect {
 
 /// What a probe observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ProbeOutcome {
     /// The attempt succeeded.
     Escaped,
     /// The attempt was refused or found nothing of the host.
@@ -98,37 +118,175 @@ pub enum Outcome {
     Error,
 }
 
-impl Outcome {
+impl ProbeOutcome {
     /// The word on the result line.
     pub fn name(self) -> &'static str {
         match self {
-            Outcome::Escaped => "escaped",
-            Outcome::Contained => "contained",
-            Outcome::Observed => "observed",
-            Outcome::Error => "error",
+            ProbeOutcome::Escaped => "escaped",
+            ProbeOutcome::Contained => "contained",
+            ProbeOutcome::Observed => "observed",
+            ProbeOutcome::Error => "error",
         }
     }
 
     /// The outcome called `s`.
-    pub fn parse(s: &str) -> Option<Outcome> {
+    pub fn parse(s: &str) -> Option<ProbeOutcome> {
         [
-            Outcome::Escaped,
-            Outcome::Contained,
-            Outcome::Observed,
-            Outcome::Error,
+            ProbeOutcome::Escaped,
+            ProbeOutcome::Contained,
+            ProbeOutcome::Observed,
+            ProbeOutcome::Error,
         ]
         .into_iter()
         .find(|o| o.name() == s)
     }
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for ProbeOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-/// One probe.
+/// The backend whose run is every probe's control: where each escape must succeed, so that
+/// "contained" elsewhere means something.
+pub const CONTROL: &str = "native";
+
+/// What each backend must do with a probe: the expectation of every backend not named, and the
+/// exceptions by backend name, so a new backend needs no entry in any probe that expects of it
+/// what it expects of the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expectations {
+    /// The expectation of every backend that [`Expectations::on`] does not name.
+    pub default: Expect,
+    /// Exceptions, by backend name.
+    pub on: &'static [(&'static str, Expect)],
+}
+
+impl Expectations {
+    /// The expectation on the backend called `backend`.
+    pub fn get(&self, backend: &str) -> Expect {
+        self.on
+            .iter()
+            .find_map(|&(b, e)| (b == backend).then_some(e))
+            .unwrap_or(self.default)
+    }
+}
+
+/// Where the harness takes the value of one of a probe's arguments from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This text.
+    Text(&'static str),
+    /// The pid of the harness's sleeping host process (a fixture).
+    HostPid,
+    /// The host's node name.
+    Hostname,
+    /// The port of the harness's TCP listener on host 127.0.0.1 (a fixture).
+    Port,
+    /// A host network interface other than `lo` (see [`Need::Interface`]).
+    Interface,
+    /// The id of the harness's SysV shared memory segment (a fixture).
+    ShmId,
+    /// The magic number in the segment and in the host file (a fixture).
+    Magic,
+    /// The inode of the harness's own namespace of this type (`/proc/self/ns/<type>`).
+    Namespace(&'static str),
+    /// The host's CLOCK_BOOTTIME in whole seconds.
+    BootSeconds,
+    /// A cgroup v1 `release_agent` file of the host (see [`Need::ReleaseAgent`]).
+    ReleaseAgent,
+    /// The path of the host file holding the magic number (a fixture).
+    HostFile,
+    /// A directory to write in: the harness's scratch directory on the [`CONTROL`], the
+    /// backend's own `/tmp` elsewhere.
+    ScratchDir,
+    /// This multiple of the memory limit, in MiB.
+    MemoryLimitMib(u64),
+    /// This multiple of the task limit.
+    TaskLimit(u64),
+    /// The CPU quota, a fraction of one CPU with three decimals.
+    CpuQuota,
+}
+
+/// One `key=value` argument of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arg {
+    /// The key.
+    pub key: &'static str,
+    /// Where the harness takes the value from.
+    pub from: Source,
+}
+
+const fn arg(key: &'static str, from: Source) -> Arg {
+    Arg { key, from }
+}
+
+/// A host condition without which a probe means nothing on any backend (the control could
+/// not show anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// vbench runs as root.
+    Root,
+    /// The host has a `/sys` mount.
+    SysMount,
+    /// The host has a network interface besides `lo`.
+    Interface,
+    /// The host has a cgroup v1 hierarchy with a `release_agent`.
+    ReleaseAgent,
+    /// The host has `/dev/kvm`.
+    DevKvm,
+    /// The host has `/dev/mem`.
+    DevMem,
+}
+
+impl Need {
+    /// Why the probe is n/a when the host lacks this.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Need::Root => "vbench is not root: the native control cannot escape",
+            Need::SysMount => "the host has no /sys mount to look for",
+            Need::Interface => "the host has no interface besides lo",
+            Need::ReleaseAgent => "the host has no cgroup v1 hierarchy",
+            Need::DevKvm => "the host has no /dev/kvm",
+            Need::DevMem => "the host has no /dev/mem",
+        }
+    }
+}
+
+/// How the harness judges a run of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judge {
+    /// By the probe's own line, against the expectation.
+    Line,
+    /// The probe writes its line, then floods stdout with this many bytes: contained when the
+    /// harness kept a bounded part of them.
+    StdoutFlood {
+        /// Bytes the probe writes after its line.
+        bytes: u64,
+    },
+    /// The probe never ends: contained when the harness's timeout, this short, killed it.
+    Timeout {
+        /// The run's timeout in milliseconds.
+        ms: u64,
+    },
+    /// By the line; but a SIGKILL without a line off the control is the memory limit's OOM
+    /// kill: contained, with the cgroup's peak against the limit.
+    OomKill,
+}
+
+/// What the harness adds to a contained verdict under a limit: how close the limit was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accuracy {
+    /// Nothing.
+    None,
+    /// The measured share of one CPU (detail `share=`) against the CPU quota.
+    CpuShare,
+    /// The children forked (detail `forked=`) against the task limit.
+    Tasks,
+}
+
+/// One probe: what it tries, what the harness must prepare for it and how its runs are judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
     /// The name, the first argument of the ELF.
@@ -138,33 +296,38 @@ pub struct Probe {
     /// What it tries, in one line.
     pub summary: &'static str,
     /// The `key=value` arguments it needs from the harness.
-    pub keys: &'static [&'static str],
-    /// Expectation natively (the control).
-    pub native: Expect,
-    /// Expectation in the container backend.
-    pub container: Expect,
-    /// Expectation under binary translation.
-    pub bt: Expect,
-    /// Expectation in the KVM micro-VM.
-    pub kvm: Expect,
+    pub args: &'static [Arg],
+    /// What the host must have for the probe to mean anything.
+    pub needs: &'static [Need],
+    /// What each backend must do with it.
+    pub expect: Expectations,
+    /// How the harness judges a run.
+    pub judge: Judge,
+    /// What the harness adds to a contained verdict under a limit.
+    pub accuracy: Accuracy,
+    /// Runs of the control until it escapes (more than one for a probe whose control depends
+    /// on what else the machine runs).
+    pub control_attempts: u32,
 }
 
 impl Probe {
-    /// The expectation on the backend called `backend`; n/a for a backend not known here.
+    /// The expectation on the backend called `backend`.
     pub fn expect(&self, backend: &str) -> Expect {
-        match backend {
-            "native" => self.native,
-            "container" => self.container,
-            "bt" => self.bt,
-            "kvm" => self.kvm,
-            _ => Expect::NotApplicable("unknown backend"),
-        }
+        self.expect.get(backend)
+    }
+
+    /// The keys of its arguments.
+    pub fn keys(&self) -> impl Iterator<Item = &'static str> {
+        self.args.iter().map(|a| a.key)
     }
 }
 
 /// bt and kvm share the host kernel's view only through `linux_abi`; until they land their
-/// expectations are what the design requires of them.
-const GUEST: Expect = Expect::Contained;
+/// expectations are what the design requires of them: contained, as in the container.
+const ESCAPES_ON_CONTROL: Expectations = Expectations {
+    default: Expect::Contained,
+    on: &[(CONTROL, Expect::Escapes)],
+};
 
 /// bt is a host process like native: limits come from running it inside a container.
 const NO_BT_LIMITS: Expect =
@@ -174,48 +337,47 @@ const fn escape(
     name: &'static str,
     kind: Kind,
     summary: &'static str,
-    keys: &'static [&'static str],
+    args: &'static [Arg],
 ) -> Probe {
     Probe {
         name,
         kind,
         summary,
-        keys,
-        native: Expect::Escapes,
-        container: Expect::Contained,
-        bt: GUEST,
-        kvm: GUEST,
+        args,
+        needs: &[],
+        expect: ESCAPES_ON_CONTROL,
+        judge: Judge::Line,
+        accuracy: Accuracy::None,
+        control_attempts: 1,
+    }
+}
+
+/// An escape that only the host's root may make.
+const fn privilege(name: &'static str, summary: &'static str, args: &'static [Arg]) -> Probe {
+    Probe {
+        needs: &[Need::Root],
+        ..escape(name, Privilege, summary, args)
     }
 }
 
 const fn observe(name: &'static str, kind: Kind, summary: &'static str) -> Probe {
     Probe {
-        name,
-        kind,
-        summary,
-        keys: &[],
-        native: Expect::Observe,
-        container: Expect::Observe,
-        bt: Expect::Observe,
-        kvm: Expect::Observe,
+        expect: Expectations {
+            default: Expect::Observe,
+            on: &[],
+        },
+        ..escape(name, kind, summary, &[])
     }
 }
 
-const fn with_container(p: Probe, container: Expect) -> Probe {
-    Probe { container, ..p }
-}
-
-const fn everywhere(p: Probe, e: Expect) -> Probe {
-    Probe {
-        native: e,
-        container: e,
-        bt: e,
-        kvm: e,
-        ..p
-    }
-}
+/// Contained everywhere, the control included: the harness itself must contain it.
+const CONTAINED_EVERYWHERE: Expectations = Expectations {
+    default: Expect::Contained,
+    on: &[],
+};
 
 use Kind::*;
+use Source::*;
 
 /// Every probe.
 pub const PROBES: &[Probe] = &[
@@ -224,207 +386,251 @@ pub const PROBES: &[Probe] = &[
         "proc_list",
         Visibility,
         "list /proc and look for the harness's host process",
-        &["host_pid"],
+        &[arg("host_pid", HostPid)],
     ),
     escape(
         "signal_host",
         Visibility,
         "send SIGCONT (harmless) to a sleeping host process",
-        &["host_pid"],
+        &[arg("host_pid", HostPid)],
     ),
     escape(
         "hostname",
         Visibility,
         "uname(2) node name equals the host's",
-        &["hostname"],
+        &[arg("hostname", Hostname)],
     ),
-    escape(
-        "mounts",
-        Visibility,
-        "a host mount point appears in /proc/self/mountinfo",
-        &["mnt"],
-    ),
+    Probe {
+        needs: &[Need::SysMount],
+        ..escape(
+            "mounts",
+            Visibility,
+            "a host mount point appears in /proc/self/mountinfo",
+            &[arg("mnt", Text("/sys"))],
+        )
+    },
     escape(
         "tcp_loopback",
         Visibility,
         "connect to the harness's TCP listener on host 127.0.0.1",
-        &["port"],
+        &[arg("port", Port)],
     ),
-    escape(
-        "net_ifaces",
-        Visibility,
-        "a host network interface appears in /proc/net/dev",
-        &["iface"],
-    ),
+    Probe {
+        needs: &[Need::Interface],
+        ..escape(
+            "net_ifaces",
+            Visibility,
+            "a host network interface appears in /proc/net/dev",
+            &[arg("iface", Interface)],
+        )
+    },
     escape(
         "sysv_shm",
         Visibility,
         "attach the harness's SysV shared memory segment and read its magic",
-        &["shm_id", "magic"],
+        &[arg("shm_id", ShmId), arg("magic", Magic)],
     ),
-    escape(
-        "host_root",
-        Visibility,
-        "uid 0 in the initial user namespace with every capability",
-        &[],
-    ),
+    Probe {
+        needs: &[Need::Root],
+        ..escape(
+            "host_root",
+            Visibility,
+            "uid 0 in the initial user namespace with every capability",
+            &[],
+        )
+    },
     escape(
         "cgroup_ns",
         Visibility,
         "the cgroup namespace is the host's (and /proc/self/cgroup shows host paths)",
-        &["ns"],
+        &[arg("ns", Namespace("cgroup"))],
     ),
     Probe {
-        bt: Expect::NotApplicable(
-            "bt passes the host's clocks through: it has no time namespace to offset them",
-        ),
-        kvm: Expect::NotApplicable(
-            "the VMM answers clock_gettime from the host's clocks: the micro-VM offers no clock offset",
-        ),
+        expect: Expectations {
+            default: Expect::Contained,
+            on: &[
+                (CONTROL, Expect::Escapes),
+                (
+                    "bt",
+                    Expect::NotApplicable(
+                        "bt passes the host's clocks through: it has no time namespace to offset them",
+                    ),
+                ),
+                (
+                    "kvm",
+                    Expect::NotApplicable(
+                        "the VMM answers clock_gettime from the host's clocks: the micro-VM offers no clock offset",
+                    ),
+                ),
+            ],
+        },
         ..escape(
             "time_ns",
             Visibility,
             "CLOCK_BOOTTIME within 60 s of the host's",
-            &["boot_s"],
+            &[arg("boot_s", BootSeconds)],
         )
     },
     escape(
         "pid_ns",
         Visibility,
         "the pid namespace is the host's",
-        &["ns"],
+        &[arg("ns", Namespace("pid"))],
     ),
     escape(
         "ipc_ns",
         Visibility,
         "the IPC namespace is the host's",
-        &["ns"],
+        &[arg("ns", Namespace("ipc"))],
     ),
     // --- privilege ---
-    escape(
+    privilege(
         "core_pattern",
-        Privilege,
         "open /proc/sys/kernel/core_pattern for writing (nothing is written)",
         &[],
     ),
-    escape(
-        "release_agent",
-        Privilege,
-        "open a cgroup v1 release_agent for writing (CVE-2022-0492; nothing written)",
-        &["path"],
-    ),
-    escape(
+    Probe {
+        needs: &[Need::Root, Need::ReleaseAgent],
+        ..privilege(
+            "release_agent",
+            "open a cgroup v1 release_agent for writing (CVE-2022-0492; nothing written)",
+            &[arg("path", ReleaseAgent)],
+        )
+    },
+    privilege(
         "mount",
-        Privilege,
         "mount(2) of a nonexistent file system type: ENODEV means permitted, nothing mounted",
         &[],
     ),
-    escape(
+    privilege(
         "mknod_block",
-        Privilege,
         "mknod a block device node (loop0) in a scratch directory, then remove it",
-        &["dir"],
+        &[arg("dir", ScratchDir)],
     ),
-    escape("dev_kvm", Privilege, "open /dev/kvm read-write", &[]),
-    escape("dev_mem", Privilege, "open /dev/mem read-only", &[]),
-    escape(
+    Probe {
+        needs: &[Need::Root, Need::DevKvm],
+        ..privilege("dev_kvm", "open /dev/kvm read-write", &[])
+    },
+    Probe {
+        needs: &[Need::Root, Need::DevMem],
+        ..privilege("dev_mem", "open /dev/mem read-only", &[])
+    },
+    privilege(
         "init_module",
-        Privilege,
         "init_module with an empty image: ENOEXEC means permitted, nothing loaded",
         &[],
     ),
-    escape(
+    privilege(
         "ptrace_host",
-        Privilege,
         "PTRACE_SEIZE a host process (never stopped; detached at exit)",
-        &["host_pid"],
+        &[arg("host_pid", HostPid)],
     ),
-    escape(
+    privilege(
         "open_by_handle",
-        Privilege,
         "open_by_handle_at on the root file system (the shocker escape)",
         &[],
     ),
-    escape(
+    privilege(
         "reboot",
-        Privilege,
         "reboot(2) with invalid magic: EINVAL means permitted, nothing happens",
         &[],
     ),
-    escape(
+    privilege(
         "kexec_load",
-        Privilege,
         "kexec_load with invalid flags: EINVAL means permitted, nothing loaded",
         &[],
     ),
-    with_container(
-        escape("raw_socket", Privilege, "open an AF_INET raw socket", &[]),
-        Expect::Escapes, // CAP_NET_RAW as in Docker's default set, in the container's own net ns
-    ),
-    escape(
+    Probe {
+        expect: Expectations {
+            default: Expect::Contained,
+            // CAP_NET_RAW as in Docker's default set, in the container's own net ns
+            on: &[(CONTROL, Expect::Escapes), ("container", Expect::Escapes)],
+        },
+        ..privilege("raw_socket", "open an AF_INET raw socket", &[])
+    },
+    privilege(
         "host_file",
-        Privilege,
         "read a host file by its path",
-        &["path", "magic"],
+        &[arg("path", HostFile), arg("magic", Magic)],
     ),
-    escape(
+    privilege(
         "proc_root",
-        Privilege,
         "read a host file through /proc/<host pid>/root",
-        &["host_pid", "path", "magic"],
+        &[arg("host_pid", HostPid), arg("path", HostFile), arg("magic", Magic)],
     ),
     // --- limits ---
     Probe {
-        bt: NO_BT_LIMITS,
+        expect: Expectations {
+            default: Expect::Contained,
+            on: &[(CONTROL, Expect::Escapes), ("bt", NO_BT_LIMITS)],
+        },
+        judge: Judge::OomKill,
         ..escape(
             "memory",
             Limit,
             "touch `mb` MiB of anonymous memory",
-            &["mb"],
+            &[arg("mb", MemoryLimitMib(2))],
         )
     },
     Probe {
-        bt: NO_BT_LIMITS,
+        expect: Expectations {
+            default: Expect::Contained,
+            on: &[(CONTROL, Expect::Escapes), ("bt", NO_BT_LIMITS)],
+        },
+        accuracy: Accuracy::Tasks,
         ..escape(
             "fork_bomb",
             Limit,
             "fork up to `n` sleeping children (bounded), count the successes, kill them",
-            &["n"],
+            &[arg("n", TaskLimit(2))],
         )
     },
     Probe {
-        bt: NO_BT_LIMITS,
-        kvm: Expect::NotApplicable("the VMM sets no CPU quota"),
+        expect: Expectations {
+            default: Expect::Contained,
+            on: &[
+                (CONTROL, Expect::Escapes),
+                ("bt", NO_BT_LIMITS),
+                ("kvm", Expect::NotApplicable("the VMM sets no CPU quota")),
+            ],
+        },
+        accuracy: Accuracy::CpuShare,
+        // A CPU share depends on what else the machine runs: a control that could not show
+        // the spinners above the quota gets up to two more tries.
+        control_attempts: 3,
         ..escape(
             "cpu_quota",
             Limit,
             "spin for `ms` ms; escaped when the share of one CPU is 0.15 above `quota`",
-            &["ms", "quota"],
+            &[arg("ms", Text("1000")), arg("quota", CpuQuota)],
         )
     },
-    everywhere(
-        escape(
+    Probe {
+        expect: CONTAINED_EVERYWHERE,
+        judge: Judge::StdoutFlood { bytes: 100 << 20 },
+        ..escape(
             "stdout_flood",
             Limit,
             "write 100 MiB to stdout after the result line; the harness must stay bounded",
             &[],
-        ),
-        Expect::Contained,
-    ),
-    everywhere(
-        escape(
+        )
+    },
+    Probe {
+        expect: CONTAINED_EVERYWHERE,
+        judge: Judge::Timeout { ms: 2000 },
+        ..escape(
             "never_exits",
             Limit,
             "spin forever: the harness's timeout must end it",
             &[],
-        ),
-        Expect::Contained,
-    ),
+        )
+    },
     escape(
         "file_size",
         Limit,
         "write a `mb` MiB file into a scratch directory, then remove it",
-        &["dir", "mb"],
+        // 96 MiB: over the container's 64 MiB of tmpfs
+        &[arg("dir", ScratchDir), arg("mb", Text("96"))],
     ),
     // --- translation ---
     observe(
@@ -537,7 +743,7 @@ pub struct Line<'a> {
     /// The probe's name.
     pub probe: &'a str,
     /// What it observed.
-    pub outcome: Outcome,
+    pub outcome: ProbeOutcome,
     /// Free text without spaces.
     pub detail: &'a str,
 }
@@ -572,7 +778,7 @@ pub fn parse_line(out: &str) -> Result<Line<'_>, LineError> {
             .ok_or(LineError::Field(k))
     };
     let probe = field("probe")?;
-    let outcome = Outcome::parse(field("outcome")?).ok_or(LineError::Field("outcome"))?;
+    let outcome = ProbeOutcome::parse(field("outcome")?).ok_or(LineError::Field("outcome"))?;
     let detail = field("detail")?;
     if probe.is_empty() {
         return Err(LineError::Field("probe"));
@@ -588,7 +794,7 @@ pub fn parse_line(out: &str) -> Result<Line<'_>, LineError> {
 pub fn write_line<W: fmt::Write + ?Sized>(
     w: &mut W,
     probe: &str,
-    outcome: Outcome,
+    outcome: ProbeOutcome,
     detail: &str,
 ) -> fmt::Result {
     write!(
@@ -621,20 +827,44 @@ mod tests {
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
-            // native is the control: every escape probe must escape there
-            match p.kind {
-                Kind::Translation | Kind::Instruction | Kind::Vm => {
-                    assert_eq!(p.native, Expect::Observe, "{}", p.name)
-                }
-                _ => assert!(
-                    matches!(p.native, Expect::Escapes | Expect::Contained),
+            // the control: every escape probe must escape there, every observation observe
+            let control = p.expect(CONTROL);
+            if p.kind.observes() {
+                assert_eq!(control, Expect::Observe, "{}", p.name)
+            } else {
+                assert!(
+                    matches!(control, Expect::Escapes | Expect::Contained),
                     "{}",
                     p.name
-                ),
+                );
             }
-            for k in p.keys {
+            let mut keys = HashSet::new();
+            for k in p.keys() {
                 assert!(!k.contains(['=', ' ']), "{}", p.name);
+                assert!(keys.insert(k), "{}: duplicate key {k}", p.name);
             }
+            assert!(
+                p.keys().count() <= 8,
+                "{}: more than the ELF accepts",
+                p.name
+            );
+            let mut backends = HashSet::new();
+            for (b, _) in p.expect.on {
+                assert!(backends.insert(b), "{}: {b} named twice", p.name);
+            }
+            // only the host's root can show a privilege escape
+            if p.kind == Kind::Privilege {
+                assert!(p.needs.contains(&Need::Root), "{}", p.name);
+            }
+            assert!(p.control_attempts >= 1, "{}", p.name);
+        }
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.name()), Some(k));
+            assert!(
+                PROBES.iter().any(|p| p.kind == k),
+                "no probe of kind {}",
+                k.name()
+            );
         }
         assert_eq!(
             find("raw_socket").unwrap().expect("container"),
@@ -644,10 +874,32 @@ mod tests {
             find("stdout_flood").unwrap().expect("native"),
             Expect::Contained
         );
+        assert_eq!(
+            find("time_ns").unwrap().expect("container"),
+            Expect::Contained
+        );
         assert!(matches!(
-            find("sgdt").unwrap().expect("vm"),
+            find("time_ns").unwrap().expect("kvm"),
             Expect::NotApplicable(_)
         ));
+    }
+
+    #[test]
+    fn a_backend_not_named_gets_the_default() {
+        // a new backend needs no entry: it is expected what the others are
+        let sgdt = find("sgdt").unwrap();
+        assert_eq!(sgdt.expect("a-new-backend"), Expect::Observe);
+        let mounts = find("mounts").unwrap();
+        assert_eq!(mounts.expect("a-new-backend"), Expect::Contained);
+        assert_eq!(mounts.expect(CONTROL), Expect::Escapes);
+        let e = Expectations {
+            default: Expect::Contained,
+            on: &[("x", Expect::Observe)],
+        };
+        assert_eq!(
+            (e.get("x"), e.get("y")),
+            (Expect::Observe, Expect::Contained)
+        );
     }
 
     #[test]
@@ -656,7 +908,7 @@ mod tests {
         write_line(
             &mut s,
             "mounts",
-            Outcome::Contained,
+            ProbeOutcome::Contained,
             "seen 3 mounts\tno /sys",
         )
         .unwrap();
@@ -667,10 +919,10 @@ mod tests {
         let text = format!("noise\n{s}more\n");
         let l = parse_line(&text).unwrap();
         assert_eq!(l.probe, "mounts");
-        assert_eq!(l.outcome, Outcome::Contained);
+        assert_eq!(l.outcome, ProbeOutcome::Contained);
         assert_eq!(l.detail, "seen_3_mounts_no_/sys");
         let mut e = String::new();
-        write_line(&mut e, "x", Outcome::Error, "").unwrap();
+        write_line(&mut e, "x", ProbeOutcome::Error, "").unwrap();
         assert_eq!(parse_line(&e).unwrap().detail, "-");
     }
 

@@ -1,0 +1,404 @@
+//! `vbench isolate`: runs every probe of the workload ELF on every backend, judges each result
+//! against the catalogue's expectation (native is the control), prints the matrix and the
+//! Popek-Goldberg table, and writes both into a results document.
+//!
+//! The host side of the probes is in [`fixtures`], the judgement of each run in [`judge`], the
+//! terminal rendering in [`render`].
+
+mod fixtures;
+mod judge;
+mod render;
+
+use crate::{doctor, scheduler, workload};
+use anyhow::{Context, Result};
+use fixtures::{Ctx, Fixtures, HostFacts};
+use judge::{control, judge};
+pub use render::render;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use vbench_backends::container::cgroup::Limits;
+use vbench_backends::container::ContainerConfig;
+use vbench_backends::{Availability, Backend, Invocation, Program, Stdio};
+use vbench_results::{
+    BackendStatus, Document, IsolationMatrix, Plan, ProbeCell, ProbeRow, ProbeVerdict, RunStatus,
+    Tool,
+};
+use vbench_workloads::probes::{Expect, Judge, Kind, Probe, Source, CONTROL, PROBES};
+
+/// `--backend` of isolate: vbench's own levels from the registry (probes judge containment, so
+/// the peers are not among them), and `all`.
+fn backend_choices() -> clap::builder::PossibleValuesParser {
+    let mut v = vbench_backends::registry::own();
+    v.push(vbench_backends::registry::ALL);
+    clap::builder::PossibleValuesParser::new(v)
+}
+
+/// Options of `vbench isolate`.
+#[derive(clap::Args)]
+pub struct IsolateArgs {
+    /// Backend to probe; repeat for several, or `all`. Native always runs as the control.
+    #[arg(long = "backend", short = 'b', value_parser = backend_choices(), default_value = "all")]
+    backends: Vec<String>,
+    // The help lists the catalogue's kinds: see `probe_help`.
+    #[arg(long = "probe", short = 'p', help = probe_help())]
+    probes: Vec<String>,
+    /// Results file. Default: vbench-results/isolate-<UTC time>.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the results document as JSON on stdout instead of the matrix.
+    #[arg(long)]
+    json: bool,
+    /// Also render the HTML/Markdown report (with the matrix) into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Container memory limit for the probes (the memory probe touches twice this).
+    #[arg(long, default_value = "256M", value_parser = vbench_backends::container::parse_bytes)]
+    memory: u64,
+    /// Container CPU quota for the probes, a fraction of one CPU.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_cpus)]
+    cpus: f64,
+    /// Container task limit for the probes (the fork bomb tries twice this).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(4..=2048))]
+    pids: u64,
+    /// Per-probe timeout in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    timeout: u64,
+}
+
+/// The help of `--probe`, with every kind of the catalogue.
+fn probe_help() -> String {
+    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+    format!(
+        "Probe to run, by name or kind ({}); repeatable. Default: every probe",
+        kinds.join(", ")
+    )
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        // the native control must be able to exceed it by 0.15 of a CPU with 8 spinners
+        Ok(v) if (0.05..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a CPU fraction in [0.05, 1]")),
+    }
+}
+
+/// Runs `vbench isolate`.
+pub fn run(a: IsolateArgs) -> Result<ExitCode> {
+    let selected = select(&a.probes)?;
+    let out = crate::cmd::common::out_target(a.out.as_deref(), "isolate")?;
+    check_memory(&selected, a.memory)?;
+    let limits = Limits {
+        memory: Some(a.memory),
+        cpus: Some(a.cpus),
+        pids: Some(a.pids),
+        cpuset: None,
+    };
+    // Other backends keep their defaults (whatever settings they grow).
+    let mut cfg = vbench_backends::Config::default();
+    let container = ContainerConfig {
+        limits: limits.clone(),
+        ..ContainerConfig::default()
+    };
+    cfg.container = container;
+    let all = vbench_backends::all_with(&cfg);
+    let cols = columns(&all, &a.backends);
+    let statuses: Vec<BackendStatus> = cols.iter().map(|&i| status(&*all[i])).collect();
+    let cancel = crate::cmd::common::install_cancel()?;
+    let started = scheduler::now_ms();
+    let fx = Fixtures::new().context("preparing the host fixtures")?;
+    let host = HostFacts::gather();
+    let runner = Runner {
+        program: workload::program()?,
+        ctx: Ctx {
+            fx: &fx,
+            host: &host,
+            limits: &limits,
+        },
+        timeout: Duration::from_secs(a.timeout),
+        cancel: cancel.clone(),
+    };
+    let mut rows = Vec::new();
+    for p in &selected {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut cells: Vec<ProbeCell> = cols
+            .iter()
+            .zip(&statuses)
+            .map(|(&i, st)| runner.cell(p, &*all[i], st))
+            .collect();
+        control(&mut cells);
+        rows.push(ProbeRow {
+            probe: p.name.to_string(),
+            kind: p.kind.name().to_string(),
+            summary: p.summary.to_string(),
+            cells,
+        });
+    }
+    drop(runner);
+    let interrupted = cancel.load(Ordering::Relaxed);
+    let matrix = IsolationMatrix {
+        backends: statuses.clone(),
+        probes: rows,
+        fixtures: fx.describe(),
+        limits: BTreeMap::from([
+            ("memory_bytes".to_string(), a.memory.to_string()),
+            ("cpus".to_string(), a.cpus.to_string()),
+            ("pids".to_string(), a.pids.to_string()),
+        ]),
+    };
+    drop(fx);
+    let doc = Document {
+        schema_version: vbench_results::SCHEMA_VERSION,
+        tool: Tool {
+            name: "vbench".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        status: if interrupted {
+            RunStatus::Interrupted
+        } else {
+            RunStatus::Complete
+        },
+        started_unix_ms: started,
+        finished_unix_ms: Some(scheduler::now_ms()),
+        environment: doctor::report().environment,
+        plan: Plan {
+            timeout_ms: a.timeout * 1000,
+            backends: statuses,
+            ..Plan::default()
+        },
+        samples: vec![],
+        summaries: vec![],
+        failures: vec![],
+        isolation: Some(matrix),
+    };
+    finish(&a, &out, &doc, interrupted)
+}
+
+/// Writes the document, prints the matrix (or the JSON) and the report; the exit code.
+fn finish(
+    a: &IsolateArgs,
+    out: &vbench_results::store::OutTarget,
+    doc: &Document,
+    interrupted: bool,
+) -> Result<ExitCode> {
+    out.write_document(doc)
+        .with_context(|| format!("writing {}", out.path().display()))?;
+    let m = doc.isolation.as_ref().expect("an isolation document");
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(doc)?);
+    } else {
+        print!("{}", render(m));
+    }
+    eprintln!("results written to {}", out.path().display());
+    if let Some(dir) = &a.report {
+        let w = vbench_reports::write_all(doc, dir)
+            .with_context(|| format!("rendering the report into {}", dir.display()))?;
+        eprintln!("report written to {}", w.index.display());
+    }
+    let failed = m
+        .probes
+        .iter()
+        .flat_map(|r| &r.cells)
+        .filter(|c| c.verdict.fails())
+        .count();
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else if failed > 0 {
+        eprintln!("vbench isolate: {failed} cell(s) escaped where they must be contained or are broken probes");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A probe whose argument is a multiple of the memory limit touches that much natively, on the
+/// host itself: keep that well inside what the host has.
+fn check_memory(selected: &[&Probe], memory: u64) -> Result<()> {
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let l = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            l.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib * 1024);
+    let Some(av) = available else {
+        return Ok(());
+    };
+    for p in selected {
+        for a in p.args {
+            if let Source::MemoryLimitMib(times) = a.from {
+                if times * memory > av / 2 {
+                    anyhow::bail!(
+                        "--memory {memory} would make the {} probe touch {} bytes natively, more than half of the {av} bytes available",
+                        p.name,
+                        times * memory
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The backends' indexes in `all`: the control first, then those named (`all`: every one that
+/// is not a peer), each once.
+fn columns(all: &[Box<dyn Backend>], names: &[String]) -> Vec<usize> {
+    let mut cols: Vec<usize> = vec![index(all, CONTROL)];
+    for b in names {
+        let add: Vec<usize> = if b == "all" {
+            (0..all.len()).filter(|&i| !all[i].is_peer()).collect()
+        } else {
+            vec![index(all, b)]
+        };
+        for i in add {
+            if !cols.contains(&i) {
+                cols.push(i);
+            }
+        }
+    }
+    cols
+}
+
+/// Whether `b` can run here (printed when it cannot).
+fn status(b: &dyn Backend) -> BackendStatus {
+    let av = b.availability();
+    if let Availability::Unavailable(r) = &av {
+        eprintln!("{}: unavailable: {r}", b.name());
+    }
+    BackendStatus {
+        name: b.name().to_string(),
+        available: av.is_available(),
+        reason: match av {
+            Availability::Unavailable(r) => Some(r),
+            Availability::Available => None,
+        },
+        peer: false,
+        colour: vbench_backends::registry::colour(b.name()).map(Into::into),
+    }
+}
+
+/// What every probe run shares.
+struct Runner<'a> {
+    program: Program,
+    ctx: Ctx<'a>,
+    /// The per-probe timeout (`--timeout`), unless the catalogue sets one.
+    timeout: Duration,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Runner<'_> {
+    /// Probe `p` on backend `b`: judged, or why it did not run.
+    fn cell(&self, p: &Probe, b: &dyn Backend, st: &BackendStatus) -> ProbeCell {
+        let expect = p.expect(b.name());
+        let cell = |verdict, note: String| ProbeCell {
+            backend: b.name().to_string(),
+            expect: expect.name().to_string(),
+            verdict,
+            note,
+            outcome: None,
+            detail: String::new(),
+            exit: None,
+            counters: BTreeMap::new(),
+        };
+        if let Some(why) = self.ctx.not_applicable(p) {
+            return cell(ProbeVerdict::NotApplicable, why);
+        }
+        if let Expect::NotApplicable(why) = expect {
+            return cell(ProbeVerdict::NotApplicable, why.to_string());
+        }
+        if !st.available {
+            return cell(
+                ProbeVerdict::Unavailable,
+                st.reason.clone().unwrap_or_default(),
+            );
+        }
+        let timeout = match p.judge {
+            Judge::Timeout { ms } => Duration::from_millis(ms),
+            _ => self.timeout,
+        };
+        let inv = Invocation {
+            program: self.program.clone(),
+            args: self.ctx.args(p, b.name()),
+            timeout: Some(timeout),
+            stdio: Stdio::Capture,
+            cpu: None,
+            cancel: Some(self.cancel.clone()),
+            // a flood is expected to flood: drain it from the start
+            chatty: matches!(p.judge, Judge::StdoutFlood { .. }),
+        };
+        let tries = if b.name() == CONTROL {
+            p.control_attempts
+        } else {
+            1
+        };
+        let mut c = cell(ProbeVerdict::Broken, String::new());
+        for attempt in 1..=tries {
+            c = match b.run(&inv) {
+                Ok(out) => judge(p, b.name(), expect, &out, &self.ctx),
+                Err(e) => cell(ProbeVerdict::Broken, format!("backend error: {e}")),
+            };
+            if c.verdict != ProbeVerdict::Broken || self.cancel.load(Ordering::Relaxed) {
+                if attempt > 1 {
+                    c.note = format!("escaped on attempt {attempt} (the machine is busy)");
+                }
+                break;
+            }
+        }
+        c.expect = expect.name().to_string();
+        c
+    }
+}
+
+fn index(all: &[Box<dyn Backend>], name: &str) -> usize {
+    all.iter()
+        .position(|b| b.name() == name)
+        .expect("clap restricts backend names")
+}
+
+/// The probes named (or of the kinds named) in `sel`; every probe when empty.
+fn select(sel: &[String]) -> Result<Vec<&'static Probe>> {
+    if sel.is_empty() {
+        return Ok(PROBES.iter().collect());
+    }
+    let mut v: Vec<&'static Probe> = Vec::new();
+    for s in sel {
+        let found: Vec<&'static Probe> = PROBES
+            .iter()
+            .filter(|p| p.name == s || p.kind.name() == s)
+            .collect();
+        if found.is_empty() {
+            return Err(crate::cmd::common::UsageError(format!(
+                "unknown probe or kind {s:?}; probes are: {}",
+                PROBES.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+            ))
+            .into());
+        }
+        for p in found {
+            if !v.iter().any(|q| q.name == p.name) {
+                v.push(p);
+            }
+        }
+    }
+    // catalogue order
+    v.sort_by_key(|p| PROBES.iter().position(|q| q.name == p.name));
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_selection() {
+        assert_eq!(select(&[]).unwrap().len(), PROBES.len());
+        let v = select(&["limit".into(), "hostname".into()]).unwrap();
+        assert_eq!(v[0].name, "hostname");
+        assert!(v.iter().any(|p| p.name == "fork_bomb"));
+        assert!(select(&["nope".into()]).is_err());
+    }
+}
