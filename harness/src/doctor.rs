@@ -304,11 +304,65 @@ mod tests {
     }
 
     #[test]
-    fn report_is_complete() {
+    fn report_facts_match_the_kernels_own_sources() {
+        // each fact is checked against an independent source, not only for being present
         let r = report();
-        assert!(r.environment.logical_cpus >= 1);
-        assert!(r.environment.kernel.starts_with("Linux"));
-        assert!(r.namespaces.iter().any(|n| n == "pid"));
-        assert!(render(&r).contains("/dev/kvm"));
+        let e = &r.environment;
+        let osrelease = read_trim("/proc/sys/kernel/osrelease").unwrap();
+        // `uname -srm`: the release from /proc, then the machine
+        assert_eq!(
+            e.kernel,
+            format!("Linux {osrelease} {}", std::env::consts::ARCH)
+        );
+        assert_eq!(e.hostname, read_trim("/proc/sys/kernel/hostname").unwrap());
+        let online = read_trim("/sys/devices/system/cpu/online").unwrap();
+        let cpus: usize = online
+            .split(',')
+            .map(|part| match part.split_once('-') {
+                Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+                None => 1,
+            })
+            .sum();
+        assert!(
+            e.logical_cpus >= 1 && e.logical_cpus <= cpus,
+            "{} of {cpus}",
+            e.logical_cpus
+        );
+        let mut ns: Vec<String> = fs::read_dir("/proc/self/ns")
+            .unwrap()
+            .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        ns.sort();
+        let mut got = r.namespaces.clone();
+        got.sort();
+        assert_eq!(got, ns, "the namespace types this kernel has");
+        for n in ["pid", "mnt", "net", "uts", "ipc", "user", "cgroup"] {
+            assert!(got.iter().any(|g| g == n), "{n} missing from {got:?}");
+        }
+        let kvm_present = std::path::Path::new("/dev/kvm").exists();
+        assert_eq!(e.kvm.starts_with("absent"), !kvm_present, "kvm: {}", e.kvm);
+    }
+
+    #[test]
+    fn render_shows_every_fact_and_every_warning() {
+        let mut r = report();
+        r.environment.cpu_model = "Model X".into();
+        r.environment.logical_cpus = 7;
+        r.environment.kvm = "pvm (nested)".into();
+        r.warnings = vec!["turbo is on".into(), "loadavg 3.5".into()];
+        let text = render(&r);
+        for line in [
+            "cpu                  Model X",
+            "logical cpus         7",
+            "/dev/kvm             pvm (nested)",
+            "warnings (conditions that make numbers noisy):",
+            "  - turbo is on",
+            "  - loadavg 3.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+        }
+        assert!(!text.contains("no conditions found"));
+        r.warnings.clear();
+        assert!(render(&r).contains("\nno conditions found that make numbers noisy\n"));
     }
 }

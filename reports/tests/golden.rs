@@ -105,13 +105,42 @@ fn write_all_writes_every_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Writes the synthetic report to `$VBENCH_SYNTHETIC_REPORT` when set, to look at it.
+/// The bundles written to disk hold what the golden renderings hold, and every chart the page
+/// names is a file of the bundle. (To look at the synthetic report in a browser:
+/// `cargo run -p vbench-reports --example render -- --synthetic DIR`.)
 #[test]
-fn synthetic_report_for_inspection() {
-    if let Some(dir) = std::env::var_os("VBENCH_SYNTHETIC_REPORT") {
-        vbench_reports::write_all(&common::document(), std::path::Path::new(&dir)).unwrap();
-        let (base, new) = (common::document(), common::newer());
-        vbench_reports::write_compare(&base, &new, &std::path::Path::new(&dir).join("compare"))
-            .unwrap();
+fn written_bundles_match_the_goldens_and_link_their_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = vbench_reports::write_all(&common::document(), dir.path()).unwrap();
+    let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+    check("report.md", &read("report.md"));
+    check("summary.csv", &read("summary.csv"));
+    check("samples.csv", &read("samples.csv"));
+    let svgs: Vec<_> = w
+        .files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "svg"))
+        .collect();
+    assert_eq!(svgs.len(), w.charts);
+    assert!(w.charts >= 3, "{} charts", w.charts);
+    let page = read("index.html");
+    for svg in &svgs {
+        let name = svg.file_name().unwrap().to_string_lossy();
+        assert!(
+            page.contains(name.as_ref()),
+            "index.html does not link {name}"
+        );
+        let body = std::fs::read_to_string(svg).unwrap();
+        assert!(
+            body.starts_with("<svg") && body.trim_end().ends_with("</svg>"),
+            "{name}"
+        );
     }
+    let (base, new) = (common::document(), common::newer());
+    let c = vbench_reports::write_compare(&base, &new, &dir.path().join("compare")).unwrap();
+    check(
+        "compare.md",
+        &std::fs::read_to_string(dir.path().join("compare/compare.md")).unwrap(),
+    );
+    assert!(c.index.exists());
 }

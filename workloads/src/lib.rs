@@ -857,7 +857,7 @@ pub mod fold {
         #[inline(always)]
         pub fn add(&mut self, addr: usize, munmap: usize) {
             self.calls += 1;
-            self.aligned += u64::from(addr != 0 && addr % 4096 == 0);
+            self.aligned += u64::from(addr != 0 && addr.is_multiple_of(4096));
             self.unmapped += u64::from(munmap == 0);
         }
 
