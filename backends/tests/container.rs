@@ -2,7 +2,6 @@
 //! They skip only when not root *and* VBENCH_REQUIRE_PRIVILEGED is unset; CI sets it.
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use vbench_backends::container::cgroup::Limits;
@@ -19,22 +18,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Whether privileged tests can run (then holding the serialising lock); panics when they
 /// cannot but are required.
 fn privileged() -> Option<MutexGuard<'static, ()>> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let busybox = Path::new(BUSYBOX).exists();
-    if root && busybox {
-        return Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-    let why = if root {
-        "busybox-static is not installed"
-    } else {
-        "not root"
-    };
-    if std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_some() {
-        panic!("privileged test required (VBENCH_REQUIRE_PRIVILEGED) but {why}");
-    }
-    eprintln!("skipping privileged test: {why}");
-    None
+    use vbench_testkit::{both, file, require_or_skip, root};
+    require_or_skip("a privileged container test", both(root(), file(BUSYBOX)))
+        .then(|| SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn container(cfg: ContainerConfig) -> Container {

@@ -11,9 +11,11 @@ fn vbench() -> Command {
 
 #[test]
 fn every_workload_computes_the_same_under_the_translator() {
-    let a = BtBackend.availability();
-    if !a.is_available() {
-        eprintln!("skipping: {a:?}");
+    let have = match BtBackend.availability() {
+        vbench_backends::Availability::Available => Ok(()),
+        vbench_backends::Availability::Unavailable(why) => Err(why),
+    };
+    if !vbench_testkit::require_or_skip("the bt backend", have) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vbench_backends::container::cgroup::Layout;
 use vbench_results::{load, RunStatus};
@@ -11,22 +11,8 @@ use vbench_results::{load, RunStatus};
 const BUSYBOX: &str = "/bin/busybox";
 
 fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ok = root && Path::new(BUSYBOX).exists();
-    if !ok {
-        let why = if root {
-            "busybox-static is not installed"
-        } else {
-            "not root"
-        };
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
-            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but {why}"
-        );
-        eprintln!("skipping privileged test: {why}");
-    }
-    ok
+    use vbench_testkit::{both, file, require_or_skip, root};
+    require_or_skip("a privileged container test", both(root(), file(BUSYBOX)))
 }
 
 fn vbench() -> Command {

@@ -10,16 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use vbench_results::{load, IsolationMatrix, ProbeCell, ProbeVerdict};
 
 fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
-            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but not root"
-        );
-        eprintln!("skipping privileged test: not root");
-    }
-    root
+    vbench_testkit::require_or_skip("a privileged isolate test", vbench_testkit::root())
 }
 
 /// The runs of this file go one at a time: the CPU probe measures shares of the machine.
@@ -147,12 +138,7 @@ fn native_control_shows_every_escape() {
 /// RAM is the memory limit.
 #[test]
 fn the_vm_contains_the_machine_edges() {
-    if !Path::new("/dev/kvm").exists() {
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
-            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but no /dev/kvm"
-        );
-        eprintln!("skipping: no /dev/kvm");
+    if !vbench_testkit::require_or_skip("/dev/kvm", vbench_testkit::file("/dev/kvm")) {
         return;
     }
     let _serial = serial();

@@ -8,15 +8,11 @@ use vbench_backends::Backend;
 use vbench_results::load;
 
 fn kvm_usable() -> bool {
-    let ok = KvmBackend::default().availability().is_available();
-    if !ok {
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
-            "privileged test required (VBENCH_REQUIRE_PRIVILEGED) but /dev/kvm is unusable"
-        );
-        eprintln!("skipping: /dev/kvm is unusable");
-    }
-    ok
+    let have = match KvmBackend::default().availability() {
+        vbench_backends::Availability::Available => Ok(()),
+        vbench_backends::Availability::Unavailable(why) => Err(why),
+    };
+    vbench_testkit::require_or_skip("a usable /dev/kvm", have)
 }
 
 fn vbench() -> Command {
@@ -74,11 +70,9 @@ fn every_workload_computes_the_same_in_the_vm() {
 
 #[test]
 fn exec_runs_a_static_binary_built_by_others() {
-    if !kvm_usable() || !std::path::Path::new("/bin/busybox").exists() {
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none() || kvm_usable(),
-            "busybox-static missing"
-        );
+    if !kvm_usable()
+        || !vbench_testkit::require_or_skip("busybox-static", vbench_testkit::file("/bin/busybox"))
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -7,16 +7,7 @@ use assert_cmd::Command;
 use vbench_results::load;
 
 fn installed(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-    if !found {
-        assert!(
-            std::env::var_os("VBENCH_REQUIRE_PRIVILEGED").is_none(),
-            "{tool} is required (VBENCH_REQUIRE_PRIVILEGED) but not installed"
-        );
-        eprintln!("skipping: {tool} is not installed");
-    }
-    found
+    vbench_testkit::require_or_skip(tool, vbench_testkit::on_path(tool))
 }
 
 fn vbench() -> Command {

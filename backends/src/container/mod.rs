@@ -364,28 +364,7 @@ impl Backend for Container {
         drop(rep_w);
         let (out_r, err_r) = (out_pipe.map(|p| p.0), err_pipe.map(|p| p.0));
         // (the write ends of stdout/stderr dropped with the tuples' second halves)
-        let released = (|| -> Result<(), BackendError> {
-            if cfg.has(Namespace::User) {
-                let map = format!("0 {} 65536\n", cfg.id_base);
-                let w = |f: &str, v: &str| {
-                    std::fs::write(format!("/proc/{pid}/{f}"), v)
-                        .map_err(os("writing the user namespace's id maps"))
-                };
-                w("setgroups", "deny")?;
-                w("uid_map", &map)?;
-                w("gid_map", &map)?;
-            }
-            cg.add(pid).map_err(|e| BackendError::Os {
-                what: "moving the container into its cgroup".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            if nix::unistd::write(&go_w, b"g") != Ok(1) {
-                return Err(os("releasing the container")(
-                    std::io::Error::last_os_error(),
-                ));
-            }
-            Ok(())
-        })();
+        let released = release(cfg, pid, &cg, &go_w);
         drop(go_w);
         if let Err(e) = released {
             // our own unreaped child
@@ -411,44 +390,11 @@ impl Backend for Container {
         let _ = std::fs::File::from(rep_r).read_to_string(&mut report);
         let mut counters: BTreeMap<String, u64> = cg.stats();
         drop(cg.remove());
-        let mut exit = sup.exit;
-        let mut startup_ns = None;
-        for line in report.lines() {
-            if let Some(msg) = line.strip_prefix('E') {
-                let errno = msg
-                    .rsplit_once("(errno ")
-                    .and_then(|(_, e)| e.trim_end_matches(')').parse().ok())
-                    .unwrap_or(0);
-                if msg.starts_with("execve of the program") {
-                    if let Some(why) = explain::exec_failure(&inv.program.name(), &bytes, errno) {
-                        return Err(BackendError::Invalid(why));
-                    }
-                }
-                return Err(BackendError::Os {
-                    what: "container set-up".into(),
-                    source: std::io::Error::other(msg.to_string()),
-                });
-            } else if let Some(v) = line.strip_prefix('S').and_then(|v| v.parse::<u64>().ok()) {
-                let d = v.saturating_sub(clone_ns);
-                startup_ns = Some(d);
-                counters.insert("container.clone_to_exec_ns".into(), d);
-            } else if let Some(v) = line.strip_prefix('X').and_then(|v| v.parse().ok()) {
-                if matches!(exit, Exit::Code { .. } | Exit::Signal { .. }) {
-                    exit = Exit::Code { code: v };
-                }
-            } else if let Some(v) = line.strip_prefix('K').and_then(|v| v.parse().ok()) {
-                if matches!(exit, Exit::Code { .. } | Exit::Signal { .. }) {
-                    exit = Exit::Signal { signal: v };
-                }
-            }
-        }
-        if startup_ns.is_none() && matches!(exit, Exit::Code { .. } | Exit::Signal { .. }) {
-            return Err(BackendError::Os {
-                what: "container set-up".into(),
-                source: std::io::Error::other(format!(
-                    "container init ended ({exit}) before the program started"
-                )),
-            });
+        let (exit, startup_ns) = read_report(&report, sup.exit, clone_ns, |errno| {
+            explain::exec_failure(&inv.program.name(), &bytes, errno)
+        })?;
+        if let Some(d) = startup_ns {
+            counters.insert("container.clone_to_exec_ns".into(), d);
         }
         let mut stderr_tail = String::from_utf8_lossy(&sup.stderr_tail).into_owned();
         let oom_kills = counters.get("cgroup.oom_kills").copied().unwrap_or(0);
@@ -478,12 +424,113 @@ impl Backend for Container {
     }
 }
 
+/// Lets the cloned init go: its uid/gid maps (user namespace), its cgroup, then the go byte.
+fn release(
+    cfg: &ContainerConfig,
+    pid: libc::pid_t,
+    cg: &cgroup::Cgroup,
+    go_w: &OwnedFd,
+) -> Result<(), BackendError> {
+    if cfg.has(Namespace::User) {
+        let map = format!("0 {} 65536\n", cfg.id_base);
+        let w = |f: &str, v: &str| {
+            std::fs::write(format!("/proc/{pid}/{f}"), v)
+                .map_err(os("writing the user namespace's id maps"))
+        };
+        w("setgroups", "deny")?;
+        w("uid_map", &map)?;
+        w("gid_map", &map)?;
+    }
+    cg.add(pid).map_err(|e| BackendError::Os {
+        what: "moving the container into its cgroup".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if nix::unistd::write(go_w, b"g") != Ok(1) {
+        return Err(os("releasing the container")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads init's report pipe: a set-up error (`E`, explained by `explain_exec` when execve of
+/// the program failed), the program's start (`S`, CLOCK_MONOTONIC ns), and how the payload
+/// ended (`X` code, `K` signal), which replaces init's own exit. Returns the exit and the
+/// clone-to-exec time.
+fn read_report(
+    report: &str,
+    mut exit: Exit,
+    clone_ns: u64,
+    explain_exec: impl Fn(i32) -> Option<String>,
+) -> Result<(Exit, Option<u64>), BackendError> {
+    let mut startup_ns = None;
+    let ended = |e: &Exit| matches!(e, Exit::Code { .. } | Exit::Signal { .. });
+    for line in report.lines() {
+        if let Some(msg) = line.strip_prefix('E') {
+            let errno = msg
+                .rsplit_once("(errno ")
+                .and_then(|(_, e)| e.trim_end_matches(')').parse().ok())
+                .unwrap_or(0);
+            if msg.starts_with("execve of the program") {
+                if let Some(why) = explain_exec(errno) {
+                    return Err(BackendError::Invalid(why));
+                }
+            }
+            return Err(BackendError::Os {
+                what: "container set-up".into(),
+                source: std::io::Error::other(msg.to_string()),
+            });
+        } else if let Some(v) = line.strip_prefix('S').and_then(|v| v.parse::<u64>().ok()) {
+            startup_ns = Some(v.saturating_sub(clone_ns));
+        } else if let Some(v) = line.strip_prefix('X').and_then(|v| v.parse().ok()) {
+            if ended(&exit) {
+                exit = Exit::Code { code: v };
+            }
+        } else if let Some(v) = line.strip_prefix('K').and_then(|v| v.parse().ok()) {
+            if ended(&exit) {
+                exit = Exit::Signal { signal: v };
+            }
+        }
+    }
+    if startup_ns.is_none() && ended(&exit) {
+        return Err(BackendError::Os {
+            what: "container set-up".into(),
+            source: std::io::Error::other(format!(
+                "container init ended ({exit}) before the program started"
+            )),
+        });
+    }
+    Ok((exit, startup_ns))
+}
+
 /// Raw fd helper for the child module.
 pub(crate) type Fd = RawFd;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_reports_are_read() {
+        let none = |_| None;
+        let (exit, start) = read_report("S1500\nX3\n", Exit::Code { code: 0 }, 1000, none).unwrap();
+        assert_eq!((exit, start), (Exit::Code { code: 3 }, Some(500)));
+        let (exit, _) = read_report("S1\nK9\n", Exit::Code { code: 0 }, 0, none).unwrap();
+        assert_eq!(exit, Exit::Signal { signal: 9 });
+        // a timeout stays a timeout whatever init says of the payload
+        let t = Exit::Timeout { after_ms: 5 };
+        assert_eq!(read_report("S1\nK9\n", t, 0, none).unwrap().0, t);
+        let e = read_report(
+            "Eexecve of the program: No such file (errno 2)\n",
+            Exit::Code { code: 127 },
+            0,
+            |n| (n == 2).then(|| "explained".to_string()),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "explained");
+        let e = read_report("", Exit::Code { code: 1 }, 0, none).unwrap_err();
+        assert!(e.to_string().contains("before the program started"), "{e}");
+    }
 
     #[test]
     fn namespace_lists() {
