@@ -523,34 +523,11 @@ fn the_payload_is_pinned_to_the_cpu_asked_for() {
 
 /// A minimal static i386 ELF: `_exit(0)` through `int 0x80`.
 fn elf32_exit0() -> Vec<u8> {
-    let code: &[u8] = &[
+    vbench_backends::tiny_elf::build_i386(&[
         0xb8, 1, 0, 0, 0, // mov eax, 1 (exit)
         0x31, 0xdb, // xor ebx, ebx
         0xcd, 0x80, // int 0x80
-    ];
-    let base = 0x0804_8000u32;
-    let mut b = vec![0u8; 0x54];
-    b[..4].copy_from_slice(b"\x7fELF");
-    (b[4], b[5], b[6]) = (1, 1, 1); // 32-bit, little-endian, version
-    b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    b[18..20].copy_from_slice(&3u16.to_le_bytes()); // EM_386
-    b[20..24].copy_from_slice(&1u32.to_le_bytes());
-    b[24..28].copy_from_slice(&(base + 0x54).to_le_bytes()); // entry
-    b[28..32].copy_from_slice(&0x34u32.to_le_bytes()); // phoff
-    b[40..42].copy_from_slice(&0x34u16.to_le_bytes()); // ehsize
-    b[42..44].copy_from_slice(&0x20u16.to_le_bytes()); // phentsize
-    b[44..46].copy_from_slice(&1u16.to_le_bytes()); // phnum
-    let ph = 0x34;
-    b[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    b[ph + 8..ph + 12].copy_from_slice(&base.to_le_bytes()); // vaddr
-    b[ph + 12..ph + 16].copy_from_slice(&base.to_le_bytes()); // paddr
-    let size = (0x54 + code.len()) as u32;
-    b[ph + 16..ph + 20].copy_from_slice(&size.to_le_bytes()); // filesz
-    b[ph + 20..ph + 24].copy_from_slice(&size.to_le_bytes()); // memsz
-    b[ph + 24..ph + 28].copy_from_slice(&5u32.to_le_bytes()); // R X
-    b[ph + 28..ph + 32].copy_from_slice(&0x1000u32.to_le_bytes());
-    b.extend_from_slice(code);
-    b
+    ])
 }
 
 #[test]

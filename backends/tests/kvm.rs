@@ -43,9 +43,9 @@ fn exit_status_and_ring_detection() {
         &[],
     ));
     assert_eq!(o.sample.exit, Exit::Code { code: 42 });
-    let ring = o.sample.counters["kvm.syscall_ring"];
+    let ring = o.sample.counters[vbench_backends::kvm::counters::SYSCALL_RING];
     assert!(ring == 0 || ring == 3);
-    assert!(o.sample.counters["kvm.cold_start_ns"] > 0);
+    assert!(o.sample.counters[vbench_backends::kvm::counters::COLD_START_NS] > 0);
 }
 
 fn hello() -> Vec<u8> {
@@ -81,7 +81,7 @@ fn console_by_hypercall_and_by_uart() {
         20_000,
     );
     assert_eq!(o.stdout, b"hello\n");
-    if o.sample.counters["kvm.syscall_ring"] == 3 {
+    if o.sample.counters[vbench_backends::kvm::counters::SYSCALL_RING] == 3 {
         // one THR write and at least one LSR read per byte: trap-and-emulate
         assert_eq!(o.sample.counters["kvm.uart_bytes"], 6);
         assert!(o.sample.counters["kvm.exits.mmio_uart"] >= 12);
@@ -188,7 +188,7 @@ fn the_vcpu_thread_is_pinned_and_its_cpu_time_and_memory_are_measured() {
         o.sample.user_ns,
         o.sample.sys_ns
     );
-    let touched = o.sample.counters["kvm.guest_ram_touched_bytes"];
+    let touched = o.sample.counters[vbench_backends::kvm::counters::GUEST_RAM_TOUCHED_BYTES];
     assert!(touched > 0 && touched < 512 << 20, "{touched}");
     assert_eq!(o.sample.max_rss_kib, Some(touched / 1024));
 }

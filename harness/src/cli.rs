@@ -55,11 +55,11 @@ enum Command {
         json: bool,
     },
     /// Gate results against a baseline: exit 1 when an overhead ratio regressed beyond noise, 2 on bad input.
-    Gate(crate::gate_cmd::GateArgs),
+    Gate(crate::cmd::gate::GateArgs),
     /// Compare the overhead ratios of two results files (the gate's table; exit 0 whatever changed).
-    Compare(crate::gate_cmd::CompareArgs),
+    Compare(crate::cmd::gate::CompareArgs),
     /// Run the escape and limit probes on each backend and print what each contained (exit 1 on an escape it must contain or a broken probe).
-    Isolate(crate::isolate::IsolateArgs),
+    Isolate(crate::cmd::isolate::IsolateArgs),
     /// Write the embedded workload ELF to a file, to run it with other tools (hyperfine, qemu-user, ...).
     WorkloadElf {
         /// Where to write it (made executable).
@@ -108,14 +108,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Save the results as the named baseline (vbench-results/baselines/NAME.json).
-    #[arg(long, value_name = "NAME", value_parser = crate::gate_cmd::parse_baseline_name)]
+    #[arg(long, value_name = "NAME", value_parser = crate::cmd::gate::parse_baseline_name)]
     pub save_baseline: Option<String>,
     /// Gate the results against a named baseline or a baseline file (exit 1 on a regression,
     /// 2 on bad input), as `vbench gate` does.
     #[arg(long, value_name = "NAME|FILE")]
     pub baseline: Option<String>,
     #[command(flatten)]
-    pub gate: crate::gate_cmd::GateSettings,
+    pub gate: crate::cmd::gate::GateSettings,
     /// Seed of the round shuffles and the bootstrap.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub seed: u64,
@@ -314,13 +314,13 @@ pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(a) => cmd::run::run(*a),
-        Command::Gate(a) => crate::gate_cmd::gate(a),
-        Command::Compare(a) => crate::gate_cmd::compare(a),
+        Command::Gate(a) => crate::cmd::gate::gate(a),
+        Command::Compare(a) => crate::cmd::gate::compare(a),
         Command::Exec(a) => cmd::exec::exec(a),
         Command::List { json } => cmd::list::list(json),
         Command::Doctor { json } => cmd::doctor::doctor(json),
         Command::Report(a) => cmd::report::run(a),
-        Command::Isolate(a) => crate::isolate::run(a),
+        Command::Isolate(a) => crate::cmd::isolate::run(a),
         Command::Show { file, json } => cmd::show::show(&file, json),
         Command::WorkloadElf { out } => cmd::workload_elf::workload_elf(&out),
     }

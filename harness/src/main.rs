@@ -6,8 +6,6 @@ mod cmd;
 mod doctor;
 #[cfg(test)]
 mod fake;
-mod gate_cmd;
-mod isolate;
 mod measure;
 mod plan;
 mod progress;

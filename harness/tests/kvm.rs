@@ -59,7 +59,11 @@ fn every_workload_computes_the_same_in_the_vm() {
         .iter()
         .find(|r| doc.plan.cells[r.cell].backend == "kvm")
         .unwrap();
-    for k in ["kvm.cold_start_ns", "kvm.syscall_ring", "kvm.hypercalls"] {
+    for k in [
+        vbench_backends::kvm::counters::COLD_START_NS,
+        vbench_backends::kvm::counters::SYSCALL_RING,
+        vbench_backends::kvm::counters::HYPERCALLS,
+    ] {
         assert!(
             sample.sample.counters.contains_key(k),
             "{k} missing: {:?}",

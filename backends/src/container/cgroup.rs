@@ -14,6 +14,15 @@ use std::time::Duration;
 
 /// Controllers vbench uses.
 pub const CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "cpuset"];
+/// Names of the cgroup counters that other crates read (the isolation judge, the container's
+/// exit notes).
+pub mod counters {
+    /// Peak memory of the run's cgroup, bytes.
+    pub const MEMORY_PEAK_BYTES: &str = "cgroup.memory_peak_bytes";
+    /// Processes the OOM killer killed in the run's cgroup.
+    pub const OOM_KILLS: &str = "cgroup.oom_kills";
+}
+
 /// Prefix of every cgroup vbench creates.
 pub const PREFIX: &str = "vbench-";
 
@@ -417,13 +426,13 @@ impl Cgroup {
         if self.layout == "v1" {
             if let Some(d) = self.dirs.get("memory") {
                 if let Some(v) = num(d.join("memory.max_usage_in_bytes")) {
-                    c.insert("cgroup.memory_peak_bytes".into(), v);
+                    c.insert(counters::MEMORY_PEAK_BYTES.into(), v);
                 }
                 if let Some(v) = num(d.join("memory.failcnt")) {
                     c.insert("cgroup.memory_limit_hits".into(), v);
                 }
                 if let Some(v) = keyed(d.join("memory.oom_control")).get("oom_kill") {
-                    c.insert("cgroup.oom_kills".into(), *v);
+                    c.insert(counters::OOM_KILLS.into(), *v);
                 }
             }
             if let Some(d) = self.dirs.get("cpuacct") {
@@ -453,14 +462,14 @@ impl Cgroup {
             }
         } else if let Some(d) = self.dirs.get("unified") {
             if let Some(v) = num(d.join("memory.peak")) {
-                c.insert("cgroup.memory_peak_bytes".into(), v);
+                c.insert(counters::MEMORY_PEAK_BYTES.into(), v);
             }
             let ev = keyed(d.join("memory.events"));
             if let Some(v) = ev.get("max") {
                 c.insert("cgroup.memory_limit_hits".into(), *v);
             }
             if let Some(v) = ev.get("oom_kill") {
-                c.insert("cgroup.oom_kills".into(), *v);
+                c.insert(counters::OOM_KILLS.into(), *v);
             }
             let s = keyed(d.join("cpu.stat"));
             for (k, name, scale) in [

@@ -397,7 +397,10 @@ impl Backend for Container {
             counters.insert("container.clone_to_exec_ns".into(), d);
         }
         let mut stderr_tail = String::from_utf8_lossy(&sup.stderr_tail).into_owned();
-        let oom_kills = counters.get("cgroup.oom_kills").copied().unwrap_or(0);
+        let oom_kills = counters
+            .get(cgroup::counters::OOM_KILLS)
+            .copied()
+            .unwrap_or(0);
         if let Some(note) = explain::exit_note(&bytes, &exit, oom_kills, cfg.limits.memory) {
             if !capture {
                 eprintln!("vbench container: {note}");

@@ -3,6 +3,8 @@
 pub mod common;
 pub mod doctor;
 pub mod exec;
+pub mod gate;
+pub mod isolate;
 pub mod list;
 pub mod report;
 pub mod run;

@@ -64,19 +64,19 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         eprintln!("report written to {}", w.index.display());
     }
     if let Some(name) = &a.save_baseline {
-        let p = crate::gate_cmd::save_baseline(&doc, name)?;
+        let p = crate::cmd::gate::save_baseline(&doc, name)?;
         eprintln!("baseline saved to {}", p.display());
     }
     if let Some(b) = &a.baseline {
-        let base = match crate::gate_cmd::load_baseline(b) {
+        let base = match crate::cmd::gate::load_baseline(b) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("vbench gate: bad input: {e:#}");
-                return Ok(ExitCode::from(crate::gate_cmd::EXIT_BAD_INPUT));
+                return Ok(ExitCode::from(crate::cmd::gate::EXIT_BAD_INPUT));
             }
         };
         let shown = out.path().display().to_string();
-        let gated = crate::gate_cmd::gate_documents(&base, b, &doc, &shown, &a.gate);
+        let gated = crate::cmd::gate::gate_documents(&base, b, &doc, &shown, &a.gate);
         if doc.failures.is_empty() {
             return Ok(gated);
         }

@@ -2,6 +2,7 @@
 //! say over the other columns.
 
 use super::fixtures::Ctx;
+use vbench_backends::container::cgroup::counters as cgroup_counters;
 use vbench_backends::Outcome;
 use vbench_results::{Exit, ProbeCell, ProbeVerdict};
 use vbench_workloads::probes::{self, Accuracy, Expect, Judge, Probe, ProbeOutcome, CONTROL};
@@ -130,8 +131,12 @@ fn flood(out: &Outcome, has_line: bool, bytes: u64) -> (ProbeVerdict, String) {
 /// what the probe had touched.
 fn oom_killed(c: &mut ProbeCell, out: &Outcome, ctx: &Ctx<'_>) {
     let s = &out.sample;
-    let peak = s.counters.get("cgroup.memory_peak_bytes").copied();
-    let ooms = s.counters.get("cgroup.oom_kills").copied().unwrap_or(0);
+    let peak = s.counters.get(cgroup_counters::MEMORY_PEAK_BYTES).copied();
+    let ooms = s
+        .counters
+        .get(cgroup_counters::OOM_KILLS)
+        .copied()
+        .unwrap_or(0);
     let limit = ctx.limits.memory.unwrap_or(0);
     c.verdict = ProbeVerdict::Contained;
     // the probe's last progress line: anonymous memory it had touched when killed
