@@ -147,20 +147,7 @@ impl Backend for BtBackend {
             },
             Stop::Kicked => GuestStop::Kicked,
         };
-        let notes = abi
-            .first_unsupported
-            .map(|nr| {
-                format!(
-                    "first unsupported syscall {nr} ({}) answered with ENOSYS",
-                    linux_abi::syscall_name(nr)
-                )
-            })
-            .into_iter()
-            .collect();
-        let outputs = std::mem::replace(
-            &mut abi.outputs,
-            GuestOutputs::for_stdio(crate::Stdio::Inherit),
-        );
+        let (notes, outputs) = session::take_abi_results(&mut abi);
         let run = GuestRun {
             backend: "bt",
             stop,

@@ -288,16 +288,7 @@ mod tests {
                 mmap_lo: 0xa000,
                 mmap_hi: 0xc000,
             },
-            [
-                Output::Capture {
-                    buf: vec![],
-                    total: 0,
-                },
-                Output::Capture {
-                    buf: vec![],
-                    total: 0,
-                },
-            ],
+            crate::session::GuestOutputs::for_stdio(crate::Stdio::Capture),
             false,
             vec![],
         );

@@ -289,19 +289,7 @@ impl Backend for KvmBackend {
         counters.insert(counters::GUEST_RAM_BYTES.into(), ram);
         let touched = session::resident_bytes(m.host_ram.0, m.host_ram.1);
         counters.insert(counters::GUEST_RAM_TOUCHED_BYTES.into(), touched);
-        let notes = st
-            .abi
-            .first_unsupported
-            .map(|nr| {
-                format!(
-                    "first unsupported syscall {nr} ({}) answered with ENOSYS",
-                    linux_abi::syscall_name(nr)
-                )
-            })
-            .into_iter()
-            .collect();
-        let outputs =
-            std::mem::replace(&mut st.abi.outputs, GuestOutputs::for_stdio(Stdio::Inherit));
+        let (notes, outputs) = session::take_abi_results(&mut st.abi);
         let run = GuestRun {
             backend: "kvm",
             stop,

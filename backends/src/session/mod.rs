@@ -186,6 +186,23 @@ pub struct GuestRun {
     pub notes: Vec<String>,
 }
 
+/// What the guest's system-call layer has to say at the end of a run (the first syscall it
+/// answered with ENOSYS), and its outputs, taken out of it for the Outcome.
+pub fn take_abi_results(abi: &mut crate::linux_abi::Abi) -> (Vec<String>, [Output; 2]) {
+    let notes = abi
+        .first_unsupported
+        .map(|nr| {
+            format!(
+                "first unsupported syscall {nr} ({}) answered with ENOSYS",
+                crate::linux_abi::syscall_name(nr)
+            )
+        })
+        .into_iter()
+        .collect();
+    let outputs = std::mem::replace(&mut abi.outputs, GuestOutputs::for_stdio(Stdio::Inherit));
+    (notes, outputs)
+}
+
 /// Maps a guest's stop to its exit: a kicked guest ended for the watchdog's reason.
 pub fn exit_of(stop: &GuestStop, watchdog_cause: Option<Exit>) -> Exit {
     match stop {
