@@ -238,3 +238,38 @@ fn every_sample_records_cpu_time_and_the_pinned_cpu() {
         assert!(o.sample.wall_ns > 0, "{l:?}");
     });
 }
+
+#[test]
+fn anonymous_mmap_ignores_the_fd_as_linux_does() {
+    // glibc and Go pass fd as the int -1: 0xffffffff in r8, not the 64-bit -1
+    on_each(|l| {
+        for fd in [u64::MAX, 0xffff_ffff, 3] {
+            let o = run(
+                l,
+                elf(
+                    |a| {
+                        a.mov(eax, 9)?; // mmap(0, 8192, RW, PRIVATE|ANONYMOUS, fd, 0)
+                        a.xor(edi, edi)?;
+                        a.mov(esi, 8192)?;
+                        a.mov(edx, 3)?;
+                        a.mov(r10d, 0x22)?;
+                        a.mov(r8, fd)?;
+                        a.xor(r9d, r9d)?;
+                        a.syscall()?;
+                        a.mov(byte_ptr(rax + 4096), 7)?; // the memory is there and writable
+                        a.movzx(edi, byte_ptr(rax + 4096))?;
+                        a.mov(eax, 231)?;
+                        a.syscall()
+                    },
+                    &[],
+                ),
+            );
+            assert_eq!(
+                o.sample.exit,
+                Exit::Code { code: 7 },
+                "{l:?} fd {fd:#x}: {}",
+                o.sample.stderr_tail
+            );
+        }
+    });
+}
