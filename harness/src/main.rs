@@ -10,6 +10,7 @@ mod measure;
 mod plan;
 mod progress;
 mod scheduler;
+mod sizing;
 mod workload;
 
 use std::process::ExitCode;

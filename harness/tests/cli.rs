@@ -360,3 +360,75 @@ fn sigint_leaves_a_valid_partial_file_and_nothing_else() {
         "a workload process survived the interrupted run"
     );
 }
+
+#[test]
+fn workloads_are_sized_to_the_sample_time_on_their_slowest_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let iters_of = |file: &std::path::Path| -> u64 {
+        let doc = vbench_results::load(file).unwrap();
+        let c = &doc.plan.cells[0];
+        c.args
+            .iter()
+            .find_map(|a| a.strip_prefix("iters=")?.parse().ok())
+            .unwrap()
+    };
+    let default = vbench_workloads::find("getpid")
+        .and_then(|t| t.param("iters"))
+        .map(|p| match p.kind {
+            vbench_workloads::ParamKind::Int { default, .. } => default,
+            _ => unreachable!(),
+        })
+        .unwrap();
+    // 1 ms per sample: far fewer calls than the default, said on stderr, recorded in the cell
+    let small = dir.path().join("small.json");
+    let out = vbench()
+        .args([
+            "run",
+            "--workload",
+            "getpid",
+            "--rounds",
+            "2",
+            "--sample-ms",
+            "1",
+            "--out",
+        ])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = iters_of(&small);
+    assert!(n < default, "{n} of {default}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("getpid: iters {default} -> {n}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = vbench_results::load(&small).unwrap();
+    assert!(doc
+        .samples
+        .iter()
+        .all(|s| s.sample.report.as_ref().unwrap().iters == n));
+    // 0: the catalogue's defaults
+    let full = dir.path().join("full.json");
+    vbench()
+        .args([
+            "run",
+            "--workload",
+            "getpid",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--sample-ms",
+            "0",
+            "--out",
+        ])
+        .arg(&full)
+        .assert()
+        .success();
+    assert_eq!(iters_of(&full), default);
+}

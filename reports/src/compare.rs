@@ -69,9 +69,7 @@ impl<'a> Comparison<'a> {
         let mut rows = Vec::new();
         let mut unmatched = Vec::new();
         for cell in &new.plan.cells {
-            let twin = base.plan.cells.iter().find(|c| {
-                c.workload == cell.workload && c.backend == cell.backend && c.args == cell.args
-            });
+            let twin = base.plan.cells.iter().find(|c| c.same_work(cell));
             let (Some(twin), Some(ns)) = (twin, new.summary(cell.id)) else {
                 unmatched.push(format!(
                     "{} on {}: only in the new run, or no successful run there",
@@ -114,9 +112,7 @@ impl<'a> Comparison<'a> {
             });
         }
         for cell in &base.plan.cells {
-            let present = new.plan.cells.iter().any(|c| {
-                c.workload == cell.workload && c.backend == cell.backend && c.args == cell.args
-            });
+            let present = new.plan.cells.iter().any(|c| c.same_work(cell));
             if !present {
                 unmatched.push(format!(
                     "{} on {}: only in the base run",

@@ -228,6 +228,26 @@ pub struct Cell {
     pub op: String,
 }
 
+impl Cell {
+    /// The arguments that say what work an operation is: all but `iters=`, the number of
+    /// operations (which `vbench run` sizes per run; the metrics are per operation, so runs of
+    /// different sizes compare).
+    pub fn work_args(&self) -> Vec<&str> {
+        self.args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with("iters="))
+            .collect()
+    }
+
+    /// Whether `other` is the same workload, backend and work (sizes aside).
+    pub fn same_work(&self, other: &Cell) -> bool {
+        self.workload == other.workload
+            && self.backend == other.backend
+            && self.work_args() == other.work_args()
+    }
+}
+
 /// One run of one cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleRecord {

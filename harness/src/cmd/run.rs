@@ -28,7 +28,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         )?;
     }
     let out = out_target(a.out.as_deref(), "run")?;
-    let plan = plan::build(&subject, &all, &requested);
+    let mut plan = plan::build(&subject, &all, &requested);
     for b in plan.backends.iter().filter(|b| !b.available) {
         eprintln!(
             "{}: unavailable: {}",
@@ -37,6 +37,22 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         );
     }
     let cancel = install_cancel()?;
+    if a.sample_ms > 0 && !a.quick {
+        let resized = crate::sizing::size(
+            &mut plan,
+            &all,
+            Duration::from_millis(a.sample_ms),
+            Duration::from_secs_f64(a.timeout),
+            a.pin,
+            &cancel,
+        );
+        for r in &resized {
+            eprintln!(
+                "vbench: {}: iters {} -> {} (a sample of about {} ms on {}, {:.0} ns per op)",
+                r.workload, r.from, r.to, a.sample_ms, r.slowest.0, r.slowest.1
+            );
+        }
+    }
     let sched = scheduler::Schedule {
         rounds: a.rounds.unwrap_or(if a.quick { 3 } else { 10 }),
         warmup: a.warmup.unwrap_or(1),

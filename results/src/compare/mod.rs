@@ -184,8 +184,14 @@ impl GateReport {
 
 type Key = (String, String, Vec<String>);
 
+/// A cell's identity across runs: the sizes `vbench run` chose (`iters=`) aside, as the
+/// compared metrics are per operation.
 fn key(c: &Cell) -> Key {
-    (c.workload.clone(), c.backend.clone(), c.args.clone())
+    (
+        c.workload.clone(),
+        c.backend.clone(),
+        c.work_args().into_iter().map(String::from).collect(),
+    )
 }
 
 fn describe(k: &Key) -> String {
@@ -740,13 +746,20 @@ threshold = "1%"
             "{msg}"
         );
 
+        // other work (a different size= of buffer) is another cell ...
         let mut more = base.clone();
-        more.plan.cells[1].args = vec!["iters=5".into()];
+        more.plan.cells[1].args = vec!["size=5".into(), "iters=1000".into()];
         let msg = compare(&base, &more, &s).unwrap_err().to_string();
         assert!(
-            msg.contains("only in the current results: intmix/container [iters=5]"),
+            msg.contains("only in the current results: intmix/container [size=5]"),
             "{msg}"
         );
+        // ... another number of operations is the same cell: the metric is per operation
+        let mut resized = base.clone();
+        for c in &mut resized.plan.cells {
+            c.args = vec!["iters=77".into()];
+        }
+        assert!(compare(&base, &resized, &s).is_ok());
 
         let mut newer = base.clone();
         newer.schema_version += 1;
