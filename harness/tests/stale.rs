@@ -97,8 +97,8 @@ fn a_killed_run_is_called_unfinished_by_show_and_report() {
     }
 }
 
-/// The live processes of process group `pgid`, as (pid, parent pid).
-fn group(pgid: i32) -> Vec<(i32, i32)> {
+/// The live processes as (pid, parent pid, process group).
+fn processes() -> Vec<(i32, i32, i32)> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
@@ -109,11 +109,20 @@ fn group(pgid: i32) -> Vec<(i32, i32)> {
         };
         let f: Vec<&str> = text[text.rfind(')').unwrap() + 2..].split(' ').collect();
         // fields 3 (state), 4 (ppid), 5 (pgrp)
-        if f[2].parse() == Ok(pgid) && f[0] != "Z" {
-            v.push((pid, f[1].parse().unwrap()));
+        if f[0] != "Z" {
+            v.push((pid, f[1].parse().unwrap(), f[2].parse().unwrap()));
         }
     }
     v
+}
+
+/// The live processes of process group `pgid`, as (pid, parent pid).
+fn group(pgid: i32) -> Vec<(i32, i32)> {
+    processes()
+        .into_iter()
+        .filter(|p| p.2 == pgid)
+        .map(|p| (p.0, p.1))
+        .collect()
 }
 
 /// Kills what a failed test would leave.
@@ -121,18 +130,20 @@ struct KillGroup(i32);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
-        // SAFETY: killpg with a group this test made (vbench's own, led by it).
+        // SAFETY: killpg with a group this test made (vbench's own, or its child's).
         unsafe { libc::killpg(self.0, libc::SIGKILL) };
     }
 }
 
-#[test]
-fn survivors_of_a_killed_exec_are_killed_by_the_next_start() {
-    let _serial = serial();
+/// Starts `vbench ARGS -- /bin/sh -c 'sleep 300 & sleep 300'` as a shell with job control
+/// does (vbench leads its own process group), SIGKILLs it once the sleeps run, checks that
+/// only what PR_SET_PDEATHSIG cannot reach (the shell's background job) survives, then that
+/// the next vbench that runs something kills the survivors and removes the registry files.
+fn survivors_are_killed_by_the_next_start(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    // as a shell with job control starts it: vbench leads its own process group
-    let mut exec = std::process::Command::new(BIN)
-        .args(["exec", "--", "/bin/sh", "-c", "sleep 300 & sleep 300"])
+    let mut vb = std::process::Command::new(BIN)
+        .args(args)
+        .args(["--", "/bin/sh", "-c", "sleep 300 & sleep 300"])
         .env(registry::DIR_ENV, dir.path())
         .process_group(0)
         .stdin(Stdio::null())
@@ -140,14 +151,21 @@ fn survivors_of_a_killed_exec_are_killed_by_the_next_start() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pgid = exec.id() as i32;
-    let _cleanup = KillGroup(pgid);
-    let registry_file = dir.path().join(format!("{pgid}.pgids"));
-    // vbench, sh and the background sleep at least (sh may exec the last sleep itself)
+    let me = vb.id() as i32;
+    let _vbench_group = KillGroup(me);
+    // the child's group: vbench's own (exec) or the child's (a captured run)
+    let mut pgid = 0;
     wait_for("the shell's sleeps", Duration::from_secs(20), || {
-        group(pgid).len() >= 3
+        let all = processes();
+        let Some(child) = all.iter().find(|p| p.1 == me) else {
+            return false;
+        };
+        pgid = child.2;
+        // sh (or the last sleep it execs) and the background sleep, besides vbench
+        all.iter().filter(|p| p.2 == pgid && p.0 != me).count() >= 2
     });
-    let text = std::fs::read_to_string(&registry_file).unwrap();
+    let _child_group = KillGroup(pgid);
+    let text = std::fs::read_to_string(dir.path().join(format!("{me}.pgids"))).unwrap();
     assert!(
         text.lines()
             .skip(1)
@@ -156,30 +174,28 @@ fn survivors_of_a_killed_exec_are_killed_by_the_next_start() {
     );
     let direct: Vec<i32> = group(pgid)
         .into_iter()
-        .filter(|&(_, ppid)| ppid == pgid)
+        .filter(|&(_, ppid)| ppid == me)
         .map(|(pid, _)| pid)
         .collect();
     assert!(!direct.is_empty());
-    sigkill(&mut exec);
+    sigkill(&mut vb);
     // the child vbench spawned dies with it (PR_SET_PDEATHSIG) ...
     wait_for("the direct child's death", Duration::from_secs(10), || {
         let left = group(pgid);
         direct.iter().all(|d| left.iter().all(|(p, _)| p != d))
     });
     // ... what that child forked does not
-    let survivors = group(pgid);
     assert!(
-        !survivors.is_empty(),
+        !group(pgid).is_empty(),
         "the background sleep outlives vbench"
     );
-    assert!(registry_file.exists());
     vbench(dir.path())
         .args(["exec", "--", "/bin/sh", "-c", "exit 0"])
         .assert()
         .success()
-        .stderr(predicate::str::contains(
-            "leftover process(es) of an earlier vbench",
-        ));
+        .stderr(predicate::str::contains(format!(
+            "leftover process(es) of an earlier vbench (pid {me})"
+        )));
     wait_for("the survivors' death", Duration::from_secs(10), || {
         group(pgid).is_empty()
     });
@@ -188,6 +204,28 @@ fn survivors_of_a_killed_exec_are_killed_by_the_next_start() {
         .map(|e| e.unwrap().path())
         .collect();
     assert!(left.is_empty(), "registry files left: {left:?}");
+}
+
+#[test]
+fn survivors_of_a_killed_exec_are_killed_by_the_next_start() {
+    let _serial = serial();
+    survivors_are_killed_by_the_next_start(&["exec"]);
+}
+
+#[test]
+fn survivors_of_a_killed_run_are_killed_by_the_next_start() {
+    let _serial = serial();
+    survivors_are_killed_by_the_next_start(&[
+        "run",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--timeout",
+        "600",
+        "--out",
+        "/dev/null",
+    ]);
 }
 
 #[test]
