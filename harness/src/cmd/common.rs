@@ -53,6 +53,7 @@ pub fn clean_stale() {
         }
     }
     crate::isolate::remove_stale_scratch();
+    registry::init();
 }
 
 /// The sentence `show` and `report` print for a run whose vbench was killed.

@@ -193,6 +193,12 @@ fn open() -> Option<Registry> {
     }
 }
 
+/// Creates this vbench's registry file now (else at the first child), so that the first
+/// measured run does not pay for it.
+pub fn init() {
+    REGISTRY.get_or_init(open);
+}
+
 /// A child's record; dropping it (after the child is reaped) blanks the record.
 #[derive(Debug)]
 #[must_use = "the record is blanked when this is dropped"]
