@@ -178,6 +178,18 @@ fn survivors_are_killed_by_the_next_start(args: &[&str]) {
         .map(|(pid, _)| pid)
         .collect();
     assert!(!direct.is_empty());
+    // a vbench that is alive keeps its children, whatever another vbench's start does
+    let before = group(pgid).len();
+    vbench(dir.path())
+        .args(["exec", "--", "/bin/sh", "-c", "exit 0"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("leftover").not());
+    assert_eq!(
+        group(pgid).len(),
+        before,
+        "a live vbench's group was touched"
+    );
     sigkill(&mut vb);
     // the child vbench spawned dies with it (PR_SET_PDEATHSIG) ...
     wait_for("the direct child's death", Duration::from_secs(10), || {
