@@ -316,6 +316,12 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 /// Parses the command line and runs the command.
 pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Exec(_) | Command::Isolate(_)
+    ) {
+        cmd::common::clean_stale();
+    }
     match cli.command {
         Command::Run(a) => cmd::run::run(*a),
         Command::Gate(a) => crate::cmd::gate::gate(a),

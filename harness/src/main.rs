@@ -16,7 +16,10 @@ mod workload;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match cli::main() {
+    let result = cli::main();
+    // this vbench's record of its running children: none run any more
+    vbench_backends::session::process::registry::close();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vbench: error: {}", error_chain(&e));

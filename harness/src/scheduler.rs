@@ -146,6 +146,7 @@ fn new_document(plan: &RunPlan, sched: &Schedule, environment: Environment) -> D
         summaries: Vec::new(),
         failures: Vec::new(),
         isolation: None,
+        writer: crate::cmd::common::this_writer(),
     }
 }
 

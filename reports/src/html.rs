@@ -176,6 +176,12 @@ fn para(o: &mut String, class: &str, text: &str) {
 
 /// The page of one run, with `charts` from [`crate::charts::for_document`].
 pub fn render(doc: &Document, charts: &[Chart]) -> String {
+    render_with_banner(doc, charts, None)
+}
+
+/// [`render`] with a one-line `banner` above the status line (what the caller knows of the
+/// run beyond its file, e.g. that its vbench was killed).
+pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>) -> String {
     let view = View::new(doc);
     let chart = |name: &str| charts.iter().find(|c| c.name == name);
     let mut o = String::new();
@@ -189,6 +195,9 @@ pub fn render(doc: &Document, charts: &[Chart]) -> String {
         charts.len(),
     );
     o.push_str("<h1>vbench report</h1>\n");
+    if let Some(b) = banner {
+        para(&mut o, "status bad banner", b);
+    }
     let bad = doc.status != RunStatus::Complete || !doc.failures.is_empty();
     para(
         &mut o,

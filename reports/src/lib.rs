@@ -85,12 +85,27 @@ fn write_bundle(dir: &Path, bundle: Bundle) -> Result<Written, ReportError> {
 /// Renders every report of `doc` into `dir` (created if missing): `index.html`, one `.svg` per
 /// chart, `report.md`, `summary.csv` (one row per cell) and `samples.csv` (one row per run).
 pub fn write_all(doc: &Document, dir: &Path) -> Result<Written, ReportError> {
+    write_all_with_banner(doc, dir, None)
+}
+
+/// [`write_all`] with a one-line `banner` at the top of the HTML and Markdown reports.
+pub fn write_all_with_banner(
+    doc: &Document,
+    dir: &Path,
+    banner: Option<&str>,
+) -> Result<Written, ReportError> {
     let charts = charts::for_document(doc)?;
-    let mut files = vec![("index.html".to_string(), html::render(doc, &charts))];
+    let mut files = vec![(
+        "index.html".to_string(),
+        html::render_with_banner(doc, &charts, banner),
+    )];
     for c in &charts {
         files.push((format!("{}.svg", c.name), c.svg.clone()));
     }
-    files.push(("report.md".into(), markdown::render(doc)));
+    files.push((
+        "report.md".into(),
+        markdown::render_with_banner(doc, banner),
+    ));
     files.push(("summary.csv".into(), csv::summary(doc)));
     files.push(("samples.csv".into(), csv::samples(doc)));
     write_bundle(

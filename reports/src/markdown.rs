@@ -30,9 +30,17 @@ fn table(out: &mut String, t: &Table) {
 
 /// The Markdown report of one run.
 pub fn render(doc: &Document) -> String {
+    render_with_banner(doc, None)
+}
+
+/// [`render`] with a one-line `banner` (in bold) above the status line.
+pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
     let view = View::new(doc);
     let mut o = String::new();
     let _ = writeln!(o, "# vbench report\n");
+    if let Some(b) = banner {
+        let _ = writeln!(o, "**{b}**\n");
+    }
     let bold = doc.status != RunStatus::Complete || !doc.failures.is_empty();
     if bold {
         let _ = writeln!(o, "**{}**\n", view.status_line());

@@ -34,6 +34,23 @@ pub struct Document {
     /// readers ignore it, so the schema version is unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationMatrix>,
+    /// The process that writes the file while the run goes on, so that a reader can tell a
+    /// run in progress from one whose vbench was killed (absent in older files and in
+    /// documents written once at the end; older readers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<Writer>,
+}
+
+/// The process writing a document: its pid, when it started and in which boot, so that a
+/// reused pid or a reboot is not mistaken for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    /// Process id.
+    pub pid: u32,
+    /// Its start time: field 22 of `/proc/<pid>/stat`, clock ticks after boot.
+    pub start_ticks: u64,
+    /// `/proc/sys/kernel/random/boot_id` of the boot it ran in.
+    pub boot_id: String,
 }
 
 /// The probe x backend matrix of `vbench isolate`.

@@ -398,6 +398,7 @@ mod tests {
                 message: "m".into(),
             }],
             isolation: None,
+            writer: None,
         }
     }
 

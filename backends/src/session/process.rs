@@ -1,6 +1,10 @@
 //! Supervision of a child process: wait for it through a pidfd while draining its pipes with
 //! bounded memory, kill it (and its process group) on timeout or cancellation, and reap it with
 //! `wait4` for its resource usage. Shared by every backend that runs the program as a process.
+//! While a child runs its process group is in this vbench's [`registry`], so that what it
+//! leaves behind when vbench is SIGKILLed is found by the next vbench.
+
+pub mod registry;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{ppoll, PollFd, PollFlags};
@@ -103,6 +107,8 @@ pub fn supervise(
     group: bool,
 ) -> io::Result<Supervised> {
     let pidfd = pidfd_open(pid)?;
+    // blanked when this returns, after the child is reaped
+    let _registered = registry::register(pid);
     let start = Instant::now();
     let mut out = Supervised::default();
     let mut stdout = pipes.stdout;

@@ -7,8 +7,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use vbench_backends::container::cgroup::Layout;
+use vbench_backends::session::process::registry;
 use vbench_backends::{Backend, Program};
 pub use vbench_results::store::{OutKind, OutTarget};
+use vbench_results::{Document, RunStatus, Writer};
 
 /// vbench's own results folder: the only parent of an `--out` that is created when missing.
 pub const RESULTS_DIR: &str = "vbench-results";
@@ -28,6 +31,58 @@ impl std::error::Error for UsageError {}
 
 /// Exit status of a usage error (clap's).
 pub const EXIT_USAGE: u8 = 2;
+
+/// What a killed vbench left behind, removed at the start of every command that runs
+/// anything (`run`, `exec`, `isolate`): the processes its children left in the process groups
+/// it recorded, its cgroups and isolate's scratch directories. Costs a few directory reads
+/// when nothing is stale; a failure is never an error.
+pub fn clean_stale() {
+    let swept = registry::sweep();
+    if let Some(&(_, by)) = swept.killed.first() {
+        eprintln!(
+            "vbench: killed {} leftover process(es) of an earlier vbench (pid {by}) that was killed",
+            swept.killed.len()
+        );
+    }
+    if let Ok(layout) = Layout::host() {
+        for p in layout.remove_stale() {
+            eprintln!(
+                "vbench: removed stale cgroup {} of an earlier run",
+                p.display()
+            );
+        }
+    }
+    crate::isolate::remove_stale_scratch();
+    registry::init();
+}
+
+/// The sentence `show` and `report` print for a run whose vbench was killed.
+pub const KILLED: &str = "this run did not finish (vbench was killed)";
+
+/// This process as the writer of a results document.
+pub fn this_writer() -> Option<Writer> {
+    let pid = std::process::id();
+    Some(Writer {
+        pid,
+        start_ticks: registry::stat(pid as i32)?.start_ticks,
+        boot_id: registry::boot_id().unwrap_or_default(),
+    })
+}
+
+/// Whether `doc` says it is still being written but the process writing it is gone (or is
+/// another process under the same pid, or the machine rebooted since). False for a finished
+/// run and for a file that does not record its writer.
+pub fn writer_gone(doc: &Document) -> bool {
+    let Some(w) = doc
+        .writer
+        .as_ref()
+        .filter(|_| doc.status == RunStatus::Running)
+    else {
+        return false;
+    };
+    let rebooted = registry::boot_id().is_some_and(|b| !w.boot_id.is_empty() && b != w.boot_id);
+    rebooted || !registry::alive(w.pid, w.start_ticks)
+}
 
 /// A flag set by SIGINT, SIGTERM and SIGHUP.
 pub fn install_cancel() -> Result<Arc<AtomicBool>> {
@@ -99,6 +154,49 @@ pub use vbench_backends::session::pin::{allowed_cpus, cpu_list};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn running(writer: Option<Writer>) -> Document {
+        let mut doc: Document = serde_json::from_str(
+            r#"{"schema_version":1,"tool":{"name":"vbench","version":"0"},"status":"running",
+            "started_unix_ms":0,"finished_unix_ms":null,"environment":{"hostname":"","kernel":"",
+            "cpu_model":"","logical_cpus":1,"hypervisor":null,"kvm":"","cgroup":""},
+            "plan":{"rounds":1,"warmup":0,"quick":false,"seed":0,"timeout_ms":0,"backends":[],
+            "cells":[]},"samples":[],"summaries":[],"failures":[]}"#,
+        )
+        .expect("a file without a writer still loads");
+        assert_eq!(doc.writer, None);
+        doc.writer = writer;
+        doc
+    }
+
+    #[test]
+    fn a_gone_writer_is_told_from_a_live_one() {
+        let me = this_writer().unwrap();
+        assert_eq!(me.pid, std::process::id());
+        assert!(!writer_gone(&running(Some(me.clone()))), "this process");
+        assert!(
+            !writer_gone(&running(None)),
+            "no writer recorded: cannot tell"
+        );
+        let reused = Writer {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        };
+        assert!(writer_gone(&running(Some(reused))), "a reused pid");
+        let rebooted = Writer {
+            boot_id: "00000000-0000-0000-0000-000000000000".into(),
+            ..me.clone()
+        };
+        assert!(writer_gone(&running(Some(rebooted))), "another boot");
+        let dead = Writer {
+            pid: u32::MAX,
+            ..me.clone()
+        };
+        assert!(writer_gone(&running(Some(dead.clone()))), "no such process");
+        let mut done = running(Some(dead));
+        done.status = RunStatus::Complete;
+        assert!(!writer_gone(&done), "a finished run");
+    }
 
     #[test]
     fn default_stem_is_dated() {

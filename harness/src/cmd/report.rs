@@ -2,6 +2,7 @@
 //! reports: a self-contained `index.html` with inline SVG charts, each chart as `.svg`,
 //! Markdown and CSV.
 
+use crate::cmd::common::{writer_gone, KILLED};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,8 +23,15 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Loads a results file; a run whose vbench was killed is said so on stderr (and the report
+/// carries a banner), and is reported all the same with exit status 0: the report of the
+/// rounds it completed is still what was asked for.
 fn load(path: &Path) -> Result<vbench_results::Document> {
-    vbench_results::load(path).context("cannot read the results file")
+    let doc = vbench_results::load(path).context("cannot read the results file")?;
+    if writer_gone(&doc) {
+        eprintln!("vbench: {}: {KILLED}", path.display());
+    }
+    Ok(doc)
 }
 
 fn stem(path: &Path) -> String {
@@ -62,7 +70,8 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
                 .out
                 .clone()
                 .unwrap_or_else(|| beside(file, format!("{}-report", stem(file))));
-            vbench_reports::write_all(&doc, &out)
+            let banner = writer_gone(&doc).then_some(KILLED);
+            vbench_reports::write_all_with_banner(&doc, &out, banner)
                 .with_context(|| format!("writing the report into {}", out.display()))?
         }
         (None, None) => unreachable!("clap requires a file or --compare"),
@@ -160,6 +169,7 @@ mod tests {
             summaries: Vec::new(),
             failures: Vec::new(),
             isolation: None,
+            writer: None,
         };
         vbench_results::write_atomic(&file, &doc).unwrap();
         run(parse(&[file.to_str().unwrap()]).unwrap()).unwrap();

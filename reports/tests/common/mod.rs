@@ -255,6 +255,7 @@ pub fn document() -> Document {
         summaries,
         failures,
         isolation: None,
+        writer: None,
     }
 }
 

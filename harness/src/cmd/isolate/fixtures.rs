@@ -255,8 +255,9 @@ impl Drop for Fixtures {
     }
 }
 
-/// Removes scratch directories of vbench processes that no longer exist.
-fn remove_stale_scratch() {
+/// Removes scratch directories of vbench processes that no longer exist (also at the start of
+/// every command that runs anything: [`crate::cmd::common::clean_stale`]).
+pub(crate) fn remove_stale_scratch() {
     let Ok(d) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };

@@ -11,6 +11,7 @@ mod render;
 
 use crate::{doctor, scheduler, workload};
 use anyhow::{Context, Result};
+pub(crate) use fixtures::remove_stale_scratch;
 use fixtures::{Ctx, Fixtures, HostFacts};
 use judge::{control, judge};
 pub use render::render;
@@ -175,6 +176,7 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
         summaries: vec![],
         failures: vec![],
         isolation: Some(matrix),
+        writer: None,
     };
     finish(&a, &out, &doc, interrupted)
 }
