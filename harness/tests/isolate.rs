@@ -276,12 +276,15 @@ fn container_contains_what_native_shows() {
 
 #[test]
 fn unknown_probe_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
     let o = Command::cargo_bin("vbench")
         .unwrap()
+        .current_dir(dir.path())
         .args(["isolate", "--backend", "native", "--probe", "nope"])
         .output()
         .unwrap();
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(2), "a usage error");
+    assert!(walk(dir.path()).is_empty(), "nothing written");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("unknown probe"),
         "{}",
@@ -321,14 +324,33 @@ fn interrupted_run_leaves_no_fixtures() {
 
 #[test]
 fn too_big_a_memory_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
     let o = Command::cargo_bin("vbench")
         .unwrap()
+        .current_dir(dir.path())
         .args(["isolate", "--backend", "native", "--memory", "100000G"])
         .output()
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("more than half"), "{err}");
+    // refused before any file is reserved: no empty results file is left behind
+    let left: Vec<_> = walk(dir.path());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Every regular file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Pids of the children of `pid` named `comm`.

@@ -52,7 +52,7 @@ pub fn clean_stale() {
             );
         }
     }
-    crate::isolate::remove_stale_scratch();
+    crate::cmd::isolate::remove_stale_scratch();
     registry::init();
 }
 

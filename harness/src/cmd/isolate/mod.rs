@@ -90,8 +90,26 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
 /// Runs `vbench isolate`.
 pub fn run(a: IsolateArgs) -> Result<ExitCode> {
     let selected = select(&a.probes)?;
-    let out = crate::cmd::common::out_target(a.out.as_deref(), "isolate")?;
     check_memory(&selected, a.memory)?;
+    // reserved after the arguments are checked; a run that fails before writing its document
+    // takes the reserved (still empty) file away again
+    let out = crate::cmd::common::out_target(a.out.as_deref(), "isolate")?;
+    let result = probe_all(&a, &selected, &out);
+    if result.is_err()
+        && out.kind() == crate::cmd::common::OutKind::Replace
+        && std::fs::metadata(out.path()).is_ok_and(|m| m.len() == 0)
+    {
+        let _ = std::fs::remove_file(out.path());
+    }
+    result
+}
+
+/// Runs the selected probes on the selected backends and writes the document to `out`.
+fn probe_all(
+    a: &IsolateArgs,
+    selected: &[&'static Probe],
+    out: &vbench_results::store::OutTarget,
+) -> Result<ExitCode> {
     let limits = Limits {
         memory: Some(a.memory),
         cpus: Some(a.cpus),
@@ -123,7 +141,7 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
         cancel: cancel.clone(),
     };
     let mut rows = Vec::new();
-    for p in &selected {
+    for p in selected {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
@@ -178,7 +196,7 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
         isolation: Some(matrix),
         writer: None,
     };
-    finish(&a, &out, &doc, interrupted)
+    finish(a, out, &doc, interrupted)
 }
 
 /// Writes the document, prints the matrix (or the JSON) and the report; the exit code.
