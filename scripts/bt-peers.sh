@@ -10,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
-for t in hyperfine qemu-x86_64 valgrind busybox python3; do
-    command -v "$t" >/dev/null || { echo "bt-peers: $t is not installed" >&2; exit 2; }
-done
+. scripts/need.sh
+need hyperfine=hyperfine qemu-x86_64=qemu-user valgrind=valgrind busybox=busybox-static \
+    python3=python3
 [ -x target/release/vbench ] || cargo build --release --locked -q -p vbench
 vb=$PWD/target/release/vbench
 bb=$(command -v busybox)

@@ -8,13 +8,15 @@
 # hybrid mode not supported"). There the script keeps a mount namespace in which that empty
 # cgroup2 is unmounted (crun then sees a plain v1 host) and runs crun in it through nsenter;
 # `nsenter-native` (nsenter running the binary with no container) is the cost nsenter adds.
-# Usage: scripts/container-startup.sh [RUNS]   (needs root, hyperfine, runc, crun, python3)
+# Usage: scripts/container-startup.sh [RUNS]   (needs root, hyperfine, runc, crun, python3;
+# it names the missing ones and the apt-get command that installs them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
-for t in hyperfine runc crun nsenter unshare python3; do
-    command -v "$t" >/dev/null || { echo "$t is not installed" >&2; exit 2; }
-done
+. scripts/need.sh
+need hyperfine=hyperfine runc=runc crun=crun nsenter=util-linux unshare=util-linux \
+    mountpoint=util-linux python3=python3
+[ "$(id -u)" = 0 ] || { echo "container-startup: needs root (containers, mounts)" >&2; exit 2; }
 cargo build --release --locked -q -p vbench
 vb=$PWD/target/release/vbench
 tmp=$(mktemp -d)

@@ -32,6 +32,8 @@ SENS_ROUNDS=${SENS_ROUNDS:-10}
 SENS_PROGRAM=(intmix iters=100000000)
 
 [ "$(id -u)" = 0 ] || { echo "gate-calibration: needs root (container backend)" >&2; exit 2; }
+. scripts/need.sh
+need python3=python3
 [ -x "$V" ] || cargo build --release -p vbench
 mkdir -p "$OUT"
 GATE=("$V" gate --threshold "$THRESHOLD" --alpha "$ALPHA")

@@ -16,7 +16,9 @@ runs=${1:-100}
 blocks=${2:-10}
 pin=()
 [ -z "${PIN:-}" ] || pin=(taskset -c "$PIN")
-command -v hyperfine >/dev/null || { echo "hyperfine is not installed (apt-get install hyperfine)" >&2; exit 2; }
+. scripts/need.sh
+need hyperfine=hyperfine python3=python3
+[ -z "${PIN:-}" ] || need taskset=util-linux
 cargo build --release --locked -q -p vbench
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
