@@ -99,7 +99,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub quick: bool,
     /// Size each workload before the rounds so that one sample takes about this long on its
-    /// slowest backend (never more iterations than the catalogue's default; 0: the defaults).
+    /// slowest backend (a quarter of it with --quick); never more iterations than the
+    /// catalogue's default (or quick) size; 0: those sizes as they are.
     #[arg(long, value_name = "MS", default_value_t = crate::sizing::DEFAULT_SAMPLE_MS, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub sample_ms: u64,
     /// Results file. Default: vbench-results/run-<UTC time>.json.

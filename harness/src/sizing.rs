@@ -20,6 +20,10 @@ use vbench_workloads::ParamKind;
 
 /// The sample time aimed at on the slowest backend of each workload.
 pub const DEFAULT_SAMPLE_MS: u64 = 200;
+/// With `--quick` the target is this fraction of `--sample-ms` (200 ms: 50 ms, above what the
+/// quick sizes take natively, so only levels far slower than native are cut down), and the
+/// calibration runs at a tenth of the quick size.
+pub const QUICK_DIVISOR: u64 = 4;
 
 /// What sizing did to one workload.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +90,7 @@ pub fn size(
     plan: &mut RunPlan,
     backends: &[Box<dyn Backend>],
     target: Duration,
+    quick_run: bool,
     timeout: Duration,
     cpu: Option<usize>,
     cancel: &Arc<AtomicBool>,
@@ -117,13 +122,18 @@ pub fn size(
             .filter(|&i| plan.cells[i].cell.workload == w)
             .collect();
         let current = arg_value(&plan.cells[cells[0]].cell.args, "iters").unwrap_or(default);
-        if quick >= current {
-            continue; // already at (or below) the calibration size: --quick, or set by hand
+        let calibration = if quick_run {
+            (quick / 10).max(min).max(1)
+        } else {
+            quick
+        };
+        if calibration >= current {
+            continue; // already at (or below) the calibration size
         }
         let mut slowest: Option<(String, f64)> = None;
         for &i in &cells {
             let cp = &plan.cells[i];
-            let args = with_arg(&cp.cell.args, "iters", quick);
+            let args = with_arg(&cp.cell.args, "iters", calibration);
             let inv = Invocation {
                 program: cp.program.clone(),
                 args: args.iter().map(OsString::from).collect(),

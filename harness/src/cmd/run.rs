@@ -37,11 +37,17 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         );
     }
     let cancel = install_cancel()?;
-    if a.sample_ms > 0 && !a.quick {
+    if a.sample_ms > 0 {
+        let target_ms = if a.quick {
+            a.sample_ms / crate::sizing::QUICK_DIVISOR
+        } else {
+            a.sample_ms
+        };
         let resized = crate::sizing::size(
             &mut plan,
             &all,
-            Duration::from_millis(a.sample_ms),
+            Duration::from_millis(target_ms.max(1)),
+            a.quick,
             Duration::from_secs_f64(a.timeout),
             a.pin,
             &cancel,
@@ -49,7 +55,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         for r in &resized {
             eprintln!(
                 "vbench: {}: iters {} -> {} (a sample of about {} ms on {}, {:.0} ns per op)",
-                r.workload, r.from, r.to, a.sample_ms, r.slowest.0, r.slowest.1
+                r.workload, r.from, r.to, target_ms, r.slowest.0, r.slowest.1
             );
         }
     }
