@@ -273,3 +273,58 @@ fn anonymous_mmap_ignores_the_fd_as_linux_does() {
         }
     });
 }
+
+#[test]
+fn time_and_gettimeofday_give_the_wall_clock() {
+    // before: ENOSYS, so `date` printed 1970. The guest exits with (time() - seconds of
+    // gettimeofday), which is 0 or 1 when both read the same host wall clock; the test also
+    // checks the value time() stored against the host's clock.
+    on_each(|l| {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    a.mov(eax, libc::SYS_gettimeofday as u32)?;
+                    a.mov(rdi, DATA)?; // struct timeval at DATA
+                    a.mov(rsi, DATA + 16)?; // struct timezone at DATA+16
+                    a.syscall()?;
+                    a.mov(eax, libc::SYS_time as u32)?;
+                    a.mov(rdi, DATA + 32)?; // time_t at DATA+32
+                    a.syscall()?;
+                    a.sub(rax, qword_ptr(DATA))?;
+                    a.mov(rdi, rax)?;
+                    // print the stored time_t so the test can read it
+                    a.mov(eax, 1)?;
+                    a.push(rdi)?;
+                    a.mov(edi, 1)?;
+                    a.mov(rsi, DATA + 32)?;
+                    a.mov(edx, 8)?;
+                    a.syscall()?;
+                    a.pop(rdi)?;
+                    a.mov(eax, 231)?;
+                    a.syscall()
+                },
+                &[0xee; 48],
+            ),
+        );
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            matches!(o.sample.exit, Exit::Code { code: 0 | 1 }),
+            "{l:?}: {:?} {}",
+            o.sample.exit,
+            o.sample.stderr_tail
+        );
+        let stored = u64::from_le_bytes(o.stdout[..8].try_into().unwrap());
+        assert!(
+            (before..=after).contains(&stored),
+            "{l:?}: {stored} not in {before}..={after}"
+        );
+    });
+}
