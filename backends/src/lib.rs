@@ -36,6 +36,14 @@ impl Availability {
     pub fn is_available(&self) -> bool {
         matches!(self, Availability::Available)
     }
+
+    /// `Ok(())` when available, else the reason (what `vbench_testkit::require_or_skip` takes).
+    pub fn into_result(self) -> Result<(), String> {
+        match self {
+            Availability::Available => Ok(()),
+            Availability::Unavailable(why) => Err(why),
+        }
+    }
 }
 
 /// Where a run's standard streams go.

@@ -11,10 +11,7 @@ fn vbench() -> Command {
 
 #[test]
 fn every_workload_computes_the_same_under_the_translator() {
-    let have = match BtBackend.availability() {
-        vbench_backends::Availability::Available => Ok(()),
-        vbench_backends::Availability::Unavailable(why) => Err(why),
-    };
+    let have = BtBackend.availability().into_result();
     if !vbench_testkit::require_or_skip("the bt backend", have) {
         return;
     }

@@ -8,10 +8,7 @@ use vbench_backends::Backend;
 use vbench_results::load;
 
 fn kvm_usable() -> bool {
-    let have = match KvmBackend::default().availability() {
-        vbench_backends::Availability::Available => Ok(()),
-        vbench_backends::Availability::Unavailable(why) => Err(why),
-    };
+    let have = KvmBackend::default().availability().into_result();
     vbench_testkit::require_or_skip("a usable /dev/kvm", have)
 }
 

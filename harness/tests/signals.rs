@@ -28,7 +28,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use vbench_backends::bt::BtBackend;
-use vbench_backends::{Availability, Backend};
+use vbench_backends::Backend;
 use vbench_results::RunStatus;
 
 /// Tries of `vbench exec --backend bt` (the issue asks for 200).
@@ -263,10 +263,7 @@ fn busy_guest(dir: &Path) -> PathBuf {
 #[test]
 fn signals_while_a_bt_guest_runs_end_vbench_with_130_and_leave_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let have = match BtBackend.availability() {
-        Availability::Available => Ok(()),
-        Availability::Unavailable(why) => Err(why),
-    };
+    let have = BtBackend.availability().into_result();
     if !vbench_testkit::require_or_skip("the bt backend", have) {
         return;
     }

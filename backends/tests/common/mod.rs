@@ -7,9 +7,7 @@ use iced_x86::code_asm::*;
 use std::time::Duration;
 use vbench_backends::bt::BtBackend;
 use vbench_backends::kvm::KvmBackend;
-use vbench_backends::{
-    tiny_elf, Availability, Backend, BackendError, Invocation, Outcome, Program,
-};
+use vbench_backends::{tiny_elf, Backend, BackendError, Invocation, Outcome, Program};
 use vbench_results::Exit;
 
 /// Where tiny programs are loaded and their code starts.
@@ -43,10 +41,7 @@ impl Level {
     /// Whether tests may run on it here (skipping only as `require_or_skip` allows).
     pub fn usable(self) -> bool {
         let b = self.backend();
-        let have = match b.availability() {
-            Availability::Available => Ok(()),
-            Availability::Unavailable(why) => Err(why),
-        };
+        let have = b.availability().into_result();
         vbench_testkit::require_or_skip(&format!("the {} backend", b.name()), have)
     }
 }
