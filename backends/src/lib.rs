@@ -7,6 +7,7 @@ pub mod container;
 pub mod elf;
 pub mod kvm;
 pub mod linux_abi;
+pub use linux_abi::Policy as AbiPolicy;
 pub mod native;
 pub mod peer;
 pub mod program;
@@ -75,6 +76,9 @@ pub struct Invocation {
     /// drained when the run ends (or when it turns out to be large), which spares a short run a
     /// wake-up of the harness.
     pub chatty: bool,
+    /// What the guest's system calls may do on the host (bt and kvm; the other backends run
+    /// the program on the host kernel itself).
+    pub abi: AbiPolicy,
 }
 
 impl Invocation {
@@ -88,6 +92,7 @@ impl Invocation {
             cpu: None,
             cancel: None,
             chatty: false,
+            abi: AbiPolicy::Confined,
         }
     }
 }

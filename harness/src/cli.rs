@@ -130,6 +130,12 @@ pub struct RunArgs {
     /// Pin every run to this CPU.
     #[arg(long, allow_negative_numbers = true, value_parser = parse_cpu)]
     pub pin: Option<usize>,
+    /// What a program's system calls may do on the host under bt and kvm: `host` (as natively:
+    /// any file, directory, pipe, socket, its environment) or `confined` (only the files named
+    /// on the command line, read-only). Default: host for a program of yours, confined for
+    /// vbench's own workloads.
+    #[arg(long, value_parser = parse_abi)]
+    pub abi: Option<vbench_backends::AbiPolicy>,
     #[command(flatten)]
     pub container: ContainerOpts,
     /// Your own static binary and its arguments, instead of the workloads.
@@ -300,11 +306,21 @@ pub struct ExecArgs {
     /// Print the measurements to stderr when the program ends.
     #[arg(long)]
     pub stats: bool,
+    /// What a program's system calls may do on the host under bt and kvm: `host` (as natively:
+    /// any file, directory, pipe, socket, its environment) or `confined` (only the files named
+    /// on the command line, read-only). Default: host.
+    #[arg(long, value_parser = parse_abi)]
+    pub abi: Option<vbench_backends::AbiPolicy>,
     #[command(flatten)]
     pub container: ContainerOpts,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub program: Vec<OsString>,
+}
+
+fn parse_abi(s: &str) -> Result<vbench_backends::AbiPolicy, String> {
+    vbench_backends::AbiPolicy::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a policy: host or confined"))
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {

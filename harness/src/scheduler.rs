@@ -35,6 +35,8 @@ pub struct Schedule<'a> {
     pub seed: u64,
     pub timeout: Duration,
     pub cpu: Option<usize>,
+    /// What bt's and kvm's guests may do on the host.
+    pub abi: vbench_backends::AbiPolicy,
     pub cancel: Arc<AtomicBool>,
     /// Where the results go; a device or pipe gets only the final document.
     pub out: &'a OutTarget,
@@ -159,6 +161,7 @@ fn invocation(cp: &CellPlan, sched: &Schedule, chatty: bool) -> Invocation {
         cpu: sched.cpu,
         cancel: Some(sched.cancel.clone()),
         chatty,
+        abi: sched.abi,
     }
 }
 
@@ -298,6 +301,7 @@ mod tests {
             seed,
             timeout: Duration::from_secs(5),
             cpu: None,
+            abi: vbench_backends::AbiPolicy::Confined,
             cancel: fake.cancel_flag(),
             out: &out,
         };

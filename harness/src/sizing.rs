@@ -86,6 +86,7 @@ fn with_arg(args: &[String], key: &str, value: u64) -> Vec<String> {
 /// Sizes every catalogue workload of `plan` for `target` per sample on its slowest backend;
 /// returns what changed. A workload whose calibration run fails keeps its size (the rounds
 /// then report the failure). Stops early when `cancel` is set.
+#[allow(clippy::too_many_arguments)] // the run's settings a calibration run shares
 pub fn size(
     plan: &mut RunPlan,
     backends: &[Box<dyn Backend>],
@@ -93,6 +94,7 @@ pub fn size(
     quick_run: bool,
     timeout: Duration,
     cpu: Option<usize>,
+    abi: vbench_backends::AbiPolicy,
     cancel: &Arc<AtomicBool>,
 ) -> Vec<Resized> {
     let mut workloads: Vec<String> = Vec::new();
@@ -142,6 +144,7 @@ pub fn size(
                 cpu,
                 cancel: Some(cancel.clone()),
                 chatty: false,
+                abi,
             };
             let per_op = run_once(backends[cp.backend].as_ref(), &inv, true)
                 .ok()

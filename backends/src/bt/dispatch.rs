@@ -119,7 +119,7 @@ pub(super) fn dispatch(m: &mut Machine, kicked: &AtomicBool, t0: Instant) -> (St
 fn on_emulate(m: &mut Machine) -> Next {
     match emulate(m.ctx, m.space, m.abi, m.vcpu, m.tr) {
         Ok(()) => {}
-        Err(Stop::Fault(f)) if deliver(m.ctx, m.space, m.vcpu, &f) => {
+        Err(Stop::Fault(f)) if deliver(m.ctx, m.space, m.vcpu, &m.abi.signals.actions, &f) => {
             m.tr.counts.add(Counter::SignalsDelivered, 1);
         }
         Err(Stop::Fault(f)) => return Next::Stop(crash(f.signal, f.message)),
@@ -156,7 +156,9 @@ fn on_fault(m: &mut Machine) -> Next {
     let host = ctx.fault_host_rip;
     let f = guest_fault(ctx, m.tr);
     // a precise fault (at the start of a translated instruction) may be handled
-    if m.tr.host_to_guest.get(&host) == Some(&f.rip) && deliver(ctx, m.space, m.vcpu, &f) {
+    if m.tr.host_to_guest.get(&host) == Some(&f.rip)
+        && deliver(ctx, m.space, m.vcpu, &m.abi.signals.actions, &f)
+    {
         m.tr.counts.add(Counter::SignalsDelivered, 1);
         return Next::Resume;
     }
@@ -204,7 +206,7 @@ fn trap_after_step(m: &mut Machine, pc: u64) -> Result<(), Stop> {
             "guest crashed: SIGTRAP (trap flag) after the instruction at guest rip {pc:#x}"
         ),
     };
-    if !deliver(m.ctx, m.space, m.vcpu, &f) {
+    if !deliver(m.ctx, m.space, m.vcpu, &m.abi.signals.actions, &f) {
         return Err(crash(f.signal, f.message));
     }
     m.tr.counts.add(Counter::SignalsDelivered, 1);

@@ -5,7 +5,7 @@
 
 use super::cache::Translator;
 use super::dispatch::{crash, Stop};
-use super::signals::{gfault, segv, sigaction, sigreturn, SI_KERNEL};
+use super::signals::{gfault, segv, sigreturn, GuestFault, SI_KERNEL};
 use super::space::Space;
 use super::translate::{is_far, Ctx, GPRS};
 use crate::linux_abi::{Abi, Action, GuestMem};
@@ -15,8 +15,6 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic as M, Register};
 pub(super) struct Vcpu {
     pub(super) vif: bool,
     pub(super) tsc0: u64,
-    /// rt_sigaction state: handler, flags, restorer, mask per signal
-    pub(super) actions: Vec<[u64; 4]>,
     /// The guest's trap flag: a SIGTRAP after each instruction (single-stepped by the dispatcher)
     pub(super) tf: bool,
 }
@@ -62,7 +60,6 @@ impl Vcpu {
         Vcpu {
             vif: true,
             tsc0: rdtsc(),
-            actions: vec![[0; 4]; 65],
             tf: false,
         }
     }
@@ -115,7 +112,8 @@ fn decoded(tr: &mut Translator, space: &Space, pc: u64) -> Result<Instruction, S
     Ok(i)
 }
 
-/// `syscall`: rt_sigreturn and rt_sigaction are the translator's, the rest goes to the ABI.
+/// `syscall`: through the ABI's table; the translator does what the answer asks of the CPU
+/// (the FS base, a signal frame, rt_sigreturn's registers).
 fn syscall(
     ctx: &mut Ctx,
     space: &Space,
@@ -124,24 +122,43 @@ fn syscall(
     next: u64,
 ) -> Result<(), Stop> {
     let g = &ctx.gpr;
-    let r = match g[0] {
-        15 => return sigreturn(ctx, space, vcpu),
-        13 => sigaction(space, vcpu, g[7] as usize, g[6], g[2]),
-        nr => match abi.syscall(space, nr, [g[7], g[6], g[2], g[10], g[8], g[9]]) {
-            Action::Return(v) => v,
-            Action::Exit(code) => return Err(Stop::Exited(code & 0xff)),
-            Action::SetFs(base) => {
-                ctx.guest_fs = base;
-                0
-            }
-        },
+    let nr = g[0];
+    let mut deliver = None;
+    let r = match abi.syscall(space, nr, [g[7], g[6], g[2], g[10], g[8], g[9]]) {
+        Action::Return(v) => v,
+        Action::Exit(code) => return Err(Stop::Exited(code & 0xff)),
+        Action::SetFs(base) => {
+            ctx.guest_fs = base;
+            0
+        }
+        Action::Killed(signal) => {
+            return Err(Stop::Crashed {
+                signal,
+                message: format!("killed by signal {signal} (raised by the guest's syscall {nr})"),
+            })
+        }
+        Action::Deliver(signal, ret) => {
+            deliver = Some(signal);
+            ret
+        }
+        Action::SigReturn => return sigreturn(ctx, space, vcpu),
     };
     let g = &mut ctx.gpr;
     g[0] = r as u64;
     g[1] = next;
     g[11] = ctx.rflags;
     ctx.next = next;
-    Ok(())
+    match deliver {
+        // delivered by the dispatcher as a fault is, at the instruction after the syscall
+        Some(signal) => Err(Stop::Fault(GuestFault {
+            signal,
+            code: -6, // SI_TKILL
+            rip: next,
+            addr: 0,
+            message: format!("guest killed by signal {signal} it sent itself"),
+        })),
+        None => Ok(()),
+    }
 }
 
 /// `cpuid`: leaf eax, subleaf ecx; results in eax, ebx, ecx, edx (zero-extended).

@@ -2,8 +2,7 @@
 //! arena beside it, the initial stack (argv, envp, auxv) and the initial registers.
 
 use super::space::{
-    Region, Space, BRK_SIZE, IMAGE_LIMIT, MMAP_HI, MMAP_LO, PAGE, PIE_BASE, R, STACK_SIZE,
-    STACK_TOP, W, X,
+    Space, BRK_END, IMAGE_LIMIT, MMAP_HI, MMAP_LO, PAGE, PIE_BASE, R, STACK_SIZE, STACK_TOP, W, X,
 };
 use super::translate::{Ctx, CTX, XSAVE_BYTES};
 use super::{invalid, os, BackendError};
@@ -30,19 +29,16 @@ pub(super) fn load(inv: &Invocation) -> Result<Guest, BackendError> {
     let image_end = load_image(&mut space, &elf, &bytes)
         .map_err(|e| invalid(format!("{}: {e}", inv.program.name())))?;
     let rw = libc::PROT_READ | libc::PROT_WRITE;
-    space.map(image_end, BRK_SIZE, rw)?;
+    // the break's whole range is reserved read-write (its pages cost nothing until touched);
+    // the mapping area is reserved inaccessible: linux_abi maps into it with the guest's
+    // protections, which the host enforces
+    space.map(image_end, BRK_END - image_end, rw)?;
     space.map(STACK_TOP - STACK_SIZE, STACK_SIZE, rw)?;
-    space.map(MMAP_LO, MMAP_HI - MMAP_LO, rw)?;
-    // linux_abi keeps no protections for anonymous mappings, so the guest may run code it
-    // wrote there (a JIT, a patched trampoline); writes over such code invalidate it
-    for (lo, hi, perm) in [
-        (image_end, image_end + BRK_SIZE, R | W),
-        (STACK_TOP - STACK_SIZE, STACK_TOP, R | W),
-        (MMAP_LO, MMAP_HI, R | W | X),
-    ] {
-        space.regions.push(Region { lo, hi, perm });
-    }
+    space.map(MMAP_LO, MMAP_HI - MMAP_LO, libc::PROT_NONE)?;
+    space.set_perm(image_end, BRK_END, R | W);
+    space.set_perm(STACK_TOP - STACK_SIZE, STACK_TOP, R | W);
 
+    let env = crate::session::guest_env(inv);
     let mut argv: Vec<Vec<u8>> = vec![inv.program.name().into_bytes()];
     argv.extend(
         inv.args
@@ -53,7 +49,7 @@ pub(super) fn load(inv: &Invocation) -> Result<Guest, BackendError> {
         STACK_TOP,
         &elf,
         &argv,
-        &[b"PATH=/bin", b"HOME=/"],
+        &env.iter().map(Vec::as_slice).collect::<Vec<_>>(),
         &mut |a, d| {
             space
                 .write(a, d)
@@ -92,10 +88,9 @@ fn load_image(space: &mut Space, elf: &Elf, bytes: &[u8]) -> Result<u64, Backend
     let (lo, hi) = elf.extent();
     let lo = lo & !(PAGE - 1);
     let hi = (hi + PAGE - 1) & !(PAGE - 1);
-    if lo < 0x1_0000 || hi + BRK_SIZE > IMAGE_LIMIT {
+    if lo < 0x1_0000 || hi > IMAGE_LIMIT {
         return Err(invalid(format!(
-            "segments at {lo:#x}..{hi:#x} do not fit the translator's guest area (64 KiB..{:#x})",
-            IMAGE_LIMIT - BRK_SIZE
+            "segments at {lo:#x}..{hi:#x} do not fit the translator's guest area (64 KiB..{IMAGE_LIMIT:#x})"
         )));
     }
     space.map(lo, hi - lo, libc::PROT_READ | libc::PROT_WRITE)?;
@@ -123,13 +118,7 @@ fn load_image(space: &mut Space, elf: &Elf, bytes: &[u8]) -> Result<u64, Backend
             j += 1;
         }
         let (rlo, rhi) = (lo + i as u64 * PAGE, lo + j as u64 * PAGE);
-        if perms[i] != 0 {
-            space.regions.push(Region {
-                lo: rlo,
-                hi: rhi,
-                perm: perms[i],
-            });
-        }
+        space.set_perm(rlo, rhi, perms[i]);
         let prot = match perms[i] {
             0 => libc::PROT_NONE,
             p if p & W != 0 => libc::PROT_READ | libc::PROT_WRITE,

@@ -35,7 +35,7 @@ use cache::Translator;
 use dispatch::{Machine, Stop, Tally};
 use emulate::Vcpu;
 use signals::Signals;
-use space::{Space, BRK_SIZE, MMAP_HI, MMAP_LO};
+use space::{Space, BRK_END, MMAP_HI, MMAP_LO};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -99,17 +99,19 @@ impl Backend for BtBackend {
         let mut guest = loader::load(inv)?;
         let mut tr = Translator::new(&mut guest.space)?;
         let ctx = loader::initial_context(&guest, tr.xmask);
-        let mut abi = Abi::new(
-            linux_abi::Layout {
+        let mut abi = Abi::new(linux_abi::Setup {
+            layout: linux_abi::Layout {
                 brk_start: guest.image_end,
-                brk_limit: guest.image_end + BRK_SIZE,
+                brk_limit: BRK_END,
                 mmap_lo: MMAP_LO,
                 mmap_hi: MMAP_HI,
             },
-            GuestOutputs::for_stdio(inv.stdio),
-            inv.stdio == crate::Stdio::Inherit,
-            session::allowed_paths(inv),
-        );
+            outputs: GuestOutputs::for_stdio(inv.stdio),
+            inherit_stdin: inv.stdio == crate::Stdio::Inherit,
+            policy: inv.abi,
+            allowed: session::allowed_paths(inv),
+            delivers_signals: true,
+        });
 
         // The harness's own signals (^C, SIGTERM, SIGHUP) must never run their handler on this
         // thread while translated code runs with the guest's FS base: they are blocked here

@@ -1,6 +1,7 @@
 //! Signals: the host handlers that turn a fault (or the watchdog's kick) in translated code
-//! into an exit to the dispatcher, and the guest's own signals: rt_sigaction state, delivery
-//! of a synchronous fault to the guest's handler on an rt_sigframe, and rt_sigreturn.
+//! into an exit to the dispatcher, and the guest's own signals: delivery of a synchronous
+//! fault (or a signal it sent itself) to the guest's handler on an rt_sigframe, as the
+//! dispositions in [`crate::linux_abi::SignalState`] say, and rt_sigreturn.
 
 use super::dispatch::Stop;
 use super::emulate::{Vcpu, POPF_MASK};
@@ -181,8 +182,14 @@ const SA_RESTORER: u64 = 0x0400_0000;
 /// Delivers `f` to the guest's handler, Linux-style: an rt_sigframe (return address = the
 /// handler's restorer, ucontext with the registers, siginfo) below the red zone; false when
 /// the guest has no handler for it (it then dies of the signal).
-pub(super) fn deliver(ctx: &mut Ctx, space: &Space, vcpu: &mut Vcpu, f: &GuestFault) -> bool {
-    let Some(&[handler, flags, restorer, _mask]) = vcpu.actions.get(f.signal as usize) else {
+pub(super) fn deliver(
+    ctx: &mut Ctx,
+    space: &Space,
+    vcpu: &mut Vcpu,
+    actions: &[[u64; 4]; 65],
+    f: &GuestFault,
+) -> bool {
+    let Some(&[handler, flags, restorer, _mask]) = actions.get(f.signal as usize) else {
         return false;
     };
     if handler <= 1 || flags & SA_RESTORER == 0 {
@@ -249,30 +256,4 @@ pub(super) fn sigreturn(ctx: &mut Ctx, space: &Space, vcpu: &mut Vcpu) -> Result
     ctx.rflags = (ctx.rflags & !POPF_MASK) | (w(17) & POPF_MASK) | 2;
     vcpu.tf = w(17) & 0x100 != 0;
     Ok(())
-}
-
-/// rt_sigaction(sig, act, oldact): signals are the translator's to deliver, so the guest's
-/// dispositions live in the [`Vcpu`]; returns the system call's result.
-pub(super) fn sigaction(space: &Space, vcpu: &mut Vcpu, sig: usize, act: u64, old: u64) -> i64 {
-    if !(1..=64).contains(&sig) || sig == 9 || sig == 19 {
-        -22
-    } else if old != 0
-        && space
-            .write(old, &vcpu.actions[sig].map(u64::to_le_bytes).concat())
-            .is_err()
-    {
-        -14
-    } else if act != 0 {
-        let mut b = [0u8; 32];
-        if space.read(act, &mut b).is_err() {
-            -14
-        } else {
-            for (k, v) in vcpu.actions[sig].iter_mut().enumerate() {
-                *v = u64::from_le_bytes(b[k * 8..k * 8 + 8].try_into().expect("8"));
-            }
-            0
-        }
-    } else {
-        0
-    }
 }

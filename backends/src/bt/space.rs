@@ -5,18 +5,18 @@ use super::translate::CACHE_BASE;
 use super::{invalid, BackendError};
 use crate::linux_abi::{GuestMem, OutsideGuest};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Load address of a static-pie guest.
 pub(super) const PIE_BASE: u64 = 0x40_0000;
-/// The guest's program break may grow this far beyond its image.
-pub(super) const BRK_SIZE: u64 = 256 << 20;
+/// The guest's program break grows from its image up to here (just below the code cache).
+pub(super) const BRK_END: u64 = CACHE_BASE;
 /// The guest's stack.
 pub(super) const STACK_TOP: u64 = 0x7000_0000;
 pub(super) const STACK_SIZE: u64 = 8 << 20;
-/// The guest's anonymous mappings.
+/// The guest's mappings (mmap): a 60 GiB reservation, inaccessible until mapped.
 pub(super) const MMAP_LO: u64 = 0x1_0000_0000;
-pub(super) const MMAP_HI: u64 = 0x2_0000_0000;
+pub(super) const MMAP_HI: u64 = 0x10_0000_0000;
 /// Guest images must lie below this (so the cache reaches them with rip-relative operands).
 pub(super) const IMAGE_LIMIT: u64 = 0x4000_0000;
 pub(super) const PAGE: u64 = 4096;
@@ -35,7 +35,8 @@ pub(super) struct Region {
 
 /// Guest memory: host mappings at the guest's own addresses. Unmapped on drop.
 pub(super) struct Space {
-    pub(super) regions: Vec<Region>,
+    /// The guest's regions by start: disjoint, each with one permission.
+    regions: RefCell<BTreeMap<u64, Region>>,
     maps: Vec<(u64, u64)>,
     /// Writable guest pages holding translated code, write-protected in the host so that a
     /// write to them (self-modifying code) is seen.
@@ -48,7 +49,7 @@ impl Space {
     /// An empty address space.
     pub(super) fn new() -> Space {
         Space {
-            regions: Vec::new(),
+            regions: RefCell::new(BTreeMap::new()),
             maps: Vec::new(),
             code_pages: RefCell::new(BTreeSet::new()),
             stale: Cell::new(false),
@@ -143,8 +144,36 @@ impl Space {
         total
     }
 
-    fn find(&self, addr: u64) -> Option<&Region> {
-        self.regions.iter().find(|r| r.lo <= addr && addr < r.hi)
+    fn find(&self, addr: u64) -> Option<Region> {
+        self.regions
+            .borrow()
+            .range(..=addr)
+            .next_back()
+            .map(|(_, r)| *r)
+            .filter(|r| addr < r.hi)
+    }
+
+    /// Gives [lo, hi) the guest permission `perm` (0: no access), splitting the regions it
+    /// overlaps.
+    pub(super) fn set_perm(&self, lo: u64, hi: u64, perm: u8) {
+        let mut regions = self.regions.borrow_mut();
+        let over: Vec<u64> = regions
+            .range(..hi)
+            .filter(|(_, r)| r.hi > lo)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in over {
+            let r = regions.remove(&s).expect("listed");
+            if r.lo < lo {
+                regions.insert(r.lo, Region { hi: lo, ..r });
+            }
+            if r.hi > hi {
+                regions.insert(hi, Region { lo: hi, ..r });
+            }
+        }
+        if perm != 0 && lo < hi {
+            regions.insert(lo, Region { lo, hi, perm });
+        }
     }
 
     /// Whether [addr, addr+len) is guest memory with `perm`.
@@ -160,6 +189,16 @@ impl Space {
             }
         }
         true
+    }
+
+    /// Whether [addr, addr+len) lies in the guest memory this Space reserved (not the cache).
+    fn reserved(&self, addr: u64, len: u64) -> bool {
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        self.maps
+            .iter()
+            .any(|&(lo, l)| lo != CACHE_BASE && lo <= addr && end <= lo + l)
     }
 
     /// The executable guest bytes from `pc` to the end of its region (at most 4 KiB).
@@ -186,26 +225,62 @@ impl Drop for Space {
 }
 
 impl GuestMem for Space {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest> {
-        if !self.check(addr, buf.len() as u64, R) {
+    fn host_range(&self, addr: u64, len: u64, write: bool) -> Result<*mut u8, OutsideGuest> {
+        if !self.check(addr, len, if write { W } else { R }) {
             return Err(OutsideGuest);
         }
-        // SAFETY: the range was checked to be readable guest memory mapped by this Space.
-        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
-    }
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest> {
-        if !self.check(addr, data.len() as u64, W) {
-            return Err(OutsideGuest);
-        }
-        if !self.code_pages.borrow().is_empty()
-            && self.unprotect_code(addr, addr + data.len() as u64)
-        {
+        if write && !self.code_pages.borrow().is_empty() && self.unprotect_code(addr, addr + len) {
             self.stale.set(true);
         }
-        // SAFETY: the range was checked to be writable guest memory (mapped read-write).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
-        Ok(())
+        Ok(addr as *mut u8)
+    }
+
+    fn host_addr(&self, addr: u64, len: u64) -> Result<*mut u8, OutsideGuest> {
+        if self.reserved(addr, len) {
+            Ok(addr as *mut u8)
+        } else {
+            Err(OutsideGuest)
+        }
+    }
+
+    /// The guest's protection becomes the host's: a write to a read-only mapping faults in
+    /// translated code as it does natively. (x86 pages that can be executed can be read.)
+    fn protect(&self, addr: u64, len: u64, prot: i32) -> i32 {
+        let perm = (if prot & libc::PROT_READ != 0 { R } else { 0 })
+            | (if prot & libc::PROT_WRITE != 0 {
+                R | W
+            } else {
+                0
+            })
+            | (if prot & libc::PROT_EXEC != 0 {
+                R | X
+            } else {
+                0
+            });
+        self.set_perm(addr, addr + len, perm);
+        match perm {
+            0 => libc::PROT_NONE,
+            p if p & W != 0 => libc::PROT_READ | libc::PROT_WRITE,
+            _ => libc::PROT_READ,
+        }
+    }
+
+    /// Pages replaced under translated code: their translations are stale, and they are no
+    /// longer write-protected by the cache.
+    fn changed(&self, addr: u64, len: u64) {
+        let hit: Vec<u64> = self
+            .code_pages
+            .borrow()
+            .range((addr & !(PAGE - 1))..addr.saturating_add(len))
+            .copied()
+            .collect();
+        if !hit.is_empty() {
+            let mut cp = self.code_pages.borrow_mut();
+            for p in hit {
+                cp.remove(&p);
+            }
+            self.stale.set(true);
+        }
     }
 
     /// Whole pages go back to the host (MADV_DONTNEED on this private anonymous mapping), so
@@ -220,13 +295,9 @@ impl GuestMem for Space {
         let (lo, hi) = ((addr + PAGE - 1) & !(PAGE - 1), end & !(PAGE - 1));
         let has_code = lo < hi && self.code_pages.borrow().range(lo..hi).next().is_some();
         if lo >= hi || has_code {
-            let z = vec![0u8; len.min(1 << 20) as usize];
-            let mut off = 0;
-            while off < len {
-                let n = (len - off).min(z.len() as u64) as usize;
-                self.write(addr + off, &z[..n])?;
-                off += n as u64;
-            }
+            let p = self.host_range(addr, len, true)?;
+            // SAFETY: host_range checked the range is writable guest memory.
+            unsafe { std::ptr::write_bytes(p, 0, len as usize) };
             return Ok(());
         }
         self.write(addr, &vec![0u8; (lo - addr) as usize])?;

@@ -246,6 +246,22 @@ fn syscall(st: &mut ExitState, mem: &dyn GuestMem, mut regs: kvm_regs) -> Step {
         Action::Return(v) => (v, None),
         Action::Exit(code) => return Step::Stop(GuestStop::Exited(code & 0xff)),
         Action::SetFs(base) => (0, Some(base)),
+        Action::Killed(signal) => {
+            return crashed(
+                signal,
+                format!(
+                    "killed by signal {signal} (raised by the guest's syscall {})",
+                    regs.rax
+                ),
+            )
+        }
+        // the micro-VM does not deliver signals to guest handlers (Setup::delivers_signals)
+        Action::Deliver(..) | Action::SigReturn => {
+            return crashed(
+                libc::SIGSEGV,
+                "signal handlers are not run in the micro-VM".into(),
+            )
+        }
     };
     regs.rax = result as u64;
     regs.rip = regs.rcx;
@@ -257,42 +273,24 @@ fn syscall(st: &mut ExitState, mem: &dyn GuestMem, mut regs: kvm_regs) -> Step {
 mod tests {
     use super::*;
     use crate::kvm::layout::{FAULT_BASE, UART};
-    use crate::linux_abi::{Layout, Output, OutsideGuest};
+    use crate::linux_abi::testmem::TestMem;
+    use crate::linux_abi::{Layout, Output, Setup};
 
-    /// 64 KiB of guest memory at address 0.
-    struct Ram(std::cell::RefCell<Vec<u8>>);
-
-    impl GuestMem for Ram {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest> {
-            let m = self.0.borrow();
-            let a = addr as usize;
-            let s = m.get(a..a + buf.len()).ok_or(OutsideGuest)?;
-            buf.copy_from_slice(s);
-            Ok(())
-        }
-        fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest> {
-            let mut m = self.0.borrow_mut();
-            let a = addr as usize;
-            m.get_mut(a..a + data.len())
-                .ok_or(OutsideGuest)?
-                .copy_from_slice(data);
-            Ok(())
-        }
-    }
-
-    fn state() -> (ExitState, Ram) {
-        let abi = Abi::new(
-            Layout {
+    fn state() -> (ExitState, TestMem) {
+        let abi = Abi::new(Setup {
+            layout: Layout {
                 brk_start: 0x8000,
                 brk_limit: 0x9000,
                 mmap_lo: 0xa000,
                 mmap_hi: 0xc000,
             },
-            crate::session::GuestOutputs::for_stdio(crate::Stdio::Capture),
-            false,
-            vec![],
-        );
-        (ExitState::new(abi), Ram(vec![0u8; 0x10000].into()))
+            outputs: crate::session::GuestOutputs::for_stdio(crate::Stdio::Capture),
+            inherit_stdin: false,
+            policy: crate::AbiPolicy::Confined,
+            allowed: vec![],
+            delivers_signals: false,
+        });
+        (ExitState::new(abi), TestMem::new(0x10000))
     }
 
     fn hypercall(nr: u64, args: [u64; 3]) -> VmExit<'static> {

@@ -136,18 +136,35 @@ pub mod counters {
     pub const GUEST_RAM_TOUCHED_BYTES: &str = "kvm.guest_ram_touched_bytes";
 }
 
-struct Mem<'a>(&'a GuestMemoryMmap);
+/// Guest RAM as the syscall layer sees it: the guest's user memory (above the guest kernel's
+/// structures, which are supervisor-only in its page tables), identity-mapped, at an offset
+/// in the VMM's mapping of guest RAM.
+struct Mem {
+    base: *mut u8,
+    ram: u64,
+}
 
-impl GuestMem for Mem<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest> {
-        self.0
-            .read_slice(buf, GuestAddress(addr))
-            .map_err(|_| OutsideGuest)
+impl Mem {
+    fn of(m: &vm::Machine) -> Mem {
+        Mem {
+            base: m.host_ram.0.cast_mut(),
+            ram: m.host_ram.1 as u64,
+        }
     }
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest> {
-        self.0
-            .write_slice(data, GuestAddress(addr))
-            .map_err(|_| OutsideGuest)
+}
+
+impl GuestMem for Mem {
+    fn host_range(&self, addr: u64, len: u64, _write: bool) -> Result<*mut u8, OutsideGuest> {
+        self.host_addr(addr, len)
+    }
+
+    fn host_addr(&self, addr: u64, len: u64) -> Result<*mut u8, OutsideGuest> {
+        match addr.checked_add(len) {
+            Some(end) if addr >= RSP0 && end <= self.ram => {
+                Ok(self.base.wrapping_add(addr as usize))
+            }
+            _ => Err(OutsideGuest),
+        }
     }
 }
 
@@ -252,19 +269,30 @@ impl Backend for KvmBackend {
             &inv.program.name(),
             &bytes,
             &session::guest_argv(inv),
-            &session::GUEST_ENV,
+            &session::guest_env(inv)
+                .iter()
+                .map(Vec::as_slice)
+                .collect::<Vec<_>>(),
         )?;
-        let abi = Abi::new(
-            linux_abi::Layout {
+        // the break grows up and mappings down through one range: either may take what the
+        // other has not
+        let abi = Abi::new(linux_abi::Setup {
+            layout: linux_abi::Layout {
                 brk_start: m.brk_start,
-                brk_limit: m.stack_lo / 2,
-                mmap_lo: m.stack_lo / 2,
+                brk_limit: m.stack_lo,
+                mmap_lo: m.brk_start,
                 mmap_hi: m.stack_lo,
             },
-            GuestOutputs::for_stdio(inv.stdio),
-            inv.stdio == Stdio::Inherit,
-            session::allowed_paths(inv),
-        );
+            outputs: GuestOutputs::for_stdio(inv.stdio),
+            inherit_stdin: inv.stdio == Stdio::Inherit,
+            policy: inv.abi,
+            allowed: session::allowed_paths(inv),
+            delivers_signals: false,
+        });
+        // getpid and gettid are answered in the guest, from the pid the stub reads here
+        m.mem
+            .write_slice(&abi.pid().to_le_bytes(), GuestAddress(KDATA + stub::PID))
+            .map_err(|e| invalid(format!("guest memory: {e}")))?;
         let mut st = ExitState::new(abi);
         install_kick_handler();
         let mut watchdog = Watchdog::start(inv.timeout, inv.cancel.clone(), kicker(&mut m.vcpu));
@@ -355,7 +383,7 @@ enum Deferred {
 /// the trap-and-emulate console) are handled while kvm_run's data is borrowed; the others are
 /// decoded after reading the registers they need.
 fn enter(m: &mut vm::Machine, st: &mut ExitState, kicked: bool) -> Result<Step, BackendError> {
-    let gm = Mem(&m.mem);
+    let gm = Mem::of(m);
     let deferred = match m.vcpu.run() {
         Ok(VcpuExit::MmioWrite(addr, data)) if uart::claims(addr) => {
             return Ok(handle_exit(

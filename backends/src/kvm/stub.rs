@@ -13,6 +13,9 @@ const SLOT: u64 = 0xf00;
 /// before the program runs.
 pub const PROBE: u64 = 0xe00;
 
+/// Where in KDATA the VMM publishes the guest's pid (getpid and gettid answer it).
+pub const PID: u64 = 16;
+
 /// Machine code for the stub page (code at offset 0, the jump slot at [`SLOT`]).
 pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
@@ -63,7 +66,7 @@ pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut fwd)?;
     a.jmp(qword_ptr(STUB + SLOT))?;
     a.set_label(&mut fast)?;
-    a.mov(eax, 1)?;
+    a.mov(rax, qword_ptr(KDATA + PID))?; // the guest's pid, as the VMM published it
     a.inc(qword_ptr(KDATA))?;
     a.set_label(&mut ret)?;
     // return as sysret would, without touching the red zone: restore rflags from r11

@@ -22,8 +22,24 @@ pub use pin::{check_cpu, PinGuard};
 pub use process::{STDERR_TAIL, STDOUT_CAP};
 pub use watchdog::Watchdog;
 
-/// The environment an in-process guest gets.
-pub const GUEST_ENV: [&[u8]; 2] = [b"PATH=/bin", b"HOME=/"];
+/// The environment a confined in-process guest gets.
+pub const CONFINED_ENV: [&[u8]; 2] = [b"PATH=/bin", b"HOME=/"];
+
+/// The environment of an in-process guest: vbench's own under the host policy (as the program
+/// would have natively), a fixed one confined.
+pub fn guest_env(inv: &Invocation) -> Vec<Vec<u8>> {
+    match inv.abi {
+        crate::AbiPolicy::Host => std::env::vars_os()
+            .map(|(k, v)| {
+                let mut e = k.into_encoded_bytes();
+                e.push(b'=');
+                e.extend(v.into_encoded_bytes());
+                e
+            })
+            .collect(),
+        crate::AbiPolicy::Confined => CONFINED_ENV.iter().map(|e| e.to_vec()).collect(),
+    }
+}
 
 /// argv of the guest: the program's name, then the invocation's arguments.
 pub fn guest_argv(inv: &Invocation) -> Vec<Vec<u8>> {
@@ -186,17 +202,12 @@ pub struct GuestRun {
     pub notes: Vec<String>,
 }
 
-/// What the guest's system-call layer has to say at the end of a run (the first syscall it
-/// answered with ENOSYS), and its outputs, taken out of it for the Outcome.
+/// What the guest's system-call layer has to say at the end of a run (every syscall it
+/// answered with ENOSYS, with counts), and its outputs, taken out of it for the Outcome.
 pub fn take_abi_results(abi: &mut crate::linux_abi::Abi) -> (Vec<String>, [Output; 2]) {
     let notes = abi
-        .first_unsupported
-        .map(|nr| {
-            format!(
-                "first unsupported syscall {nr} ({}) answered with ENOSYS",
-                crate::linux_abi::syscall_name(nr)
-            )
-        })
+        .unsupported()
+        .map(|list| format!("unsupported syscalls answered with ENOSYS: {list}"))
         .into_iter()
         .collect();
     let outputs = std::mem::replace(&mut abi.outputs, GuestOutputs::for_stdio(Stdio::Inherit));

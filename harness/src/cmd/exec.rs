@@ -5,7 +5,7 @@ use crate::cmd::common::{backend_index, install_cancel, user_program};
 use anyhow::{bail, Result};
 use std::process::ExitCode;
 use std::time::Duration;
-use vbench_backends::{Invocation, Stdio};
+use vbench_backends::{AbiPolicy, Invocation, Stdio};
 use vbench_results::Exit;
 
 /// Runs `vbench exec`.
@@ -25,6 +25,7 @@ pub fn exec(a: ExecArgs) -> Result<ExitCode> {
         cpu: a.pin,
         cancel: Some(cancel),
         chatty: false,
+        abi: a.abi.unwrap_or(AbiPolicy::Host),
     };
     let out = backend.run(&inv)?;
     let s = &out.sample;

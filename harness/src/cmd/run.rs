@@ -37,6 +37,11 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         );
     }
     let cancel = install_cancel()?;
+    let abi = a.abi.unwrap_or(if a.program.is_empty() {
+        vbench_backends::AbiPolicy::Confined
+    } else {
+        vbench_backends::AbiPolicy::Host
+    });
     if a.sample_ms > 0 {
         let target_ms = if a.quick {
             a.sample_ms / crate::sizing::QUICK_DIVISOR
@@ -50,6 +55,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             a.quick,
             Duration::from_secs_f64(a.timeout),
             a.pin,
+            abi,
             &cancel,
         );
         for r in &resized {
@@ -66,6 +72,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         seed: a.seed,
         timeout: Duration::from_secs_f64(a.timeout),
         cpu: a.pin,
+        abi,
         cancel,
         out: &out,
     };

@@ -350,6 +350,7 @@ impl Runner<'_> {
             cancel: Some(self.cancel.clone()),
             // a flood is expected to flood: drain it from the start
             chatty: matches!(p.judge, Judge::StdoutFlood { .. }),
+            abi: vbench_backends::AbiPolicy::Confined,
         };
         let tries = if b.name() == CONTROL {
             p.control_attempts

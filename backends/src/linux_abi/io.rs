@@ -1,0 +1,573 @@
+//! Reads, writes, descriptors, pipes, polling, terminal ioctls and sockets. Guest buffers go
+//! to the host kernel in place (checked, never copied), except for the captured outputs.
+
+use super::errno::host;
+use super::fd::{owned, Fd};
+use super::MAX_IO;
+use super::{buf_in, buf_out, get, opt_in, opt_out, put, Abi, Action, Errno, GuestMem, Policy};
+use std::os::fd::AsRawFd;
+
+type A = [u64; 6];
+type Sys = Result<i64, Errno>;
+
+pub(super) fn read(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let p = buf_out(mem, a[1], a[2])?;
+    // SAFETY: `p` holds a[2] checked, writable guest bytes.
+    host(unsafe { libc::read(fd, p.cast(), a[2] as usize) } as i64)
+}
+
+/// write: a captured output keeps the bytes; a host descriptor writes them, and a write to a
+/// pipe nobody reads raises SIGPIPE, as natively (`yes | head -1` ends).
+pub(super) fn write(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    let p = buf_in(mem, a[1], a[2])?;
+    match abi.fds.get(a[0])? {
+        Fd::Out(i) => {
+            let i = *i;
+            let n = (a[2] as usize).min(MAX_IO);
+            // SAFETY: `p` holds at least n checked, readable guest bytes.
+            abi.outputs[i].put(unsafe { std::slice::from_raw_parts(p, n) });
+            Ok(Action::Return(n as i64))
+        }
+        Fd::Host(f) => {
+            // SAFETY: `p` holds a[2] checked, readable guest bytes.
+            let rc = unsafe { libc::write(f.as_raw_fd(), p.cast(), a[2] as usize) } as i64;
+            abi.written(rc)
+        }
+    }
+}
+
+impl Abi {
+    /// The guest's view of a host write's result: EPIPE also raises SIGPIPE.
+    fn written(&mut self, rc: i64) -> Result<Action, Errno> {
+        match host(rc) {
+            Err(Errno::EPIPE) => Ok(self.raise(libc::SIGPIPE, Errno::EPIPE.ret())),
+            r => r.map(Action::Return),
+        }
+    }
+}
+
+pub(super) fn pread64(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let p = buf_out(mem, a[1], a[2])?;
+    // SAFETY: `p` holds a[2] checked, writable guest bytes.
+    host(unsafe { libc::pread(fd, p.cast(), a[2] as usize, a[3] as i64) } as i64)
+}
+
+pub(super) fn pwrite64(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    let fd = abi.fds.host(a[0])?;
+    let p = buf_in(mem, a[1], a[2])?;
+    // SAFETY: `p` holds a[2] checked, readable guest bytes.
+    let rc = unsafe { libc::pwrite(fd, p.cast(), a[2] as usize, a[3] as i64) } as i64;
+    abi.written(rc)
+}
+
+/// The guest's iovec array as host iovecs over checked guest buffers.
+fn iovecs(mem: &dyn GuestMem, iov: u64, cnt: u64, write: bool) -> Result<Vec<libc::iovec>, Errno> {
+    if cnt > libc::UIO_MAXIOV as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let mut v = Vec::with_capacity(cnt as usize);
+    for i in 0..cnt {
+        let [base, len]: [u64; 2] = get(mem, iov + 16 * i)?;
+        let p = if write {
+            buf_out(mem, base, len)?
+        } else {
+            buf_in(mem, base, len)?.cast_mut()
+        };
+        v.push(libc::iovec {
+            iov_base: p.cast(),
+            iov_len: len as usize,
+        });
+    }
+    Ok(v)
+}
+
+pub(super) fn readv(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let v = iovecs(mem, a[1], a[2], true)?;
+    // SAFETY: every iovec covers checked, writable guest memory.
+    host(unsafe { libc::readv(fd, v.as_ptr(), v.len() as i32) } as i64)
+}
+
+pub(super) fn preadv(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let v = iovecs(mem, a[1], a[2], true)?;
+    // SAFETY: every iovec covers checked, writable guest memory.
+    host(unsafe { libc::preadv(fd, v.as_ptr(), v.len() as i32, a[3] as i64) } as i64)
+}
+
+pub(super) fn writev(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    let v = iovecs(mem, a[1], a[2], false)?;
+    match abi.fds.get(a[0])? {
+        Fd::Out(i) => {
+            let i = *i;
+            let mut n = 0;
+            for io in &v {
+                // SAFETY: each iovec covers checked, readable guest memory.
+                let s = unsafe { std::slice::from_raw_parts(io.iov_base as *const u8, io.iov_len) };
+                abi.outputs[i].put(s);
+                n += io.iov_len;
+            }
+            Ok(Action::Return(n as i64))
+        }
+        Fd::Host(f) => {
+            // SAFETY: every iovec covers checked, readable guest memory.
+            let rc = unsafe { libc::writev(f.as_raw_fd(), v.as_ptr(), v.len() as i32) } as i64;
+            abi.written(rc)
+        }
+    }
+}
+
+pub(super) fn pwritev(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    let fd = abi.fds.host(a[0])?;
+    let v = iovecs(mem, a[1], a[2], false)?;
+    // SAFETY: every iovec covers checked, readable guest memory.
+    let rc = unsafe { libc::pwritev(fd, v.as_ptr(), v.len() as i32, a[3] as i64) } as i64;
+    abi.written(rc)
+}
+
+pub(super) fn lseek(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    match abi.fds.get(a[0])? {
+        Fd::Out(_) => Err(Errno::ESPIPE),
+        // SAFETY: lseek on a host descriptor the guest owns.
+        Fd::Host(f) => host(unsafe { libc::lseek(f.as_raw_fd(), a[1] as i64, a[2] as i32) }),
+    }
+}
+
+pub(super) fn close(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    abi.fds.close(a[0]).map(|_| 0)
+}
+
+pub(super) fn dup(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    let new = abi.fds.dup_of(a[0])?;
+    abi.fds.install(new, false, 0).map(|n| n as i64)
+}
+
+pub(super) fn dup2(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    if a[0] == a[1] {
+        abi.fds.get(a[0])?;
+        return Ok(a[0] as i64);
+    }
+    dup_to(abi, a[0], a[1], false)
+}
+
+pub(super) fn dup3(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    if a[0] == a[1] || a[2] & !(libc::O_CLOEXEC as u64) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    dup_to(abi, a[0], a[1], a[2] != 0)
+}
+
+fn dup_to(abi: &mut Abi, from: u64, to: u64, cloexec: bool) -> Sys {
+    let new = abi.fds.dup_of(from)?;
+    let to = usize::try_from(to)
+        .ok()
+        .filter(|t| *t < super::fd::MAX_FDS)
+        .ok_or(Errno::EBADF)?;
+    abi.fds.put(to, new, cloexec);
+    Ok(to as i64)
+}
+
+/// fcntl: descriptor flags are the guest's, status flags and locks the host file's.
+pub(super) fn fcntl(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let (fd, cmd, arg) = (a[0], a[1] as i32, a[2]);
+    match cmd {
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            let min = usize::try_from(arg)
+                .ok()
+                .filter(|m| *m < super::fd::MAX_FDS)
+                .ok_or(Errno::EINVAL)?;
+            let new = abi.fds.dup_of(fd)?;
+            let n = abi.fds.install(new, cmd == libc::F_DUPFD_CLOEXEC, min)?;
+            Ok(n as i64)
+        }
+        libc::F_GETFD => Ok(i64::from(abi.fds.cloexec(fd)?)),
+        libc::F_SETFD => abi
+            .fds
+            .set_cloexec(fd, arg & libc::FD_CLOEXEC as u64 != 0)
+            .map(|_| 0),
+        libc::F_GETFL | libc::F_SETFL => match abi.fds.get(fd)? {
+            Fd::Out(_) if cmd == libc::F_GETFL => Ok(i64::from(libc::O_WRONLY)),
+            Fd::Out(_) => Ok(0),
+            // SAFETY: F_GETFL/F_SETFL take an integer argument.
+            Fd::Host(f) => host(i64::from(unsafe { libc::fcntl(f.as_raw_fd(), cmd, arg) })),
+        },
+        _ if abi.policy == Policy::Confined => Err(Errno::EINVAL),
+        libc::F_GETLK
+        | libc::F_SETLK
+        | libc::F_SETLKW
+        | libc::F_OFD_GETLK
+        | libc::F_OFD_SETLK
+        | libc::F_OFD_SETLKW => {
+            let fd = abi.fds.host(fd)?;
+            let p = buf_out(mem, arg, std::mem::size_of::<libc::flock>() as u64)?;
+            // SAFETY: `p` is a checked, writable struct flock of the guest.
+            host(i64::from(unsafe { libc::fcntl(fd, cmd, p) }))
+        }
+        libc::F_GETPIPE_SZ | libc::F_SETPIPE_SZ | libc::F_GETLEASE | libc::F_SETLEASE => {
+            let fd = abi.fds.host(fd)?;
+            // SAFETY: these commands take an integer argument.
+            host(i64::from(unsafe { libc::fcntl(fd, cmd, arg) }))
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// ioctl: the terminal's requests (and FIONREAD, FIONBIO) on host descriptors, under the host
+/// policy; nothing is a terminal when confined.
+pub(super) fn ioctl(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = match abi.fds.get(a[0])? {
+        Fd::Out(_) => return Err(Errno::ENOTTY),
+        Fd::Host(f) => f.as_raw_fd(),
+    };
+    if abi.policy == Policy::Confined {
+        return Err(Errno::ENOTTY);
+    }
+    let req = a[1] as libc::Ioctl;
+    // the size of the argument each request reads or writes (None: an integer argument)
+    let (size, out): (Option<u64>, bool) = match req {
+        libc::TCGETS => (Some(36), true),
+        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => (Some(36), false),
+        libc::TIOCGWINSZ => (Some(8), true),
+        libc::TIOCSWINSZ => (Some(8), false),
+        libc::TIOCGPGRP | libc::TIOCGSID | libc::FIONREAD | libc::TIOCOUTQ => (Some(4), true),
+        libc::TIOCSPGRP | libc::FIONBIO => (Some(4), false),
+        libc::TCFLSH | libc::TCXONC | libc::TCSBRK | libc::TIOCSCTTY | libc::TIOCNOTTY => {
+            (None, false)
+        }
+        libc::FIOCLEX | libc::FIONCLEX => {
+            abi.fds.set_cloexec(a[0], req == libc::FIOCLEX)?;
+            return Ok(0);
+        }
+        _ => return Err(Errno::ENOTTY),
+    };
+    let arg = match size {
+        Some(n) if out => buf_out(mem, a[2], n)? as u64,
+        Some(n) => buf_in(mem, a[2], n)? as u64,
+        None => a[2],
+    };
+    // SAFETY: the argument is an integer or a checked guest buffer of the request's size.
+    host(i64::from(unsafe { libc::ioctl(fd, req, arg) }))
+}
+
+/// pipe and pipe2: a host pipe whose two ends are the guest's.
+pub(super) fn pipe2(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let flags = a[1] as i32;
+    if flags & !(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_DIRECT) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    buf_out(mem, a[0], 8)?;
+    let mut p = [0i32; 2];
+    // SAFETY: a valid two-int out-buffer.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), (flags & !libc::O_CLOEXEC) | libc::O_CLOEXEC) } != 0 {
+        return Err(Errno::last());
+    }
+    let (r, w) = (owned(i64::from(p[0])), owned(i64::from(p[1])));
+    let cloexec = flags & libc::O_CLOEXEC != 0;
+    let gr = abi.fds.install(Fd::Host(r), cloexec, 0)?;
+    let gw = abi.fds.install(Fd::Host(w), cloexec, 0).inspect_err(|_| {
+        let _ = abi.fds.close(gr);
+    })?;
+    put(mem, a[0], &[gr as i32, gw as i32])?;
+    Ok(0)
+}
+
+pub(super) fn pipe(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    pipe2(abi, mem, [a[0], 0, 0, 0, 0, 0])
+}
+
+/// poll and ppoll: the guest's pollfd array with its descriptors translated (a captured
+/// output is always writable).
+fn poll_fds(
+    abi: &mut Abi,
+    mem: &dyn GuestMem,
+    fds: u64,
+    n: u64,
+    wait: &dyn Fn(&mut [libc::pollfd]) -> i64,
+) -> Sys {
+    if n > super::fd::MAX_FDS as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let mut guest: Vec<[i32; 2]> = (0..n)
+        .map(|i| get(mem, fds + 8 * i))
+        .collect::<Result<_, _>>()?;
+    buf_out(mem, fds, n * 8)?;
+    let mut hostfds: Vec<libc::pollfd> = Vec::with_capacity(n as usize);
+    let mut ready_out = 0;
+    for g in &guest {
+        let (fd, events) = (g[0], g[1] as i16);
+        let host_fd = if fd < 0 {
+            -1
+        } else {
+            match abi.fds.get(fd as u64) {
+                Ok(Fd::Host(f)) => f.as_raw_fd(),
+                Ok(Fd::Out(_)) => {
+                    ready_out += 1;
+                    -1
+                }
+                Err(_) => -1,
+            }
+        };
+        hostfds.push(libc::pollfd {
+            fd: host_fd,
+            events,
+            revents: 0,
+        });
+    }
+    let rc = if ready_out > 0 {
+        // SAFETY: a valid pollfd array; a zero timeout.
+        i64::from(unsafe { libc::poll(hostfds.as_mut_ptr(), n, 0) })
+    } else {
+        wait(&mut hostfds)
+    };
+    let mut ready = host(rc)?;
+    for (g, h) in guest.iter_mut().zip(&hostfds) {
+        let fd = g[0];
+        let mut rev = h.revents;
+        if fd >= 0 {
+            match abi.fds.get(fd as u64) {
+                Ok(Fd::Out(_)) => {
+                    rev = (g[1] as i16) & libc::POLLOUT;
+                    ready += i64::from(rev != 0);
+                }
+                Err(_) => {
+                    rev = libc::POLLNVAL;
+                    ready += 1;
+                }
+                Ok(Fd::Host(_)) => {}
+            }
+        }
+        g[1] = (g[1] & 0xffff) | (i32::from(rev as u16) << 16);
+    }
+    for (i, g) in guest.iter().enumerate() {
+        put(mem, fds + 8 * i as u64, g)?;
+    }
+    Ok(ready)
+}
+
+pub(super) fn poll(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let timeout = a[2] as i32;
+    poll_fds(abi, mem, a[0], a[1], &|f| {
+        // SAFETY: a valid pollfd array of the given length.
+        i64::from(unsafe { libc::poll(f.as_mut_ptr(), f.len() as libc::nfds_t, timeout) })
+    })
+}
+
+pub(super) fn ppoll(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let ts = opt_in(mem, a[2], 16)?;
+    poll_fds(abi, mem, a[0], a[1], &|f| {
+        // SAFETY: a valid pollfd array; `ts` is null or a checked guest timespec. The guest's
+        // signal mask is not applied to the host thread (its signals are not the host's).
+        i64::from(unsafe {
+            libc::ppoll(
+                f.as_mut_ptr(),
+                f.len() as libc::nfds_t,
+                ts.cast(),
+                std::ptr::null(),
+            )
+        })
+    })
+}
+
+/// sendfile(out, in, offset, count): in the host, or through a bounce buffer to a captured
+/// output (busybox cat uses it).
+pub(super) fn sendfile(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    let inp = abi.fds.host(a[1])?;
+    let off = opt_out(mem, a[2], 8)?;
+    match abi.fds.get(a[0])? {
+        Fd::Host(f) => {
+            // SAFETY: `off` is null or a checked, writable guest off_t.
+            let rc = unsafe { libc::sendfile(f.as_raw_fd(), inp, off.cast(), a[3] as usize) };
+            abi.written(rc as i64)
+        }
+        Fd::Out(i) => {
+            let i = *i;
+            let mut tmp = vec![0u8; (a[3] as usize).min(MAX_IO)];
+            let n = if off.is_null() {
+                // SAFETY: a valid buffer of tmp.len() bytes.
+                unsafe { libc::read(inp, tmp.as_mut_ptr().cast(), tmp.len()) }
+            } else {
+                // SAFETY: `off` is a checked guest off_t; a valid buffer.
+                unsafe {
+                    let o = std::ptr::read_unaligned(off.cast::<i64>());
+                    let n = libc::pread(inp, tmp.as_mut_ptr().cast(), tmp.len(), o);
+                    if n > 0 {
+                        std::ptr::write_unaligned(off.cast::<i64>(), o + n as i64);
+                    }
+                    n
+                }
+            };
+            let n = host(n as i64)?;
+            abi.outputs[i].put(&tmp[..n as usize]);
+            Ok(Action::Return(n))
+        }
+    }
+}
+
+pub(super) fn copy_file_range(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let (fin, fout) = (abi.fds.host(a[0])?, abi.fds.host(a[2])?);
+    let (oin, oout) = (opt_out(mem, a[1], 8)?, opt_out(mem, a[3], 8)?);
+    // SAFETY: the offsets are null or checked, writable guest off_t values.
+    host(unsafe { libc::syscall(libc::SYS_copy_file_range, fin, oin, fout, oout, a[4], a[5]) })
+}
+
+/// Calls that take a descriptor and integers only: fsync, fdatasync, ftruncate, fallocate,
+/// fadvise64, flock, fchmod, fchown, syncfs, listen, shutdown.
+pub(super) fn fd_ints(abi: &mut Abi, _: &dyn GuestMem, nr: i64, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    // SAFETY: these calls take integer arguments only.
+    host(unsafe { libc::syscall(nr, fd, a[1], a[2], a[3]) })
+}
+
+// ---- sockets (host policy only) ----
+
+pub(super) fn socket(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    let cloexec = a[1] as i32 & libc::SOCK_CLOEXEC != 0;
+    // SAFETY: socket takes integers; the result is a fresh descriptor.
+    let fd = host(i64::from(unsafe {
+        libc::socket(a[0] as i32, a[1] as i32 | libc::SOCK_CLOEXEC, a[2] as i32)
+    }))?;
+    abi.fds
+        .install(Fd::Host(owned(fd)), cloexec, 0)
+        .map(|n| n as i64)
+}
+
+pub(super) fn socketpair(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    buf_out(mem, a[3], 8)?;
+    let mut sv = [0i32; 2];
+    let cloexec = a[1] as i32 & libc::SOCK_CLOEXEC != 0;
+    // SAFETY: a valid two-int out-buffer.
+    if unsafe {
+        libc::socketpair(
+            a[0] as i32,
+            a[1] as i32 | libc::SOCK_CLOEXEC,
+            a[2] as i32,
+            sv.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(Errno::last());
+    }
+    let (x, y) = (owned(i64::from(sv[0])), owned(i64::from(sv[1])));
+    let gx = abi.fds.install(Fd::Host(x), cloexec, 0)?;
+    let gy = abi.fds.install(Fd::Host(y), cloexec, 0)?;
+    put(mem, a[3], &[gx as i32, gy as i32])?;
+    Ok(0)
+}
+
+/// connect and bind: a socket address of the given length.
+pub(super) fn sockaddr_in(abi: &mut Abi, mem: &dyn GuestMem, nr: i64, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let sa = buf_in(mem, a[1], a[2])?;
+    // SAFETY: `sa` holds a[2] checked, readable guest bytes.
+    host(unsafe { libc::syscall(nr, fd, sa, a[2]) })
+}
+
+/// A socket address out-buffer with its in/out length: (address, length pointer).
+fn sockaddr_out(mem: &dyn GuestMem, sa: u64, len: u64) -> Result<(*mut u8, *mut u8), Errno> {
+    if sa == 0 {
+        return Ok((std::ptr::null_mut(), opt_out(mem, len, 4)?));
+    }
+    let n: u32 = get(mem, len)?;
+    Ok((buf_out(mem, sa, u64::from(n))?, buf_out(mem, len, 4)?))
+}
+
+/// getsockname and getpeername.
+pub(super) fn sockname(abi: &mut Abi, mem: &dyn GuestMem, nr: i64, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let (sa, len) = sockaddr_out(mem, a[1], a[2])?;
+    // SAFETY: checked guest buffers of the lengths the kernel is told.
+    host(unsafe { libc::syscall(nr, fd, sa, len) })
+}
+
+pub(super) fn accept4(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let (sa, len) = sockaddr_out(mem, a[1], a[2])?;
+    let cloexec = a[3] as i32 & libc::SOCK_CLOEXEC != 0;
+    // SAFETY: checked guest buffers; the result is a fresh descriptor.
+    let n = host(unsafe {
+        libc::syscall(
+            libc::SYS_accept4,
+            fd,
+            sa,
+            len,
+            a[3] as i32 | libc::SOCK_CLOEXEC,
+        )
+    })?;
+    abi.fds
+        .install(Fd::Host(owned(n)), cloexec, 0)
+        .map(|n| n as i64)
+}
+
+pub(super) fn accept(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    accept4(abi, mem, [a[0], a[1], a[2], 0, 0, 0])
+}
+
+pub(super) fn sendto(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    let fd = abi.fds.host(a[0])?;
+    let buf = buf_in(mem, a[1], a[2])?;
+    let sa = opt_in(mem, a[4], a[5])?;
+    // SAFETY: checked guest buffers of the lengths given.
+    let rc = unsafe { libc::syscall(libc::SYS_sendto, fd, buf, a[2], a[3], sa, a[5]) };
+    abi.written(rc)
+}
+
+pub(super) fn recvfrom(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let buf = buf_out(mem, a[1], a[2])?;
+    let (sa, len) = sockaddr_out(mem, a[4], a[5])?;
+    // SAFETY: checked guest buffers of the lengths given.
+    host(unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf, a[2], a[3], sa, len) })
+}
+
+pub(super) fn setsockopt(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let v = buf_in(mem, a[3], a[4])?;
+    // SAFETY: a checked guest buffer of the length given.
+    host(unsafe { libc::syscall(libc::SYS_setsockopt, fd, a[1], a[2], v, a[4]) })
+}
+
+pub(super) fn getsockopt(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let (v, len) = sockaddr_out(mem, a[3], a[4])?;
+    // SAFETY: checked guest buffers of the lengths the kernel is told.
+    host(unsafe { libc::syscall(libc::SYS_getsockopt, fd, a[1], a[2], v, len) })
+}
+
+/// sendmsg and recvmsg without ancillary data (passing descriptors would hand the guest host
+/// descriptor numbers): the message's name and iovecs translated.
+pub(super) fn msg(abi: &mut Abi, mem: &dyn GuestMem, nr: i64, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let m: [u64; 7] = get(mem, a[1])?; // name, namelen, iov, iovlen, control, controllen, flags
+    if m[5] != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let recv = nr == libc::SYS_recvmsg;
+    let namelen = m[1] & 0xffff_ffff;
+    let name = if recv {
+        opt_out(mem, m[0], namelen)?
+    } else {
+        opt_in(mem, m[0], namelen)?.cast_mut()
+    };
+    let mut iov = iovecs(mem, m[2], m[3], recv)?;
+    // SAFETY: a zeroed msghdr is valid; its buffers are checked guest memory.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_name = name.cast();
+    h.msg_namelen = namelen as u32;
+    h.msg_iov = iov.as_mut_ptr();
+    h.msg_iovlen = iov.len();
+    // SAFETY: `h` describes checked guest buffers.
+    let rc = host(unsafe { libc::syscall(nr, fd, &mut h, a[2]) })?;
+    if recv {
+        put(mem, a[1] + 8, &h.msg_namelen)?;
+        put(mem, a[1] + 48, &h.msg_flags)?;
+    }
+    Ok(rc)
+}
+
+/// A duplicate of the host descriptor behind guest descriptor `fd`, which stays open while the
+/// guest's table changes (a file mapping keeps its file).
+pub(super) fn keep(abi: &Abi, fd: u64) -> Result<std::os::fd::OwnedFd, Errno> {
+    super::fd::dup_host(abi.fds.host(fd)?)
+}

@@ -1,0 +1,484 @@
+//! The Linux system-call layer shared by the `kvm` and `bt` backends: the part of a kernel that
+//! services a trapped or forwarded syscall of a guest program.
+//!
+//! It is data in the gVisor model: [`table`] holds one entry per system call (its number from
+//! `libc::SYS_*`, its name, what each [`Policy`] does with it, its handler), and [`Abi::syscall`]
+//! looks the number up and runs the handler. Handlers check every guest pointer and length
+//! against guest memory (through [`GuestMem`]: a bad pointer is EFAULT, never a harness fault),
+//! translate the guest's descriptors ([`fd`]) and paths, and then either make the host call or
+//! answer themselves. Calls no entry supports get ENOSYS and are counted by number, so the end
+//! of a run names every one ([`Abi::unsupported`]).
+//!
+//! Two policies:
+//! - [`Policy::Host`]: the program's calls act on the host as they would natively (any path,
+//!   its current directory, writes, pipes, sockets, clocks and sleeps, its environment);
+//! - [`Policy::Confined`]: read-only access to the files named on the command line, nothing
+//!   else (vbench's own workloads, and the isolation probes' second row).
+//!
+//! Files: [`table`] (the entries), [`fd`] (descriptors), `fs` (paths, files, directories), `io`
+//! (reads, writes, pipes, polling, terminal and socket calls), `mem` (brk, mmap and friends),
+//! `process` (identity, limits, signals, clocks, sleeps, exit).
+
+mod errno;
+pub mod fd;
+mod fs;
+mod io;
+mod mem;
+mod process;
+pub mod table;
+
+pub use errno::Errno;
+pub use table::{Entry, Level};
+
+use fd::{Fd, FdTable};
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// A guest address range that is not (wholly) guest memory: the syscall gets EFAULT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutsideGuest;
+
+impl From<OutsideGuest> for Errno {
+    fn from(_: OutsideGuest) -> Errno {
+        Errno::EFAULT
+    }
+}
+
+/// Guest memory as the syscall layer sees it. Guest memory of both backends is a host mapping
+/// (bt: at the guest's own addresses; kvm: the VM's RAM), so a checked guest range has a host
+/// address that host calls may use directly, and whose pages the layer may replace with
+/// `mmap(MAP_FIXED)` (anonymous and file mappings).
+pub trait GuestMem {
+    /// The host address of guest bytes [addr, addr+len), when all of them are guest memory the
+    /// guest may read (and, with `write`, write). A write range that holds translated code is
+    /// made writable and the translation marked stale.
+    fn host_range(&self, addr: u64, len: u64, write: bool) -> Result<*mut u8, OutsideGuest>;
+
+    /// The host address of guest bytes [addr, addr+len) when all of them are the guest's
+    /// memory, whatever the guest's protection of them (the mapping calls replace or change
+    /// these pages).
+    fn host_addr(&self, addr: u64, len: u64) -> Result<*mut u8, OutsideGuest>;
+
+    /// The host pages of [addr, addr+len) were replaced or changed behind the guest's back
+    /// (a mapping, an unmapping, MADV_DONTNEED): translations made from them are stale.
+    fn changed(&self, addr: u64, len: u64) {
+        let _ = (addr, len);
+    }
+
+    /// The guest's protection of the whole pages [addr, addr+len) is now `prot` (PROT_NONE when
+    /// they were unmapped): the backend records it and returns the protection the host pages
+    /// must have (bt enforces the guest's own; kvm keeps its RAM read-write, as a VM's guest
+    /// physical memory is whatever the guest's page tables make of it).
+    fn protect(&self, addr: u64, len: u64, prot: i32) -> i32 {
+        let _ = (addr, len, prot);
+        libc::PROT_READ | libc::PROT_WRITE
+    }
+
+    /// Copies guest memory at `addr` into `buf`.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest> {
+        let p = self.host_range(addr, buf.len() as u64, false)?;
+        // SAFETY: host_range checked that the range is readable guest memory, mapped.
+        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` to guest memory at `addr`.
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest> {
+        let p = self.host_range(addr, data.len() as u64, true)?;
+        // SAFETY: host_range checked that the range is writable guest memory, mapped.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        Ok(())
+    }
+
+    /// Makes `len` bytes at `addr` read as zero, as fresh memory does (brk).
+    fn zero(&self, addr: u64, len: u64) -> Result<(), OutsideGuest> {
+        let p = self.host_range(addr, len, true)?;
+        // SAFETY: host_range checked that the range is writable guest memory, mapped.
+        unsafe { std::ptr::write_bytes(p, 0, len as usize) };
+        Ok(())
+    }
+}
+
+/// What the system calls of a guest may do on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// As natively: the host's files, directories, pipes, sockets, clocks, environment.
+    Host,
+    /// Only the files named on the command line, read-only; nothing else of the host.
+    #[default]
+    Confined,
+}
+
+impl Policy {
+    /// Both, in the order `list --syscalls` and `isolate` show them.
+    pub const ALL: [Policy; 2] = [Policy::Host, Policy::Confined];
+
+    /// The name on the command line (`--abi`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Host => "host",
+            Policy::Confined => "confined",
+        }
+    }
+
+    /// The policy named `s`.
+    pub fn parse(s: &str) -> Option<Policy> {
+        Policy::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// What the guest's "kernel" must do after a syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Return this value in rax (negative errno on failure).
+    Return(i64),
+    /// The program exited with this status.
+    Exit(i32),
+    /// Set the FS base register, then return 0 (arch_prctl(ARCH_SET_FS)).
+    SetFs(u64),
+    /// The program is killed by this signal (a signal's default action, e.g. abort()'s
+    /// SIGABRT or a write to a closed pipe's SIGPIPE).
+    Killed(i32),
+    /// Deliver this signal to the guest's handler; the call itself returns the value first.
+    Deliver(i32, i64),
+    /// rt_sigreturn: the backend restores the registers from the signal frame.
+    SigReturn,
+}
+
+/// Where guest stdout/stderr go.
+#[derive(Debug)]
+pub enum Output {
+    /// Kept in memory up to a cap (the rest counted): the harness reads the result line.
+    Capture {
+        /// Bytes kept.
+        buf: Vec<u8>,
+        /// Bytes written in all.
+        total: u64,
+    },
+    /// Passed to the host's own stream.
+    Inherit(i32),
+}
+
+/// Syscall numbers counted one by one (x86-64 Linux has fewer than 512).
+pub const COUNTED_NRS: usize = 512;
+
+/// Stdout bytes kept in capture mode.
+pub const CAPTURE_CAP: usize = 1 << 20;
+
+impl Output {
+    /// Appends guest output.
+    pub fn put(&mut self, data: &[u8]) {
+        match self {
+            Output::Capture { buf, total } => {
+                *total += data.len() as u64;
+                let room = CAPTURE_CAP.saturating_sub(buf.len());
+                buf.extend_from_slice(&data[..data.len().min(room)]);
+            }
+            Output::Inherit(fd) => {
+                // SAFETY: writing a valid slice to a host fd we were given; errors are ignored
+                // as they would be for a closed terminal.
+                unsafe { libc::write(*fd, data.as_ptr().cast(), data.len()) };
+            }
+        }
+    }
+}
+
+/// Largest single copy through a bounce buffer the layer makes for a guest.
+const MAX_IO: usize = 1 << 20;
+const PAGE: u64 = 4096;
+
+/// Memory regions the guest's program break and anonymous mappings may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Initial program break (end of the loaded image, page aligned).
+    pub brk_start: u64,
+    /// Highest program break (it also stops below the lowest mapping).
+    pub brk_limit: u64,
+    /// Lowest address of mappings (they also stop above the program break).
+    pub mmap_lo: u64,
+    /// Highest (exclusive) address of mappings.
+    pub mmap_hi: u64,
+}
+
+/// How a guest starts: its memory layout, outputs, stdin, policy and named files.
+#[derive(Debug)]
+pub struct Setup {
+    /// Program break and mapping area.
+    pub layout: Layout,
+    /// Standard output and error.
+    pub outputs: [Output; 2],
+    /// stdin is the host's (else /dev/null).
+    pub inherit_stdin: bool,
+    /// What the guest's calls may do on the host.
+    pub policy: Policy,
+    /// The files named on the command line (all a confined guest may open).
+    pub allowed: Vec<PathBuf>,
+    /// Whether the backend delivers signals to guest handlers ([`Action::Deliver`]).
+    pub delivers_signals: bool,
+}
+
+/// The guest's signal state: dispositions (handler, flags, restorer, mask per signal), the
+/// blocked mask and the alternate stack.
+#[derive(Debug, Clone)]
+pub struct SignalState {
+    /// rt_sigaction's `struct sigaction` per signal number (1..=64).
+    pub actions: [[u64; 4]; 65],
+    /// Blocked signals.
+    pub mask: u64,
+    /// sigaltstack: sp, flags, size.
+    pub altstack: [u64; 3],
+}
+
+/// The state of one guest process: descriptors, current directory, memory map, signals,
+/// counters.
+pub struct Abi {
+    policy: Policy,
+    pid: i64,
+    fds: FdTable,
+    /// Standard output and standard error.
+    pub outputs: [Output; 2],
+    allowed: Vec<PathBuf>,
+    /// The guest's current directory (host policy): a descriptor of it, so that a `chdir` of
+    /// the guest never moves the harness.
+    cwd: Option<OwnedFd>,
+    mem: mem::Map,
+    misc: process::Misc,
+    /// The guest's signals (bt delivers them through this state).
+    pub signals: SignalState,
+    delivers_signals: bool,
+    /// Calls by syscall number (the last slot counts every larger number): counted into a fixed
+    /// array on the hot path, named once at the end by [`Abi::counters`].
+    calls: Box<[u64; COUNTED_NRS]>,
+    /// Calls answered with ENOSYS because no entry supports them, by number.
+    unsupported: BTreeMap<u64, u64>,
+    /// Paths refused by the confinement.
+    denied_path: u64,
+}
+
+/// A confined guest's process id: it is the first process of its own machine. (Under the host
+/// policy a guest has the host process's pid, as natively a program never is pid 1: sash, for
+/// one, refuses to `exit` as init.)
+pub const CONFINED_PID: i64 = 1;
+
+impl Abi {
+    /// A process set up as `s` says: fds 0-2 open, the current directory the harness's (host
+    /// policy).
+    pub fn new(s: Setup) -> Abi {
+        let mut fds = FdTable::default();
+        let stdin = if s.inherit_stdin {
+            fd::dup_host(0).ok()
+        } else {
+            std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+        };
+        if let Some(f) = stdin {
+            fds.put(0, Fd::Host(f), false);
+        }
+        for (i, out) in s.outputs.iter().enumerate() {
+            let fd = match out {
+                Output::Inherit(n) => match fd::dup_host(*n) {
+                    Ok(f) => Fd::Host(f),
+                    Err(_) => continue,
+                },
+                Output::Capture { .. } => Fd::Out(i),
+            };
+            fds.put(i + 1, fd, false);
+        }
+        let mut allowed = s.allowed;
+        allowed.extend(["/dev/null", "/dev/zero", "/dev/urandom"].map(PathBuf::from));
+        let cwd = (s.policy == Policy::Host)
+            .then(|| fs::open_dir_path(c".").ok())
+            .flatten();
+        Abi {
+            policy: s.policy,
+            pid: match s.policy {
+                Policy::Host => i64::from(std::process::id()),
+                Policy::Confined => CONFINED_PID,
+            },
+            fds,
+            outputs: s.outputs,
+            allowed,
+            cwd,
+            mem: mem::Map::new(s.layout),
+            misc: process::Misc::default(),
+            signals: SignalState {
+                actions: [[0; 4]; 65],
+                mask: 0,
+                altstack: [0, 2, 0], // SS_DISABLE
+            },
+            delivers_signals: s.delivers_signals,
+            calls: Box::new([0; COUNTED_NRS]),
+            unsupported: BTreeMap::new(),
+            denied_path: 0,
+        }
+    }
+
+    /// The guest's process id (getpid, gettid).
+    pub fn pid(&self) -> i64 {
+        self.pid
+    }
+
+    /// The policy this guest runs under.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Services syscall `nr` with arguments `a` (rdi, rsi, rdx, r10, r8, r9).
+    pub fn syscall(&mut self, mem: &dyn GuestMem, nr: u64, a: [u64; 6]) -> Action {
+        self.calls[(nr as usize).min(COUNTED_NRS - 1)] += 1;
+        let Some(e) = table::entry(nr) else {
+            return self.refuse(nr);
+        };
+        if matches!(e.level(self.policy), Level::Refused(_)) {
+            return self.refuse(nr);
+        }
+        e.call(self, mem, a)
+            .unwrap_or_else(|err| Action::Return(err.ret()))
+    }
+
+    fn refuse(&mut self, nr: u64) -> Action {
+        *self.unsupported.entry(nr).or_insert(0) += 1;
+        Action::Return(Errno::ENOSYS.ret())
+    }
+
+    /// The counters by name (`abi.<syscall>` per syscall made, `abi.enosys`,
+    /// `abi.denied_path`), made once when the run ends.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let mut m: BTreeMap<String, u64> = self
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(nr, n)| {
+                let name = match table::name(nr as u64) {
+                    Some(name) => format!("abi.{name}"),
+                    None if nr == COUNTED_NRS - 1 => "abi.other".to_string(),
+                    None => format!("abi.sys_{nr}"),
+                };
+                (name, *n)
+            })
+            .collect();
+        let enosys = self.unsupported.values().sum::<u64>();
+        for (k, v) in [
+            ("abi.enosys", enosys),
+            ("abi.denied_path", self.denied_path),
+        ] {
+            if v > 0 {
+                m.insert(k.into(), v);
+            }
+        }
+        m
+    }
+
+    /// The calls answered with ENOSYS because no entry supports them, as "name x N, ...",
+    /// most frequent first; None when there was none.
+    pub fn unsupported(&self) -> Option<String> {
+        if self.unsupported.is_empty() {
+            return None;
+        }
+        let mut v: Vec<(u64, u64)> = self.unsupported.iter().map(|(k, v)| (*k, *v)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Some(
+            v.iter()
+                .map(|(nr, n)| match table::name(*nr) {
+                    Some(name) => format!("{name} ({nr}) x {n}"),
+                    None => format!("syscall {nr} x {n}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    }
+
+    /// The guest's NUL-terminated string at `addr` (at most PATH_MAX bytes).
+    fn cstring(mem: &dyn GuestMem, addr: u64) -> Result<Vec<u8>, Errno> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 256];
+        loop {
+            // Read byte-wise near the end of memory, chunk-wise otherwise.
+            let at = addr.checked_add(out.len() as u64).ok_or(Errno::EFAULT)?;
+            if mem.read(at, &mut chunk).is_err() {
+                let mut b = [0u8; 1];
+                mem.read(at, &mut b)?;
+                if b[0] == 0 {
+                    return Ok(out);
+                }
+                out.push(b[0]);
+            } else if let Some(n) = chunk.iter().position(|c| *c == 0) {
+                out.extend_from_slice(&chunk[..n]);
+                return Ok(out);
+            } else {
+                out.extend_from_slice(&chunk);
+            }
+            if out.len() >= libc::PATH_MAX as usize {
+                return Err(Errno::ENAMETOOLONG);
+            }
+        }
+    }
+
+    /// The host descriptor a `*at` call's `dirfd` means: the guest's current directory for
+    /// AT_FDCWD, else the guest descriptor's.
+    fn dirfd(&self, dirfd: u64) -> Result<i32, Errno> {
+        if dirfd as i32 == libc::AT_FDCWD {
+            return Ok(self.cwd.as_ref().map_or(libc::AT_FDCWD, |c| c.as_raw_fd()));
+        }
+        self.fds.host(dirfd)
+    }
+}
+
+/// Host address of a guest buffer the kernel will read (`len` may be 0: any address).
+fn buf_in(mem: &dyn GuestMem, addr: u64, len: u64) -> Result<*const u8, Errno> {
+    if len == 0 {
+        return Ok(std::ptr::NonNull::<u8>::dangling().as_ptr());
+    }
+    Ok(mem.host_range(addr, len, false)?.cast_const())
+}
+
+/// Host address of a guest buffer the kernel will write.
+fn buf_out(mem: &dyn GuestMem, addr: u64, len: u64) -> Result<*mut u8, Errno> {
+    if len == 0 {
+        return Ok(std::ptr::NonNull::<u8>::dangling().as_ptr());
+    }
+    Ok(mem.host_range(addr, len, true)?)
+}
+
+/// Like [`buf_in`], with the null pointer passed through as null.
+fn opt_in(mem: &dyn GuestMem, addr: u64, len: u64) -> Result<*const u8, Errno> {
+    if addr == 0 {
+        Ok(std::ptr::null())
+    } else {
+        buf_in(mem, addr, len)
+    }
+}
+
+/// Like [`buf_out`], with the null pointer passed through as null.
+fn opt_out(mem: &dyn GuestMem, addr: u64, len: u64) -> Result<*mut u8, Errno> {
+    if addr == 0 {
+        Ok(std::ptr::null_mut())
+    } else {
+        buf_out(mem, addr, len)
+    }
+}
+
+/// Reads a plain value of type `T` from the guest.
+fn get<T: Copy>(mem: &dyn GuestMem, addr: u64) -> Result<T, Errno> {
+    let p = mem.host_range(addr, std::mem::size_of::<T>() as u64, false)?;
+    // SAFETY: the range holds size_of::<T>() readable bytes; T is plain data (integers and
+    // arrays of them, as every caller uses), so any bytes are a valid value.
+    Ok(unsafe { std::ptr::read_unaligned(p.cast::<T>()) })
+}
+
+/// Writes a plain value of type `T` to the guest.
+fn put<T: Copy>(mem: &dyn GuestMem, addr: u64, v: &T) -> Result<(), Errno> {
+    // SAFETY: T is plain data (no padding is read as anything but bytes), viewed as bytes.
+    let b = unsafe {
+        std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    };
+    mem.write(addr, b)?;
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod testmem;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,648 @@
+//! The guest process's own calls: identity, limits, scheduling, signals it sends itself,
+//! clocks and sleeps, system information, exit.
+
+use super::errno::host;
+use super::{buf_out, get, opt_out, put, Abi, Action, Errno, GuestMem, Policy};
+
+type A = [u64; 6];
+type Sys = Result<i64, Errno>;
+
+impl Abi {
+    /// Whether `pid` (of kill, tgkill, prlimit...) names the guest itself (or its group).
+    fn is_self(&self, pid: u64) -> bool {
+        let pid = pid as i32 as i64;
+        pid == 0 || pid == self.pid || pid == -self.pid
+    }
+}
+
+pub(super) fn getpid(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Ok(abi.pid)
+}
+
+/// The parent of the machine's first process is "nobody" (0), as init's is.
+pub(super) fn getppid(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Ok(0)
+}
+
+/// get[e]uid, get[e]gid: the host's under the host policy, root of its own machine confined.
+pub(super) fn getuid(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    // SAFETY: getuid has no preconditions.
+    Ok(host_or_root(abi, || unsafe { libc::getuid() }))
+}
+pub(super) fn geteuid(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    // SAFETY: geteuid has no preconditions.
+    Ok(host_or_root(abi, || unsafe { libc::geteuid() }))
+}
+pub(super) fn getgid(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    // SAFETY: getgid has no preconditions.
+    Ok(host_or_root(abi, || unsafe { libc::getgid() }))
+}
+pub(super) fn getegid(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    // SAFETY: getegid has no preconditions.
+    Ok(host_or_root(abi, || unsafe { libc::getegid() }))
+}
+
+fn host_or_root(abi: &Abi, f: impl Fn() -> u32) -> i64 {
+    match abi.policy {
+        Policy::Host => i64::from(f()),
+        Policy::Confined => 0,
+    }
+}
+
+/// getresuid/getresgid(r, e, s): three ids written.
+pub(super) fn getresuid(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let id = getuid(abi, mem, a)? as u32;
+    for p in &a[..3] {
+        put(mem, *p, &id)?;
+    }
+    Ok(0)
+}
+pub(super) fn getresgid(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let id = getgid(abi, mem, a)? as u32;
+    for p in &a[..3] {
+        put(mem, *p, &id)?;
+    }
+    Ok(0)
+}
+
+/// getgroups(size, list): the host's supplementary groups (none, confined).
+pub(super) fn getgroups(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if abi.policy == Policy::Confined {
+        return Ok(0);
+    }
+    let size = a[0] as i32;
+    if size < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let p = opt_out(mem, a[1], size as u64 * 4)?;
+    // SAFETY: `p` has room for `size` gids (checked guest memory), or size is 0.
+    host(i64::from(unsafe { libc::getgroups(size, p.cast()) }))
+}
+
+/// getpgrp, getpgid(self), getsid(self): the guest leads its own group and session.
+pub(super) fn getpgid(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    if abi.is_self(a[0]) {
+        Ok(abi.pid)
+    } else {
+        Err(Errno::ESRCH)
+    }
+}
+pub(super) fn getpgrp(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Ok(abi.pid)
+}
+/// setpgid(self, self or 0) and setsid: the guest already leads its group and session.
+pub(super) fn setpgid(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    if abi.is_self(a[0]) && (a[1] == 0 || abi.is_self(a[1])) {
+        Ok(0)
+    } else {
+        Err(Errno::ESRCH)
+    }
+}
+pub(super) fn setsid(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Err(Errno::EPERM) // already a process-group leader
+}
+
+/// wait4 and waitid: the guest has no children (yet).
+pub(super) fn wait(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Err(Errno::ECHILD)
+}
+
+pub(super) fn exit(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    Ok(Action::Exit(a[0] as i32))
+}
+
+/// set_tid_address: the thread's id.
+pub(super) fn set_tid_address(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Ok(abi.pid)
+}
+
+/// Calls with nothing to do for a single-threaded guest: set_robust_list, sched_yield,
+/// mlock and friends.
+pub(super) fn nothing(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Ok(0)
+}
+
+/// rseq: refused, as on kernels without it; libc then works without it.
+pub(super) fn enosys(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Err(Errno::ENOSYS)
+}
+
+/// arch_prctl's ARCH_SET_FS (asm/prctl.h; not in libc).
+const ARCH_SET_FS: i32 = 0x1002;
+
+/// arch_prctl: ARCH_SET_FS only (the FS base is the backend's to set).
+pub(super) fn arch_prctl(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    match a[0] as i32 {
+        ARCH_SET_FS => Ok(Action::SetFs(a[1])),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// prctl: the thread's name, dumpability and parent-death signal.
+pub(super) fn prctl(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    match a[0] as i32 {
+        libc::PR_SET_NAME => {
+            let name = Abi::cstring(mem, a[1])?;
+            abi.misc.name = name.into_iter().take(15).collect();
+            Ok(0)
+        }
+        libc::PR_GET_NAME => {
+            let mut b = [0u8; 16];
+            b[..abi.misc.name.len()].copy_from_slice(&abi.misc.name);
+            mem.write(a[1], &b)?;
+            Ok(0)
+        }
+        libc::PR_GET_DUMPABLE => Ok(1),
+        libc::PR_SET_DUMPABLE | libc::PR_SET_PDEATHSIG | libc::PR_SET_NO_NEW_PRIVS => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// uname: the host's under the host policy; a fixed machine, confined.
+pub(super) fn uname(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if abi.policy == Policy::Host {
+        let p = buf_out(mem, a[0], std::mem::size_of::<libc::utsname>() as u64)?;
+        // SAFETY: `p` points to a checked, writable utsname-sized guest buffer.
+        return host(i64::from(unsafe { libc::uname(p.cast()) }));
+    }
+    let mut u = [0u8; 65 * 6];
+    for (i, f) in [
+        "Linux",
+        "vbench-vm",
+        "6.1.0-vbench",
+        "#1 vbench micro-VM",
+        "x86_64",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        u[i * 65..i * 65 + f.len()].copy_from_slice(f.as_bytes());
+    }
+    mem.write(a[0], &u)?;
+    Ok(0)
+}
+
+/// sysinfo: the host's (uptime, memory, load).
+pub(super) fn sysinfo(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let p = buf_out(mem, a[0], std::mem::size_of::<libc::sysinfo>() as u64)?;
+    // SAFETY: `p` points to a checked, writable sysinfo-sized guest buffer.
+    host(i64::from(unsafe { libc::sysinfo(p.cast()) }))
+}
+
+/// getrusage: the guest's thread (RUSAGE_SELF and RUSAGE_THREAD: the guest runs on the
+/// calling host thread); RUSAGE_CHILDREN is empty.
+pub(super) fn getrusage(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let size = std::mem::size_of::<libc::rusage>() as u64;
+    let p = buf_out(mem, a[1], size)?;
+    match a[0] as i32 {
+        libc::RUSAGE_SELF | libc::RUSAGE_THREAD => {
+            // SAFETY: `p` points to a checked, writable rusage-sized guest buffer.
+            host(i64::from(unsafe {
+                libc::getrusage(libc::RUSAGE_THREAD, p.cast())
+            }))
+        }
+        libc::RUSAGE_CHILDREN => {
+            // SAFETY: as above; zero bytes are an empty rusage.
+            unsafe { std::ptr::write_bytes(p, 0, size as usize) };
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// times(buf): the guest thread's CPU time in clock ticks; returns ticks since boot.
+pub(super) fn times(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    // SAFETY: a zeroed rusage is a valid out-buffer.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as i64;
+    let ticks = |t: libc::timeval| t.tv_sec * hz + t.tv_usec * hz / 1_000_000;
+    if a[0] != 0 {
+        put(
+            mem,
+            a[0],
+            &[ticks(ru.ru_utime), ticks(ru.ru_stime), 0i64, 0i64],
+        )?;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Ok(ts.tv_sec * hz + ts.tv_nsec * hz / 1_000_000_000)
+}
+
+/// Limits are the guest's own: they start as the host's and setrlimit changes the guest's
+/// copy (a guest lowering RLIMIT_NOFILE must not limit the harness).
+pub(super) fn prlimit64(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if !abi.is_self(a[0]) {
+        return Err(Errno::ESRCH);
+    }
+    limit(abi, mem, a[1], a[2], a[3])
+}
+pub(super) fn getrlimit(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    limit(abi, mem, a[0], 0, a[1])
+}
+pub(super) fn setrlimit(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    limit(abi, mem, a[0], a[1], 0)
+}
+
+/// Resource limits Linux has (RLIMIT_AS .. RLIMIT_RTTIME).
+const RLIMITS: usize = 16;
+
+fn limit(abi: &mut Abi, mem: &dyn GuestMem, res: u64, new: u64, old: u64) -> Sys {
+    let r = usize::try_from(res)
+        .ok()
+        .filter(|r| *r < RLIMITS)
+        .ok_or(Errno::EINVAL)?;
+    let cur = abi.misc.limit(r);
+    if old != 0 {
+        put(mem, old, &cur)?;
+    }
+    if new != 0 {
+        let want: [u64; 2] = get(mem, new)?;
+        if want[0] > want[1] {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: geteuid has no preconditions.
+        if want[1] > cur[1] && unsafe { libc::geteuid() } != 0 {
+            return Err(Errno::EPERM);
+        }
+        abi.misc.limits[r] = Some(want);
+    }
+    Ok(0)
+}
+
+/// sched_getaffinity(self): the CPUs the guest's thread may run on (one, when pinned).
+pub(super) fn sched_getaffinity(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if !abi.is_self(a[0]) {
+        return Err(Errno::ESRCH);
+    }
+    let p = buf_out(mem, a[2], a[1])?;
+    // SAFETY: `p` holds a[1] checked, writable guest bytes; the raw call writes at most that.
+    host(unsafe { libc::syscall(libc::SYS_sched_getaffinity, 0, a[1], p) })
+}
+
+/// sched_setaffinity(self): moves the guest's thread, as natively.
+pub(super) fn sched_setaffinity(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if !abi.is_self(a[0]) {
+        return Err(Errno::ESRCH);
+    }
+    let p = super::buf_in(mem, a[2], a[1])?;
+    // SAFETY: `p` holds a[1] checked, readable guest bytes.
+    host(unsafe { libc::syscall(libc::SYS_sched_setaffinity, 0, a[1], p) })
+}
+
+/// getcpu(cpu, node, cache): where the guest's thread runs now.
+pub(super) fn getcpu(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let cpu = opt_out(mem, a[0], 4)?;
+    let node = opt_out(mem, a[1], 4)?;
+    // SAFETY: each pointer is null or a checked, writable 4-byte guest buffer.
+    host(unsafe { libc::syscall(libc::SYS_getcpu, cpu, node, 0) })
+}
+
+/// getpriority(PRIO_PROCESS, self): the kernel's 40 - nice encoding.
+pub(super) fn getpriority(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    if a[0] as i32 != libc::PRIO_PROCESS as i32 || !abi.is_self(a[1]) {
+        return Err(Errno::ESRCH);
+    }
+    // SAFETY: the raw call takes no pointers.
+    host(unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, 0) })
+}
+
+/// getrandom(buf, len, flags): the host's.
+pub(super) fn getrandom(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let p = buf_out(mem, a[0], a[1])?;
+    // SAFETY: `p` holds a[1] checked, writable guest bytes.
+    host(unsafe { libc::syscall(libc::SYS_getrandom, p, a[1], a[2]) })
+}
+
+/// The guest's CPU-time clocks are its thread's (the harness shares the host process).
+fn clock_id(clk: u64) -> Result<libc::clockid_t, Errno> {
+    let c = clk as i32;
+    match c {
+        libc::CLOCK_PROCESS_CPUTIME_ID => Ok(libc::CLOCK_THREAD_CPUTIME_ID),
+        0..=11 => Ok(c),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// clock_gettime: the host's clocks.
+pub(super) fn clock_gettime(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let clk = clock_id(a[0])?;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; the clock id was range-checked.
+    if unsafe { libc::clock_gettime(clk, &mut ts) } != 0 {
+        return Err(Errno::last());
+    }
+    put(mem, a[1], &[ts.tv_sec, ts.tv_nsec])?;
+    Ok(0)
+}
+
+/// clock_getres: the host's.
+pub(super) fn clock_getres(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let clk = clock_id(a[0])?;
+    let p = opt_out(mem, a[1], 16)?;
+    // SAFETY: `p` is null or a checked, writable timespec.
+    host(i64::from(unsafe { libc::clock_getres(clk, p.cast()) }))
+}
+
+/// The host's wall clock, as CLOCK_REALTIME.
+fn realtime() -> libc::timespec {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_REALTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts
+}
+
+/// gettimeofday(tv, tz): the wall clock in seconds and microseconds; a non-null `tz` gets
+/// UTC (minutes west 0, no DST), as the kernel's timezone is on most hosts.
+pub(super) fn gettimeofday(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let ts = realtime();
+    if a[0] != 0 {
+        put(mem, a[0], &[ts.tv_sec, ts.tv_nsec / 1000])?;
+    }
+    if a[1] != 0 {
+        put(mem, a[1], &0u64)?;
+    }
+    Ok(0)
+}
+
+/// time(tloc): the wall clock in seconds, also stored at a non-null `tloc`.
+pub(super) fn time(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let now = realtime().tv_sec;
+    if a[0] != 0 {
+        put(mem, a[0], &now)?;
+    }
+    Ok(now)
+}
+
+/// nanosleep(req, rem): a real sleep. The watchdog's kick interrupts it (EINTR), so a timed
+/// out or cancelled guest stops promptly.
+pub(super) fn nanosleep(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let req = buf_in_ts(mem, a[0])?;
+    let rem = opt_out(mem, a[1], 16)?;
+    // SAFETY: `req` is a checked, readable timespec; `rem` null or a checked, writable one.
+    host(unsafe { libc::syscall(libc::SYS_nanosleep, req, rem) })
+}
+
+/// clock_nanosleep(clock, flags, req, rem): a real sleep, relative or absolute.
+pub(super) fn clock_nanosleep(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let clk = clock_id(a[0])?;
+    let req = buf_in_ts(mem, a[2])?;
+    let rem = opt_out(mem, a[3], 16)?;
+    // SAFETY: as for nanosleep. clock_nanosleep returns the error number, not -1.
+    let rc = unsafe { libc::clock_nanosleep(clk, a[1] as i32, req.cast(), rem.cast()) };
+    if rc == 0 {
+        Ok(0)
+    } else {
+        Err(Errno(rc))
+    }
+}
+
+fn buf_in_ts(mem: &dyn GuestMem, addr: u64) -> Result<*const u8, Errno> {
+    super::buf_in(mem, addr, 16)
+}
+
+/// pause and rt_sigsuspend: wait for a signal; only the watchdog's kick comes (EINTR).
+pub(super) fn pause(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    // SAFETY: pause has no preconditions; the kick interrupts it.
+    unsafe { libc::pause() };
+    Err(Errno::EINTR)
+}
+
+/// futex of a single-threaded guest: WAIT on a changed word is EAGAIN, WAIT on its value
+/// sleeps for the timeout (or until the watchdog's kick), WAKE wakes nobody.
+pub(super) fn futex(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let op = a[1] as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
+    match op {
+        libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET => {
+            let word: u32 = get(mem, a[0])?;
+            if word != a[2] as u32 {
+                return Err(Errno::EAGAIN);
+            }
+            if a[3] == 0 {
+                // SAFETY: pause has no preconditions; the kick interrupts it.
+                unsafe { libc::pause() };
+                return Err(Errno::EINTR);
+            }
+            let ts: [i64; 2] = get(mem, a[3])?;
+            let t = libc::timespec {
+                tv_sec: ts[0],
+                tv_nsec: ts[1],
+            };
+            let (clk, flags) = if op == libc::FUTEX_WAIT_BITSET {
+                (libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME)
+            } else {
+                (libc::CLOCK_MONOTONIC, 0)
+            };
+            // SAFETY: a valid timespec; the remaining-time pointer may be null.
+            match unsafe { libc::clock_nanosleep(clk, flags, &t, std::ptr::null_mut()) } {
+                0 => Err(Errno(libc::ETIMEDOUT)),
+                e => Err(Errno(e)),
+            }
+        }
+        libc::FUTEX_WAKE | libc::FUTEX_WAKE_BITSET => Ok(0),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// The default action of a signal: false = ignore, true = terminate (with or without core).
+fn terminates(sig: i32) -> bool {
+    !matches!(
+        sig,
+        libc::SIGCHLD
+            | libc::SIGURG
+            | libc::SIGWINCH
+            | libc::SIGCONT
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+    )
+}
+
+impl Abi {
+    /// A signal raised at the guest itself (kill, tgkill, a write to a closed pipe): blocked or
+    /// ignored, delivered to its handler, or its default action.
+    pub(super) fn raise(&mut self, sig: i32, ret: i64) -> Action {
+        let [handler, ..] = self.signals.actions[sig as usize];
+        let blocked = sig != libc::SIGKILL && self.signals.mask & (1 << (sig - 1)) != 0;
+        if sig == libc::SIGKILL {
+            return Action::Killed(sig);
+        }
+        match handler {
+            _ if blocked => Action::Return(ret), // stays pending: never delivered here
+            1 => Action::Return(ret),            // SIG_IGN
+            0 if terminates(sig) => Action::Killed(sig),
+            0 => Action::Return(ret),
+            _ if self.delivers_signals => Action::Deliver(sig, ret),
+            _ => Action::Killed(sig),
+        }
+    }
+}
+
+fn signal(sig: u64) -> Result<i32, Errno> {
+    match sig {
+        0..=64 => Ok(sig as i32),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// kill(pid, sig): to the guest itself (its pid, 0 or its group), else ESRCH: the guest's
+/// machine has no other process.
+pub(super) fn kill(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    let sig = signal(a[1])?;
+    if !abi.is_self(a[0]) && a[0] as i32 != -1 {
+        return Err(Errno::ESRCH);
+    }
+    Ok(if sig == 0 {
+        Action::Return(0)
+    } else {
+        abi.raise(sig, 0)
+    })
+}
+
+/// tkill(tid, sig) and tgkill(tgid, tid, sig).
+pub(super) fn tkill(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    kill(abi, mem, a)
+}
+pub(super) fn tgkill(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    if !abi.is_self(a[0]) {
+        return Err(Errno::ESRCH);
+    }
+    kill(abi, mem, [a[1], a[2], 0, 0, 0, 0])
+}
+
+/// rt_sigaction(sig, act, oldact, sigsetsize): the guest's dispositions (the backend delivers).
+pub(super) fn rt_sigaction(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let sig = a[0] as usize;
+    if !(1..=64).contains(&sig) || a[3] != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let new: Option<[u64; 4]> = if a[1] != 0 {
+        Some(get(mem, a[1])?)
+    } else {
+        None
+    };
+    if new.is_some() && (sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize) {
+        return Err(Errno::EINVAL);
+    }
+    if a[2] != 0 {
+        put(mem, a[2], &abi.signals.actions[sig])?;
+    }
+    if let Some(n) = new {
+        abi.signals.actions[sig] = n;
+    }
+    Ok(0)
+}
+
+/// rt_sigprocmask(how, set, oldset, sigsetsize): the guest's blocked mask.
+pub(super) fn rt_sigprocmask(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if a[3] != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let set: Option<u64> = if a[1] != 0 {
+        Some(get(mem, a[1])?)
+    } else {
+        None
+    };
+    if a[2] != 0 {
+        put(mem, a[2], &abi.signals.mask)?;
+    }
+    if let Some(s) = set {
+        let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+        abi.signals.mask = match a[0] as i32 {
+            libc::SIG_BLOCK => abi.signals.mask | s,
+            libc::SIG_UNBLOCK => abi.signals.mask & !s,
+            libc::SIG_SETMASK => s,
+            _ => return Err(Errno::EINVAL),
+        } & !never;
+    }
+    Ok(0)
+}
+
+/// rt_sigpending: nothing is ever pending (signals are delivered or acted on at once).
+pub(super) fn rt_sigpending(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    put(mem, a[0], &0u64)?;
+    Ok(0)
+}
+
+/// sigaltstack(new, old): the guest's alternate signal stack.
+pub(super) fn sigaltstack(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let new: Option<[u64; 3]> = if a[0] != 0 {
+        Some(get(mem, a[0])?)
+    } else {
+        None
+    };
+    if a[1] != 0 {
+        put(mem, a[1], &abi.signals.altstack)?;
+    }
+    if let Some(n) = new {
+        abi.signals.altstack = n;
+    }
+    Ok(0)
+}
+
+/// rt_sigreturn: the backend's, when it delivered the signal.
+pub(super) fn rt_sigreturn(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Result<Action, Errno> {
+    Ok(if abi.delivers_signals {
+        Action::SigReturn
+    } else {
+        Action::Killed(libc::SIGSEGV)
+    })
+}
+
+/// umask: the guest's, applied to the host process while the guest runs (restored when the
+/// guest's state is dropped).
+pub(super) fn umask(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    // SAFETY: umask has no preconditions.
+    let old = unsafe { libc::umask((a[0] & 0o777) as libc::mode_t) };
+    abi.misc.harness_umask.get_or_insert(old);
+    Ok(i64::from(old))
+}
+
+/// The rest of a guest process's state: its name, its resource limits, the harness's umask
+/// to restore.
+#[derive(Debug, Default)]
+pub(super) struct Misc {
+    pub(super) name: Vec<u8>,
+    /// setrlimit's values; None: the host's.
+    pub(super) limits: [Option<[u64; 2]>; RLIMITS],
+    pub(super) harness_umask: Option<libc::mode_t>,
+}
+
+impl Misc {
+    /// The guest's limit `r`: its own, or the host process's.
+    pub(super) fn limit(&self, r: usize) -> [u64; 2] {
+        if let Some(l) = self.limits[r] {
+            return l;
+        }
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a valid out-pointer; `r` is below RLIM_NLIMITS.
+        unsafe { libc::getrlimit(r as _, &mut l) };
+        [l.rlim_cur, l.rlim_max]
+    }
+}
+
+impl Drop for Misc {
+    fn drop(&mut self) {
+        if let Some(m) = self.harness_umask {
+            // SAFETY: umask has no preconditions.
+            unsafe { libc::umask(m) };
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The system-call table: one entry per call, its number (`libc::SYS_*`), name, what each
+//! policy does with it and its handler. The one source of syscall names in vbench.
+
+use super::{fs, io, mem, process as p, Abi, Action, Errno, GuestMem, Policy};
+use std::sync::LazyLock;
+
+type A = [u64; 6];
+
+/// What a policy does with a system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The host kernel makes it, with the guest's pointers, descriptors and paths translated.
+    Host,
+    /// vbench answers it itself (the guest's own state: its pid, signals, limits, memory map).
+    Emulated,
+    /// The host kernel makes it, on the files named on the command line only, read-only.
+    Confined,
+    /// Answered with ENOSYS, for this reason.
+    Refused(&'static str),
+}
+
+impl Level {
+    /// A short label for `vbench list --syscalls`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Level::Host => "host",
+            Level::Emulated => "emulated",
+            Level::Confined => "named files",
+            Level::Refused(_) => "ENOSYS",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Handler {
+    Val(fn(&mut Abi, &dyn GuestMem, A) -> Result<i64, Errno>),
+    Act(fn(&mut Abi, &dyn GuestMem, A) -> Result<Action, Errno>),
+    Nr(fn(&mut Abi, &dyn GuestMem, i64, A) -> Result<i64, Errno>),
+    None,
+}
+
+/// One system call.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    /// Its x86-64 number.
+    pub nr: i64,
+    sym: &'static str,
+    /// What the host policy does with it.
+    pub host: Level,
+    /// What the confined policy does with it.
+    pub confined: Level,
+    handler: Handler,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({})", self.name(), self.nr)
+    }
+}
+
+impl Entry {
+    /// Its name (`read`, `openat`, ...).
+    pub fn name(&self) -> &'static str {
+        self.sym.trim_start_matches("SYS_")
+    }
+
+    /// What `policy` does with it.
+    pub fn level(&self, policy: Policy) -> Level {
+        match policy {
+            Policy::Host => self.host,
+            Policy::Confined => self.confined,
+        }
+    }
+
+    pub(super) fn call(&self, abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+        match self.handler {
+            Handler::Val(f) => f(abi, mem, a).map(Action::Return),
+            Handler::Act(f) => f(abi, mem, a),
+            Handler::Nr(f) => f(abi, mem, self.nr, a).map(Action::Return),
+            Handler::None => Err(Errno::ENOSYS),
+        }
+    }
+}
+
+use Level::{Confined as C, Emulated as E, Host as H};
+
+const NO_NET: Level = Level::Refused("confined: no network");
+const NO_HOST: Level = Level::Refused("confined: no access to the host's files");
+const PROCESSES: Level =
+    Level::Refused("creates a process or thread: the guest is one process, one thread");
+const EXEC: Level = Level::Refused("replaces the program: the guest runs one program");
+const ASYNC: Level = Level::Refused("asynchronous signals (timers) are not delivered");
+const IDENTITY: Level =
+    Level::Refused("changes the identity of the process the guest shares with vbench");
+const NOT_YET: Level = Level::Refused("not implemented");
+
+macro_rules! e {
+    ($sym:ident, $h:expr, $c:expr, val $f:expr) => {
+        Entry {
+            nr: libc::$sym,
+            sym: stringify!($sym),
+            host: $h,
+            confined: $c,
+            handler: Handler::Val($f),
+        }
+    };
+    ($sym:ident, $h:expr, $c:expr, act $f:expr) => {
+        Entry {
+            nr: libc::$sym,
+            sym: stringify!($sym),
+            host: $h,
+            confined: $c,
+            handler: Handler::Act($f),
+        }
+    };
+    ($sym:ident, $h:expr, $c:expr, nr $f:expr) => {
+        Entry {
+            nr: libc::$sym,
+            sym: stringify!($sym),
+            host: $h,
+            confined: $c,
+            handler: Handler::Nr($f),
+        }
+    };
+    ($sym:ident, refused $why:expr) => {
+        Entry {
+            nr: libc::$sym,
+            sym: stringify!($sym),
+            host: $why,
+            confined: $why,
+            handler: Handler::None,
+        }
+    };
+}
+
+/// Every system call vbench knows, supported or not.
+pub static TABLE: &[Entry] = &[
+    // ---- descriptors and I/O
+    e!(SYS_read, H, H, val io::read),
+    e!(SYS_write, H, H, act io::write),
+    e!(SYS_pread64, H, H, val io::pread64),
+    e!(SYS_pwrite64, H, H, act io::pwrite64),
+    e!(SYS_readv, H, H, val io::readv),
+    e!(SYS_writev, H, H, act io::writev),
+    e!(SYS_preadv, H, H, val io::preadv),
+    e!(SYS_pwritev, H, H, act io::pwritev),
+    e!(SYS_lseek, H, H, val io::lseek),
+    e!(SYS_close, E, E, val io::close),
+    e!(SYS_dup, E, E, val io::dup),
+    e!(SYS_dup2, E, E, val io::dup2),
+    e!(SYS_dup3, E, E, val io::dup3),
+    e!(SYS_fcntl, H, C, val io::fcntl),
+    e!(SYS_ioctl, H, E, val io::ioctl),
+    e!(SYS_pipe, H, H, val io::pipe),
+    e!(SYS_pipe2, H, H, val io::pipe2),
+    e!(SYS_poll, H, H, val io::poll),
+    e!(SYS_ppoll, H, H, val io::ppoll),
+    e!(SYS_sendfile, H, H, act io::sendfile),
+    e!(SYS_copy_file_range, H, NO_HOST, val io::copy_file_range),
+    e!(SYS_fsync, H, NO_HOST, nr io::fd_ints),
+    e!(SYS_fdatasync, H, NO_HOST, nr io::fd_ints),
+    e!(SYS_syncfs, H, NO_HOST, nr io::fd_ints),
+    e!(SYS_ftruncate, H, NO_HOST, nr io::fd_ints),
+    e!(SYS_fallocate, H, NO_HOST, nr io::fd_ints),
+    e!(SYS_fadvise64, H, H, nr io::fd_ints),
+    e!(SYS_flock, H, NO_HOST, nr io::fd_ints),
+    e!(SYS_fchmod, H, NO_HOST, nr io::fd_ints),
+    e!(SYS_fchown, H, NO_HOST, nr io::fd_ints),
+    e!(SYS_select, refused NOT_YET),
+    e!(SYS_pselect6, refused NOT_YET),
+    e!(SYS_epoll_create1, refused NOT_YET),
+    e!(SYS_eventfd2, refused NOT_YET),
+    // ---- paths, files, directories
+    e!(SYS_open, H, C, val fs::open),
+    e!(SYS_openat, H, C, val fs::openat),
+    e!(SYS_creat, H, NO_HOST, val fs::creat),
+    e!(SYS_stat, H, C, val fs::stat),
+    e!(SYS_lstat, H, C, val fs::lstat),
+    e!(SYS_fstat, H, H, val fs::fstat),
+    e!(SYS_newfstatat, H, C, val fs::newfstatat),
+    e!(SYS_statx, H, C, val fs::statx),
+    e!(SYS_access, H, C, val fs::access),
+    e!(SYS_faccessat, H, C, val fs::faccessat_),
+    e!(SYS_faccessat2, H, C, val fs::faccessat2),
+    e!(SYS_getdents64, H, H, val fs::getdents64),
+    e!(SYS_getcwd, E, E, val fs::getcwd),
+    e!(SYS_chdir, E, NO_HOST, val fs::chdir),
+    e!(SYS_fchdir, E, NO_HOST, val fs::fchdir),
+    e!(SYS_mkdir, H, NO_HOST, val fs::mkdir),
+    e!(SYS_mkdirat, H, NO_HOST, val fs::mkdirat),
+    e!(SYS_mknod, H, NO_HOST, val fs::mknod),
+    e!(SYS_mknodat, H, NO_HOST, val fs::mknodat),
+    e!(SYS_rmdir, H, NO_HOST, val fs::rmdir),
+    e!(SYS_unlink, H, NO_HOST, val fs::unlink),
+    e!(SYS_unlinkat, H, NO_HOST, val fs::unlinkat),
+    e!(SYS_rename, H, NO_HOST, val fs::rename),
+    e!(SYS_renameat, H, NO_HOST, val fs::renameat),
+    e!(SYS_renameat2, H, NO_HOST, val fs::renameat2),
+    e!(SYS_link, H, NO_HOST, val fs::link),
+    e!(SYS_linkat, H, NO_HOST, val fs::linkat),
+    e!(SYS_symlink, H, NO_HOST, val fs::symlink),
+    e!(SYS_symlinkat, H, NO_HOST, val fs::symlinkat_),
+    e!(SYS_readlink, H, C, val fs::readlink),
+    e!(SYS_readlinkat, H, C, val fs::readlinkat_),
+    e!(SYS_chmod, H, NO_HOST, val fs::chmod),
+    e!(SYS_fchmodat, H, NO_HOST, val fs::fchmodat),
+    e!(SYS_chown, H, NO_HOST, val fs::chown),
+    e!(SYS_lchown, H, NO_HOST, val fs::lchown),
+    e!(SYS_fchownat, H, NO_HOST, val fs::fchownat),
+    e!(SYS_truncate, H, NO_HOST, val fs::truncate),
+    e!(SYS_utimensat, H, NO_HOST, val fs::utimensat),
+    e!(SYS_utimes, H, NO_HOST, val fs::utimes),
+    e!(SYS_statfs, H, NO_HOST, val fs::statfs),
+    e!(SYS_fstatfs, H, H, val fs::fstatfs),
+    e!(SYS_sync, H, NO_HOST, val fs::sync),
+    e!(SYS_umask, E, E, val p::umask),
+    // ---- memory
+    e!(SYS_brk, E, E, val mem::brk),
+    e!(SYS_mmap, E, E, val mem::mmap),
+    e!(SYS_munmap, E, E, val mem::munmap),
+    e!(SYS_mprotect, E, E, val mem::mprotect),
+    e!(SYS_mremap, E, E, val mem::mremap),
+    e!(SYS_madvise, E, E, val mem::madvise),
+    e!(SYS_msync, H, H, val mem::msync),
+    e!(SYS_mincore, H, H, val mem::mincore),
+    e!(SYS_mlock, E, E, val p::nothing),
+    e!(SYS_munlock, E, E, val p::nothing),
+    e!(SYS_mlockall, E, E, val p::nothing),
+    e!(SYS_munlockall, E, E, val p::nothing),
+    // ---- the process
+    e!(SYS_getpid, E, E, val p::getpid),
+    e!(SYS_gettid, E, E, val p::getpid),
+    e!(SYS_getppid, E, E, val p::getppid),
+    e!(SYS_getuid, H, E, val p::getuid),
+    e!(SYS_geteuid, H, E, val p::geteuid),
+    e!(SYS_getgid, H, E, val p::getgid),
+    e!(SYS_getegid, H, E, val p::getegid),
+    e!(SYS_getresuid, H, E, val p::getresuid),
+    e!(SYS_getresgid, H, E, val p::getresgid),
+    e!(SYS_getgroups, H, E, val p::getgroups),
+    e!(SYS_getpgrp, E, E, val p::getpgrp),
+    e!(SYS_getpgid, E, E, val p::getpgid),
+    e!(SYS_getsid, E, E, val p::getpgid),
+    e!(SYS_setpgid, E, E, val p::setpgid),
+    e!(SYS_setsid, E, E, val p::setsid),
+    e!(SYS_setuid, refused IDENTITY),
+    e!(SYS_setgid, refused IDENTITY),
+    e!(SYS_setreuid, refused IDENTITY),
+    e!(SYS_setregid, refused IDENTITY),
+    e!(SYS_setresuid, refused IDENTITY),
+    e!(SYS_setresgid, refused IDENTITY),
+    e!(SYS_setgroups, refused IDENTITY),
+    e!(SYS_exit, E, E, act p::exit),
+    e!(SYS_exit_group, E, E, act p::exit),
+    e!(SYS_wait4, E, E, val p::wait),
+    e!(SYS_waitid, E, E, val p::wait),
+    e!(SYS_fork, refused PROCESSES),
+    e!(SYS_vfork, refused PROCESSES),
+    e!(SYS_clone, refused PROCESSES),
+    e!(SYS_clone3, refused PROCESSES),
+    e!(SYS_execve, refused EXEC),
+    e!(SYS_execveat, refused EXEC),
+    e!(SYS_set_tid_address, E, E, val p::set_tid_address),
+    e!(SYS_set_robust_list, E, E, val p::nothing),
+    e!(SYS_rseq, E, E, val p::enosys),
+    e!(SYS_futex, E, E, val p::futex),
+    e!(SYS_arch_prctl, E, E, act p::arch_prctl),
+    e!(SYS_prctl, E, E, val p::prctl),
+    e!(SYS_uname, H, E, val p::uname),
+    e!(SYS_sysinfo, H, H, val p::sysinfo),
+    e!(SYS_getrusage, H, H, val p::getrusage),
+    e!(SYS_times, H, H, val p::times),
+    e!(SYS_getrlimit, E, E, val p::getrlimit),
+    e!(SYS_setrlimit, E, E, val p::setrlimit),
+    e!(SYS_prlimit64, E, E, val p::prlimit64),
+    e!(SYS_sched_getaffinity, H, H, val p::sched_getaffinity),
+    e!(SYS_sched_setaffinity, H, NO_HOST, val p::sched_setaffinity),
+    e!(SYS_sched_yield, H, H, val p::nothing),
+    e!(SYS_getcpu, H, H, val p::getcpu),
+    e!(SYS_getpriority, H, H, val p::getpriority),
+    e!(SYS_getrandom, H, H, val p::getrandom),
+    // ---- signals
+    e!(SYS_kill, E, E, act p::kill),
+    e!(SYS_tkill, E, E, act p::tkill),
+    e!(SYS_tgkill, E, E, act p::tgkill),
+    e!(SYS_rt_sigaction, E, E, val p::rt_sigaction),
+    e!(SYS_rt_sigprocmask, E, E, val p::rt_sigprocmask),
+    e!(SYS_rt_sigpending, E, E, val p::rt_sigpending),
+    e!(SYS_sigaltstack, E, E, val p::sigaltstack),
+    e!(SYS_rt_sigreturn, E, E, act p::rt_sigreturn),
+    e!(SYS_pause, H, H, val p::pause),
+    e!(SYS_rt_sigsuspend, H, H, val p::pause),
+    e!(SYS_alarm, refused ASYNC),
+    e!(SYS_setitimer, refused ASYNC),
+    e!(SYS_timer_create, refused ASYNC),
+    // ---- clocks and sleeps
+    e!(SYS_clock_gettime, H, H, val p::clock_gettime),
+    e!(SYS_clock_getres, H, H, val p::clock_getres),
+    e!(SYS_gettimeofday, H, H, val p::gettimeofday),
+    e!(SYS_time, H, H, val p::time),
+    e!(SYS_nanosleep, H, H, val p::nanosleep),
+    e!(SYS_clock_nanosleep, H, H, val p::clock_nanosleep),
+    // ---- sockets
+    e!(SYS_socket, H, NO_NET, val io::socket),
+    e!(SYS_socketpair, H, NO_NET, val io::socketpair),
+    e!(SYS_connect, H, NO_NET, nr io::sockaddr_in),
+    e!(SYS_bind, H, NO_NET, nr io::sockaddr_in),
+    e!(SYS_listen, H, NO_NET, nr io::fd_ints),
+    e!(SYS_shutdown, H, NO_NET, nr io::fd_ints),
+    e!(SYS_accept, H, NO_NET, val io::accept),
+    e!(SYS_accept4, H, NO_NET, val io::accept4),
+    e!(SYS_getsockname, H, NO_NET, nr io::sockname),
+    e!(SYS_getpeername, H, NO_NET, nr io::sockname),
+    e!(SYS_sendto, H, NO_NET, act io::sendto),
+    e!(SYS_recvfrom, H, NO_NET, val io::recvfrom),
+    e!(SYS_sendmsg, H, NO_NET, nr io::msg),
+    e!(SYS_recvmsg, H, NO_NET, nr io::msg),
+    e!(SYS_setsockopt, H, NO_NET, val io::setsockopt),
+    e!(SYS_getsockopt, H, NO_NET, val io::getsockopt),
+];
+
+/// Entry index by syscall number.
+static BY_NR: LazyLock<Box<[u16; super::COUNTED_NRS]>> = LazyLock::new(|| {
+    let mut t = Box::new([u16::MAX; super::COUNTED_NRS]);
+    for (i, e) in TABLE.iter().enumerate() {
+        t[e.nr as usize] = i as u16;
+    }
+    t
+});
+
+/// The entry of syscall `nr`.
+pub fn entry(nr: u64) -> Option<&'static Entry> {
+    let i = *BY_NR.get(usize::try_from(nr).ok()?)?;
+    TABLE.get(usize::from(i))
+}
+
+/// The name of syscall `nr`, when the table knows it.
+pub fn name(nr: u64) -> Option<&'static str> {
+    entry(nr).map(Entry::name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_unique_and_names_are_the_kernels() {
+        let mut seen = std::collections::BTreeSet::new();
+        for e in TABLE {
+            assert!(seen.insert(e.nr), "{} twice", e.name());
+            assert!((e.nr as usize) < crate::linux_abi::COUNTED_NRS);
+            assert_eq!(entry(e.nr as u64).map(Entry::name), Some(e.name()));
+        }
+        assert_eq!(name(0), Some("read"));
+        assert_eq!(name(libc::SYS_clone as u64), Some("clone"));
+        assert_eq!(name(libc::SYS_newfstatat as u64), Some("newfstatat"));
+        assert_eq!(name(600), None);
+        assert_eq!(name(u64::MAX), None);
+    }
+}
