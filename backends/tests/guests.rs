@@ -166,8 +166,10 @@ fn an_unsupported_syscall_is_enosys_and_named() {
             l,
             elf(
                 |a| {
-                    a.mov(eax, 56)?; // clone
-                    a.syscall()?;
+                    for nr in [56, 56, 600] {
+                        a.mov(eax, nr)?; // clone twice, then a number no table has
+                        a.syscall()?;
+                    }
                     exit_with_errno(a)
                 },
                 &[],
@@ -175,9 +177,9 @@ fn an_unsupported_syscall_is_enosys_and_named() {
         );
         assert_eq!(o.sample.exit, Exit::Code { code: libc::ENOSYS }, "{l:?}");
         assert!(
-            o.sample
-                .stderr_tail
-                .contains("unsupported syscall 56 (clone)"),
+            o.sample.stderr_tail.contains(
+                "unsupported syscalls answered with ENOSYS: clone (56) x 2, syscall 600 x 1"
+            ),
             "{l:?}: {}",
             o.sample.stderr_tail
         );
