@@ -37,6 +37,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// List the system calls bt and kvm support, per backend and --abi policy, instead.
+        #[arg(long)]
+        syscalls: bool,
     },
     /// Describe this machine and warn about conditions that make numbers noisy.
     Doctor {
@@ -344,7 +347,14 @@ pub fn main() -> Result<ExitCode> {
         Command::Gate(a) => crate::cmd::gate::gate(a),
         Command::Compare(a) => crate::cmd::gate::compare(a),
         Command::Exec(a) => cmd::exec::exec(a),
-        Command::List { json } => cmd::list::list(json),
+        Command::List {
+            json,
+            syscalls: true,
+        } => cmd::list::syscalls(json),
+        Command::List {
+            json,
+            syscalls: false,
+        } => cmd::list::list(json),
         Command::Doctor { json } => cmd::doctor::doctor(json),
         Command::Report(a) => cmd::report::run(a),
         Command::Isolate(a) => crate::cmd::isolate::run(a),

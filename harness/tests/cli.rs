@@ -432,3 +432,70 @@ fn workloads_are_sized_to_the_sample_time_on_their_slowest_backend() {
         .success();
     assert_eq!(iters_of(&full), default);
 }
+
+#[test]
+fn list_syscalls_shows_the_table_per_backend_and_policy() {
+    let out = vbench().args(["list", "--syscalls"]).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        row("openat"),
+        "257 openat host named files host named files"
+    );
+    assert_eq!(
+        row("getpid"),
+        "39 getpid emulated emulated in guest in guest"
+    );
+    assert!(row("clone").starts_with("56 clone ENOSYS ENOSYS ENOSYS ENOSYS (creates a process"));
+    assert!(row("socket").ends_with("(confined: no network)"));
+    let json = vbench()
+        .args(["list", "--syscalls", "--json"])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&json.get_output().stdout).unwrap();
+    let mkdir = v["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "mkdir")
+        .unwrap();
+    assert_eq!(mkdir["nr"], 83);
+    assert_eq!(mkdir["bt/host"]["support"], "host");
+    assert_eq!(mkdir["kvm/confined"]["support"], "ENOSYS");
+    assert!(mkdir["kvm/confined"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("confined"));
+    // a reader that goes away early is not an error
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbench"))
+        .args(["list", "--syscalls"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn abi_takes_host_or_confined() {
+    vbench()
+        .args(["exec", "--abi", "open", "--", "/bin/true"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "\"open\" is not a policy: host or confined",
+        ));
+}

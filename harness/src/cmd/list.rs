@@ -2,6 +2,9 @@
 
 use anyhow::Result;
 use std::process::ExitCode;
+use vbench_backends::linux_abi::table::TABLE;
+use vbench_backends::linux_abi::{Entry, Level};
+use vbench_backends::AbiPolicy;
 use vbench_workloads::{ParamKind, TASKS};
 
 /// Runs `vbench list`.
@@ -68,4 +71,137 @@ pub fn list(json: bool) -> Result<ExitCode> {
         println!("  {:<10} {:<58} {}", b.name(), b.describe(), status);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How `backend` (bt or kvm) answers `e` under `policy`, and why when it refuses.
+fn support(backend: &str, e: &Entry, policy: AbiPolicy) -> (String, Option<&'static str>) {
+    let level = e.level(policy);
+    if backend == "kvm" && vbench_backends::kvm::IN_GUEST.contains(&e.nr) {
+        return ("in guest".into(), None);
+    }
+    let why = match level {
+        Level::Refused(why) => Some(why),
+        _ => None,
+    };
+    (level.label().into(), why)
+}
+
+/// Runs `vbench list --syscalls`: the system-call table of bt and kvm, per policy.
+pub fn syscalls(json: bool) -> Result<ExitCode> {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let backends = ["bt", "kvm"];
+    let mut rows: Vec<&Entry> = TABLE.iter().collect();
+    rows.sort_by_key(|e| e.nr);
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|e| {
+                let mut m = serde_json::Map::new();
+                m.insert("nr".into(), e.nr.into());
+                m.insert("name".into(), e.name().into());
+                for b in backends {
+                    for p in AbiPolicy::ALL {
+                        let (label, why) = support(b, e, p);
+                        m.insert(
+                            format!("{b}/{}", p.name()),
+                            serde_json::json!({"support": label, "reason": why}),
+                        );
+                    }
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect();
+        writeln!(
+            o,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "syscalls": v }))?
+        )?;
+        return print(&o);
+    }
+    writeln!(
+        o,
+        "system calls of bt and kvm guests, per backend and --abi policy:"
+    )?;
+    writeln!(
+        o,
+        "  host        the host kernel makes it (guest pointers, descriptors and paths translated)"
+    )?;
+    writeln!(
+        o,
+        "  emulated    vbench answers it (the guest's own pid, signals, limits, memory map)"
+    )?;
+    writeln!(
+        o,
+        "  named files the host kernel makes it on the files named on the command line only"
+    )?;
+    writeln!(
+        o,
+        "  in guest    kvm's guest kernel answers it without leaving the VM"
+    )?;
+    writeln!(
+        o,
+        "  ENOSYS      refused, for the reason given; any other number is refused too"
+    )?;
+    writeln!(o)?;
+    let cols: Vec<String> = backends
+        .iter()
+        .flat_map(|b| AbiPolicy::ALL.map(|p| format!("{b}/{}", p.name())))
+        .collect();
+    writeln!(
+        o,
+        "  {:>3}  {:<18} {}",
+        "nr",
+        "syscall",
+        cols.iter().map(|c| format!("{c:<13}")).collect::<String>()
+    )?;
+    for e in rows {
+        let mut reasons: Vec<&str> = Vec::new();
+        let mut cells = String::new();
+        for b in backends {
+            for p in AbiPolicy::ALL {
+                let (label, why) = support(b, e, p);
+                cells.push_str(&format!("{label:<13}"));
+                if let Some(w) = why.filter(|w| !reasons.contains(w)) {
+                    reasons.push(w);
+                }
+            }
+        }
+        let note = if reasons.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", reasons.join("; "))
+        };
+        writeln!(
+            o,
+            "  {:>3}  {:<18} {}{note}",
+            e.nr,
+            e.name(),
+            cells.trim_end()
+        )?;
+    }
+    let supported = TABLE
+        .iter()
+        .filter(|e| !matches!(e.host, Level::Refused(_)))
+        .count();
+    writeln!(o)?;
+    writeln!(
+        o,
+        "{} entries; {supported} supported under --abi host, {} under --abi confined",
+        TABLE.len(),
+        TABLE
+            .iter()
+            .filter(|e| !matches!(e.confined, Level::Refused(_)))
+            .count()
+    )?;
+    print(&o)
+}
+
+/// Writes `o` to stdout; a reader that went away (`| head`) is not an error.
+fn print(o: &str) -> Result<ExitCode> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(o.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
