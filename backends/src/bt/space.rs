@@ -130,11 +130,19 @@ impl Space {
     pub(super) fn resident_bytes(&self) -> u64 {
         let mut total = 0;
         let mut vec = Vec::new();
-        for &(lo, len) in self.maps.iter().filter(|(lo, _)| *lo != CACHE_BASE) {
+        // the regions the guest can reach (its inaccessible reservations are never resident)
+        let regions: Vec<(u64, u64)> = self
+            .regions
+            .borrow()
+            .values()
+            .map(|r| (r.lo, r.hi - r.lo))
+            .collect();
+        for (lo, len) in regions {
             let pages = len.div_ceil(PAGE) as usize;
             vec.clear();
             vec.resize(pages, 0u8);
-            // SAFETY: [lo, lo+len) is a mapping this Space made; `vec` has one byte per page.
+            // SAFETY: [lo, lo+len) is a region of a mapping this Space made; `vec` has one byte
+            // per page.
             if unsafe { libc::mincore(lo as *mut libc::c_void, len as usize, vec.as_mut_ptr()) }
                 == 0
             {

@@ -36,8 +36,8 @@ impl Abi {
     /// The guest's path at `addr`, when a confined guest may use it (EACCES, counted, if not).
     fn allowed_path(&mut self, mem: &dyn GuestMem, addr: u64) -> Result<CString, Errno> {
         let p = Abi::path(mem, addr)?;
-        let pb = PathBuf::from(String::from_utf8_lossy(p.as_bytes()).into_owned());
-        if !self.allowed.contains(&pb) {
+        let named = |a: &PathBuf| a.as_os_str().as_encoded_bytes() == p.as_bytes();
+        if !self.allowed.iter().any(named) {
             self.denied_path += 1;
             return Err(Errno::EACCES);
         }

@@ -389,30 +389,27 @@ impl Abi {
         )
     }
 
-    /// The guest's NUL-terminated string at `addr` (at most PATH_MAX bytes).
+    /// The guest's NUL-terminated string at `addr` (at most PATH_MAX bytes), scanned in place.
     fn cstring(mem: &dyn GuestMem, addr: u64) -> Result<Vec<u8>, Errno> {
+        let max = libc::PATH_MAX as u64;
+        let mut at = addr;
         let mut out = Vec::new();
-        let mut chunk = [0u8; 256];
-        loop {
-            // Read byte-wise near the end of memory, chunk-wise otherwise.
-            let at = addr.checked_add(out.len() as u64).ok_or(Errno::EFAULT)?;
-            if mem.read(at, &mut chunk).is_err() {
-                let mut b = [0u8; 1];
-                mem.read(at, &mut b)?;
-                if b[0] == 0 {
+        while (at - addr) < max {
+            // as far as the end of this page, so a string near the end of memory is found
+            let room = (PAGE - at % PAGE).min(max - (at - addr));
+            let p = mem.host_range(at, room, false)?;
+            // SAFETY: host_range checked that `room` bytes at `p` are readable guest memory.
+            let s = unsafe { std::slice::from_raw_parts(p.cast_const(), room as usize) };
+            match s.iter().position(|c| *c == 0) {
+                Some(n) => {
+                    out.extend_from_slice(&s[..n]);
                     return Ok(out);
                 }
-                out.push(b[0]);
-            } else if let Some(n) = chunk.iter().position(|c| *c == 0) {
-                out.extend_from_slice(&chunk[..n]);
-                return Ok(out);
-            } else {
-                out.extend_from_slice(&chunk);
+                None => out.extend_from_slice(s),
             }
-            if out.len() >= libc::PATH_MAX as usize {
-                return Err(Errno::ENAMETOOLONG);
-            }
+            at = at.checked_add(room).ok_or(Errno::EFAULT)?;
         }
+        Err(Errno::ENAMETOOLONG)
     }
 
     /// The host descriptor a `*at` call's `dirfd` means: the guest's current directory for
