@@ -169,6 +169,10 @@ impl GuestMem for Mem {
             _ => Err(OutsideGuest),
         }
     }
+
+    fn cheap_remap(&self) -> bool {
+        false
+    }
 }
 
 fn err(what: &str) -> impl FnOnce(kvm_ioctls::Error) -> BackendError + '_ {

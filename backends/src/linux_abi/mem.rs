@@ -186,6 +186,41 @@ fn place(
     Ok(())
 }
 
+/// The guest unmapped `m` at `a`. Where replacing host pages is costly (kvm), a private
+/// anonymous mapping's pages only become inaccessible to the guest's calls: they are zeroed
+/// when mapped again, as a kernel zeroes a page before it hands it out.
+fn unmap_piece(mem: &dyn GuestMem, a: u64, m: &Mapping) {
+    if m.is_plain() && !mem.cheap_remap() {
+        mem.protect(a, m.len, libc::PROT_NONE);
+    } else {
+        unmap_pages(mem, a, m.len);
+    }
+}
+
+impl Mapping {
+    /// Private anonymous memory: nothing but its bytes.
+    fn is_plain(&self) -> bool {
+        self.file.is_none() && self.flags & libc::MAP_SHARED == 0
+    }
+}
+
+/// Fresh placeholder pages [a, a+len) become private anonymous memory with `prot`.
+fn reuse_fresh(mem: &dyn GuestMem, a: u64, len: u64, prot: i32) -> Result<(), Errno> {
+    let host_ptr = mem.host_addr(a, len)?;
+    let before = mem.protect(a, len, libc::PROT_NONE);
+    let host_prot = mem.protect(a, len, prot);
+    if host_prot != before {
+        // SAFETY: the backend's own reservation for guest memory (host_addr checked it); only
+        // its protection changes.
+        if unsafe { libc::mprotect(host_ptr.cast(), len as usize, host_prot) } != 0 {
+            let err = Errno::last();
+            mem.protect(a, len, libc::PROT_NONE);
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 /// Makes [a, a+len) placeholder pages again: inaccessible to the guest, reserved in the host.
 fn unmap_pages(mem: &dyn GuestMem, a: u64, len: u64) {
     let Ok(host_ptr) = mem.host_addr(a, len) else {
@@ -261,9 +296,25 @@ pub(super) fn mmap(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     } else {
         m.find_free(len).ok_or(Errno::ENOMEM)?
     };
-    m.cut(at, at + len);
+    let pieces = m.cut(at, at + len);
     let host_file = file.as_ref().map(|(f, o)| (f.as_raw_fd(), *o));
-    place(mem, at, len, prot, flags, host_file)?;
+    let private_anon = file.is_none()
+        && flags & (libc::MAP_SHARED | libc::MAP_SHARED_VALIDATE | libc::MAP_POPULATE) == 0;
+    if private_anon && !mem.cheap_remap() {
+        // kvm: guest RAM stays where it is; file pages under it are detached first
+        for (ps, p) in pieces.iter().filter(|(_, p)| !p.is_plain()) {
+            unmap_pages(mem, *ps, p.len);
+        }
+        mem.protect(at, len, prot);
+        mem.zero(at, len)?;
+    } else if private_anon && pieces.is_empty() {
+        // unmapped pages of the area are fresh placeholder pages (zero, never touched): the
+        // new mapping only needs its protection, which spares the host a mapping change
+        // (and the TLB shootdown of a multi-threaded process that comes with it)
+        reuse_fresh(mem, at, len, prot)?;
+    } else {
+        place(mem, at, len, prot, flags, host_file)?;
+    }
     abi.mem.maps.insert(
         at,
         Mapping {
@@ -283,7 +334,7 @@ pub(super) fn munmap(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let len = page_up(a[1]).filter(|l| *l > 0).ok_or(Errno::EINVAL)?;
     let end = a[0].checked_add(len).ok_or(Errno::EINVAL)?;
     for (s, m) in abi.mem.cut(a[0], end) {
-        unmap_pages(mem, s, m.len);
+        unmap_piece(mem, s, &m);
     }
     Ok(0)
 }
@@ -355,7 +406,7 @@ pub(super) fn mremap(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     if flags & libc::MREMAP_FIXED == 0 {
         if new_len <= old_len {
             for (ps, p) in m.cut(old + new_len, old + old_len) {
-                unmap_pages(mem, ps, p.len);
+                unmap_piece(mem, ps, &p);
             }
             return Ok(old as i64);
         }
@@ -383,7 +434,7 @@ pub(super) fn mremap(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
             return Err(Errno::ENOMEM);
         }
         for (ps, p) in m.cut(to, end) {
-            unmap_pages(mem, ps, p.len);
+            unmap_piece(mem, ps, &p);
         }
         to
     } else {

@@ -75,6 +75,14 @@ pub trait GuestMem {
         libc::PROT_READ | libc::PROT_WRITE
     }
 
+    /// Whether replacing the host pages of guest memory (mmap(MAP_FIXED) over them) is cheap.
+    /// It is for bt's host mappings; for a VM's RAM it makes KVM drop its mappings of them,
+    /// which under nested paging costs hundreds of microseconds: the layer then zeroes reused
+    /// anonymous pages instead of replacing them.
+    fn cheap_remap(&self) -> bool {
+        true
+    }
+
     /// Copies guest memory at `addr` into `buf`.
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest> {
         let p = self.host_range(addr, buf.len() as u64, false)?;

@@ -153,7 +153,10 @@ pub fn syscalls(json: bool) -> Result<ExitCode> {
         "  {:>3}  {:<18} {}",
         "nr",
         "syscall",
-        cols.iter().map(|c| format!("{c:<13}")).collect::<String>()
+        cols.iter()
+            .map(|c| format!("{c:<13}"))
+            .collect::<String>()
+            .trim_end()
     )?;
     for e in rows {
         let mut reasons: Vec<&str> = Vec::new();
