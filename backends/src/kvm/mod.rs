@@ -139,19 +139,22 @@ pub mod counters {
     pub const GUEST_RAM_TOUCHED_BYTES: &str = "kvm.guest_ram_touched_bytes";
 }
 
-/// Guest RAM as the syscall layer sees it: the guest's user memory (above the guest kernel's
-/// structures, which are supervisor-only in its page tables), identity-mapped, at an offset
-/// in the VMM's mapping of guest RAM.
+/// Guest RAM as the syscall layer sees it: the guest's user memory above the guest kernel's
+/// structures (which are supervisor-only in its page tables), identity-mapped, at an offset in
+/// the VMM's mapping of guest RAM. The guest's user pages are 2 MiB read-write pages: the
+/// program's mprotect is recorded, not enforced (a guest kernel's own page tables for that
+/// come with the guest-kernel issue; the shadow paging of nested KVM here does not see page
+/// tables the VMM rewrites while the guest is out).
 struct Mem {
     base: *mut u8,
     ram: u64,
 }
 
 impl Mem {
-    fn of(m: &vm::Machine) -> Mem {
+    fn of(host_ram: (*const u8, usize)) -> Mem {
         Mem {
-            base: m.host_ram.0.cast_mut(),
-            ram: m.host_ram.1 as u64,
+            base: host_ram.0.cast_mut(),
+            ram: host_ram.1 as u64,
         }
     }
 }
@@ -163,7 +166,7 @@ impl GuestMem for Mem {
 
     fn host_addr(&self, addr: u64, len: u64) -> Result<*mut u8, OutsideGuest> {
         match addr.checked_add(len) {
-            Some(end) if addr >= RSP0 && end <= self.ram => {
+            Some(end) if addr >= LOAD_MIN && end <= self.ram => {
                 Ok(self.base.wrapping_add(addr as usize))
             }
             _ => Err(OutsideGuest),
@@ -390,7 +393,7 @@ enum Deferred {
 /// the trap-and-emulate console) are handled while kvm_run's data is borrowed; the others are
 /// decoded after reading the registers they need.
 fn enter(m: &mut vm::Machine, st: &mut ExitState, kicked: bool) -> Result<Step, BackendError> {
-    let gm = Mem::of(m);
+    let gm = Mem::of(m.host_ram);
     let deferred = match m.vcpu.run() {
         Ok(VcpuExit::MmioWrite(addr, data)) if uart::claims(addr) => {
             return Ok(handle_exit(
