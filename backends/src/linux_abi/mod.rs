@@ -234,6 +234,8 @@ pub struct SignalState {
     pub actions: [[u64; 4]; 65],
     /// Blocked signals.
     pub mask: u64,
+    /// Blocked signals sent to the guest, delivered when it unblocks them.
+    pub pending: u64,
     /// sigaltstack: sp, flags, size.
     pub altstack: [u64; 3],
 }
@@ -312,6 +314,7 @@ impl Abi {
             signals: SignalState {
                 actions: [[0; 4]; 65],
                 mask: 0,
+                pending: 0,
                 altstack: [0, 2, 0], // SS_DISABLE
             },
             delivers_signals: s.delivers_signals,

@@ -477,13 +477,17 @@ impl Abi {
     /// ignored, delivered to its handler, or its default action.
     pub(super) fn raise(&mut self, sig: i32, ret: i64) -> Action {
         let [handler, ..] = self.signals.actions[sig as usize];
-        let blocked = sig != libc::SIGKILL && self.signals.mask & (1 << (sig - 1)) != 0;
+        let bit = 1u64 << (sig - 1);
         if sig == libc::SIGKILL {
             return Action::Killed(sig);
         }
+        if self.signals.mask & bit != 0 {
+            // blocked: pending until the guest unblocks it (rt_sigprocmask delivers it then)
+            self.signals.pending |= bit;
+            return Action::Return(ret);
+        }
         match handler {
-            _ if blocked => Action::Return(ret), // stays pending: never delivered here
-            1 => Action::Return(ret),            // SIG_IGN
+            1 => Action::Return(ret), // SIG_IGN
             0 if terminates(sig) => Action::Killed(sig),
             0 => Action::Return(ret),
             _ if self.delivers_signals => Action::Deliver(sig, ret),
@@ -547,8 +551,9 @@ pub(super) fn rt_sigaction(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     Ok(0)
 }
 
-/// rt_sigprocmask(how, set, oldset, sigsetsize): the guest's blocked mask.
-pub(super) fn rt_sigprocmask(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+/// rt_sigprocmask(how, set, oldset, sigsetsize): the guest's blocked mask; a pending signal
+/// it unblocks is delivered (or acted on) as the call returns.
+pub(super) fn rt_sigprocmask(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
     if a[3] != 8 {
         return Err(Errno::EINVAL);
     }
@@ -569,12 +574,18 @@ pub(super) fn rt_sigprocmask(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
             _ => return Err(Errno::EINVAL),
         } & !never;
     }
-    Ok(0)
+    let ready = abi.signals.pending & !abi.signals.mask;
+    if ready != 0 {
+        let sig = ready.trailing_zeros() as i32 + 1;
+        abi.signals.pending &= !(1u64 << (sig - 1));
+        return Ok(abi.raise(sig, 0));
+    }
+    Ok(Action::Return(0))
 }
 
-/// rt_sigpending: nothing is ever pending (signals are delivered or acted on at once).
-pub(super) fn rt_sigpending(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
-    put(mem, a[0], &0u64)?;
+/// rt_sigpending: the blocked signals sent to the guest.
+pub(super) fn rt_sigpending(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    put(mem, a[0], &abi.signals.pending)?;
     Ok(0)
 }
 

@@ -284,7 +284,7 @@ pub static TABLE: &[Entry] = &[
     e!(SYS_tkill, E, E, act p::tkill),
     e!(SYS_tgkill, E, E, act p::tgkill),
     e!(SYS_rt_sigaction, E, E, val p::rt_sigaction),
-    e!(SYS_rt_sigprocmask, E, E, val p::rt_sigprocmask),
+    e!(SYS_rt_sigprocmask, E, E, act p::rt_sigprocmask),
     e!(SYS_rt_sigpending, E, E, val p::rt_sigpending),
     e!(SYS_sigaltstack, E, E, val p::sigaltstack),
     e!(SYS_rt_sigreturn, E, E, act p::rt_sigreturn),
