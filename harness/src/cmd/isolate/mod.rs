@@ -41,7 +41,9 @@ fn backend_choices() -> clap::builder::PossibleValuesParser {
 /// Options of `vbench isolate`.
 #[derive(clap::Args)]
 pub struct IsolateArgs {
-    /// Backend to probe; repeat for several, or `all`. Native always runs as the control.
+    /// Backend to probe; repeat for several, or `all`. Native always runs as the control; bt
+    /// and kvm run under both ABI policies (columns `bt`, `kvm`: confined; `bt/host`,
+    /// `kvm/host`: host).
     #[arg(long = "backend", short = 'b', value_parser = backend_choices(), default_value = "all")]
     backends: Vec<String>,
     // The help lists the catalogue's kinds: see `probe_help`.
