@@ -274,6 +274,82 @@ fn container_contains_what_native_shows() {
     assert_fixtures_gone(&m);
 }
 
+/// bt and kvm run every probe under both policies of their guests' system calls: the confined
+/// columns keep the backends' names, the host columns (`bt/host`, `kvm/host`) escape wherever the
+/// program escapes natively, except where it needs a second process or a call the ABI table
+/// refuses; and every such verdict is the catalogue's expectation.
+#[test]
+fn bt_and_kvm_run_under_both_policies() {
+    let _serial = serial();
+    let kvm = vbench_testkit::file("/dev/kvm").is_ok();
+    let mut args = vec!["--backend", "bt"];
+    if kvm {
+        args.extend(["--backend", "kvm"]);
+    }
+    for p in ["visibility", "privilege", "fork_bomb", "file_size", "sgdt"] {
+        args.extend(["--probe", p]);
+    }
+    let (m, text, code) = isolate(&args);
+    assert_eq!(code, Some(0), "every verdict is the expected one:\n{text}");
+    let names: Vec<&str> = m.backends.iter().map(|b| b.name.as_str()).collect();
+    let want: &[&str] = if kvm {
+        &["native", "bt", "bt/host", "kvm", "kvm/host"]
+    } else {
+        &["native", "bt", "bt/host"]
+    };
+    assert_eq!(names, want, "{text}");
+    assert!(text.lines().next().unwrap().contains("bt/host"), "{text}");
+    for r in &m.probes {
+        let cells: Vec<&str> = r.cells.iter().map(|c| c.backend.as_str()).collect();
+        assert_eq!(cells, want, "{}", r.probe);
+    }
+    let root = vbench_testkit::root().is_ok();
+    let mut reached = 1; // the native control
+    for b in m
+        .backends
+        .iter()
+        .filter(|b| b.available && b.name != "native")
+    {
+        let Some(confined) = b.name.strip_suffix("/host") else {
+            continue;
+        };
+        let host = b.name.as_str();
+        reached += 1;
+        let v = |p: &str, col: &str| cell(&m, p, col).verdict;
+        // as natively: the host's node name, processes, loopback and files
+        for p in ["hostname", "proc_list", "tcp_loopback", "pid_ns"] {
+            assert_eq!(v(p, host), ProbeVerdict::Escaped, "{p} on {host}\n{text}");
+            assert_eq!(v(p, confined), ProbeVerdict::Contained, "{p} on {confined}");
+        }
+        if root {
+            assert_eq!(v("host_file", host), ProbeVerdict::Escaped, "{text}");
+            assert_eq!(v("host_file", confined), ProbeVerdict::Contained);
+            // the guest is one process: no other to trace, no mount
+            for p in ["ptrace_host", "mount"] {
+                assert_eq!(v(p, host), ProbeVerdict::Contained, "{p} on {host}\n{text}");
+            }
+        }
+        // no other process to signal (ESRCH) and none to fork (ENOSYS)
+        let sig = cell(&m, "signal_host", host);
+        assert_eq!(sig.verdict, ProbeVerdict::Contained, "{sig:?}");
+        assert!(sig.detail.contains("ESRCH"), "{sig:?}");
+        let fork = cell(&m, "fork_bomb", host);
+        assert_eq!(fork.verdict, ProbeVerdict::Contained, "{fork:?}");
+        assert!(fork.detail.contains("ENOSYS"), "{fork:?}");
+        let size = cell(&m, "file_size", host);
+        assert_eq!(size.verdict, ProbeVerdict::NotApplicable, "{size:?}");
+        assert!(size.note.contains("host policy"), "{size:?}");
+        assert_eq!(v("sgdt", host), ProbeVerdict::Observed);
+    }
+    // the host columns' connections were real
+    assert_eq!(
+        m.fixtures["tcp_connections_accepted"],
+        reached.to_string(),
+        "{text}"
+    );
+    assert_fixtures_gone(&m);
+}
+
 #[test]
 fn unknown_probe_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -114,6 +114,23 @@ fn matrix_and_popek_goldberg_table_are_rendered() {
     assert!(html.contains("href=\"#popek-goldberg\""));
 }
 
+/// bt and kvm's columns under the host policy (`bt/host`) are columns like any other.
+#[test]
+fn host_policy_columns_are_rendered() {
+    let mut m = matrix();
+    m.backends[1].name = "bt/host".into();
+    for r in &mut m.probes {
+        r.cells[1].backend = "bt/host".into();
+    }
+    let mut doc = common::document();
+    doc.isolation = Some(m);
+    let md = vbench_reports::markdown::render(&doc);
+    assert!(md.contains("| probe | kind | native | bt/host |"), "{md}");
+    assert!(md.contains("| hostname | bt/host | ESCAPED! |"), "{md}");
+    let html = vbench_reports::html::render(&doc, &[]);
+    assert!(html.contains("<th>bt/host</th>"), "{html}");
+}
+
 #[test]
 fn documents_without_isolation_show_none() {
     let doc = common::document();

@@ -322,16 +322,52 @@ impl Probe {
     }
 }
 
-/// bt and kvm share the host kernel's view only through `linux_abi`; until they land their
-/// expectations are what the design requires of them: contained, as in the container.
+/// bt's column under the host policy of its guest's system calls (`--abi host`, what `exec` and
+/// `run -- PROGRAM` use); the column named `bt` is the confined policy.
+pub const BT_HOST: &str = "bt/host";
+/// kvm's column under the host policy; the column named `kvm` is the confined policy.
+pub const KVM_HOST: &str = "kvm/host";
+
+/// An escape that the host policy makes as the program would natively: bt and kvm guests under
+/// it act on the host with the host process's identity (its files, sockets, /proc, uid and
+/// capabilities, namespaces, clocks), so they contain what qemu-user does, nothing but the
+/// sensitive instructions. Everywhere else (the container, bt and kvm confined to the files on
+/// the command line) it must be contained.
+const ESCAPES_NATIVELY: Expectations = Expectations {
+    default: Expect::Contained,
+    on: &[
+        (CONTROL, Expect::Escapes),
+        (BT_HOST, Expect::Escapes),
+        (KVM_HOST, Expect::Escapes),
+    ],
+};
+
+/// An escape that needs more than one process or a call the ABI table refuses under both
+/// policies (ENOSYS: fork, clone, mount, ptrace, reboot, module and kexec loading, SysV IPC,
+/// file handles), or another process of the host (a bt or kvm guest is one process: kill and
+/// tgkill of any pid but its own are ESRCH): contained everywhere but on the control, the host
+/// policy included.
 const ESCAPES_ON_CONTROL: Expectations = Expectations {
     default: Expect::Contained,
     on: &[(CONTROL, Expect::Escapes)],
 };
 
+/// [`ESCAPES_ON_CONTROL`] for `p`: an escape the host policy contains too.
+const fn one_process(p: Probe) -> Probe {
+    Probe {
+        expect: ESCAPES_ON_CONTROL,
+        ..p
+    }
+}
+
 /// bt is a host process like native: limits come from running it inside a container.
 const NO_BT_LIMITS: Expect =
     Expect::NotApplicable("bt enforces no resource limits: it is an ordinary host process");
+
+/// The host policy writes into the host's file system as the program would natively.
+const NO_HOST_FILE_LIMIT: Expect = Expect::NotApplicable(
+    "the host policy writes into the host's file system as natively: no size limit but the host's",
+);
 
 const fn escape(
     name: &'static str,
@@ -345,7 +381,7 @@ const fn escape(
         summary,
         args,
         needs: &[],
-        expect: ESCAPES_ON_CONTROL,
+        expect: ESCAPES_NATIVELY,
         judge: Judge::Line,
         accuracy: Accuracy::None,
         control_attempts: 1,
@@ -388,12 +424,12 @@ pub const PROBES: &[Probe] = &[
         "list /proc and look for the harness's host process",
         &[arg("host_pid", HostPid)],
     ),
-    escape(
+    one_process(escape(
         "signal_host",
         Visibility,
         "send SIGCONT (harmless) to a sleeping host process",
         &[arg("host_pid", HostPid)],
-    ),
+    )),
     escape(
         "hostname",
         Visibility,
@@ -424,12 +460,13 @@ pub const PROBES: &[Probe] = &[
             &[arg("iface", Interface)],
         )
     },
-    escape(
+    // the ABI table has no SysV IPC (shmget, shmat: ENOSYS under both policies)
+    one_process(escape(
         "sysv_shm",
         Visibility,
         "attach the harness's SysV shared memory segment and read its magic",
         &[arg("shm_id", ShmId), arg("magic", Magic)],
-    ),
+    )),
     Probe {
         needs: &[Need::Root],
         ..escape(
@@ -450,6 +487,9 @@ pub const PROBES: &[Probe] = &[
             default: Expect::Contained,
             on: &[
                 (CONTROL, Expect::Escapes),
+                // the host policy passes the host's clocks through, as natively
+                (BT_HOST, Expect::Escapes),
+                (KVM_HOST, Expect::Escapes),
                 (
                     "bt",
                     Expect::NotApplicable(
@@ -497,11 +537,11 @@ pub const PROBES: &[Probe] = &[
             &[arg("path", ReleaseAgent)],
         )
     },
-    privilege(
-        "mount",
-        "mount(2) of a nonexistent file system type: ENODEV means permitted, nothing mounted",
-        &[],
-    ),
+    one_process(privilege(
+            "mount",
+            "mount(2) of a nonexistent file system type: ENODEV means permitted, nothing mounted",
+            &[],
+    )),
     privilege(
         "mknod_block",
         "mknod a block device node (loop0) in a scratch directory, then remove it",
@@ -515,36 +555,42 @@ pub const PROBES: &[Probe] = &[
         needs: &[Need::Root, Need::DevMem],
         ..privilege("dev_mem", "open /dev/mem read-only", &[])
     },
-    privilege(
-        "init_module",
-        "init_module with an empty image: ENOEXEC means permitted, nothing loaded",
-        &[],
-    ),
-    privilege(
-        "ptrace_host",
-        "PTRACE_SEIZE a host process (never stopped; detached at exit)",
-        &[arg("host_pid", HostPid)],
-    ),
-    privilege(
-        "open_by_handle",
-        "open_by_handle_at on the root file system (the shocker escape)",
-        &[],
-    ),
-    privilege(
-        "reboot",
-        "reboot(2) with invalid magic: EINVAL means permitted, nothing happens",
-        &[],
-    ),
-    privilege(
-        "kexec_load",
-        "kexec_load with invalid flags: EINVAL means permitted, nothing loaded",
-        &[],
-    ),
+    one_process(privilege(
+            "init_module",
+            "init_module with an empty image: ENOEXEC means permitted, nothing loaded",
+            &[],
+    )),
+    one_process(privilege(
+            "ptrace_host",
+            "PTRACE_SEIZE a host process (never stopped; detached at exit)",
+            &[arg("host_pid", HostPid)],
+    )),
+    one_process(privilege(
+            "open_by_handle",
+            "open_by_handle_at on the root file system (the shocker escape)",
+            &[],
+    )),
+    one_process(privilege(
+            "reboot",
+            "reboot(2) with invalid magic: EINVAL means permitted, nothing happens",
+            &[],
+    )),
+    one_process(privilege(
+            "kexec_load",
+            "kexec_load with invalid flags: EINVAL means permitted, nothing loaded",
+            &[],
+    )),
     Probe {
         expect: Expectations {
             default: Expect::Contained,
-            // CAP_NET_RAW as in Docker's default set, in the container's own net ns
-            on: &[(CONTROL, Expect::Escapes), ("container", Expect::Escapes)],
+            // CAP_NET_RAW as in Docker's default set, in the container's own net ns; the host
+            // policy opens it with the host process's capabilities, as natively
+            on: &[
+                (CONTROL, Expect::Escapes),
+                ("container", Expect::Escapes),
+                (BT_HOST, Expect::Escapes),
+                (KVM_HOST, Expect::Escapes),
+            ],
         },
         ..privilege("raw_socket", "open an AF_INET raw socket", &[])
     },
@@ -562,7 +608,12 @@ pub const PROBES: &[Probe] = &[
     Probe {
         expect: Expectations {
             default: Expect::Contained,
-            on: &[(CONTROL, Expect::Escapes), ("bt", NO_BT_LIMITS)],
+            // kvm's guest RAM is its limit under either policy
+            on: &[
+                (CONTROL, Expect::Escapes),
+                ("bt", NO_BT_LIMITS),
+                (BT_HOST, NO_BT_LIMITS),
+            ],
         },
         judge: Judge::OomKill,
         ..escape(
@@ -575,6 +626,7 @@ pub const PROBES: &[Probe] = &[
     Probe {
         expect: Expectations {
             default: Expect::Contained,
+            // the host policy refuses fork (ENOSYS: the guest is one process): contained
             on: &[(CONTROL, Expect::Escapes), ("bt", NO_BT_LIMITS)],
         },
         accuracy: Accuracy::Tasks,
@@ -591,7 +643,9 @@ pub const PROBES: &[Probe] = &[
             on: &[
                 (CONTROL, Expect::Escapes),
                 ("bt", NO_BT_LIMITS),
+                (BT_HOST, NO_BT_LIMITS),
                 ("kvm", Expect::NotApplicable("the VMM sets no CPU quota")),
+                (KVM_HOST, Expect::NotApplicable("the VMM sets no CPU quota")),
             ],
         },
         accuracy: Accuracy::CpuShare,
@@ -625,13 +679,23 @@ pub const PROBES: &[Probe] = &[
             &[],
         )
     },
-    escape(
-        "file_size",
-        Limit,
-        "write a `mb` MiB file into a scratch directory, then remove it",
-        // 96 MiB: over the container's 64 MiB of tmpfs
-        &[arg("dir", ScratchDir), arg("mb", Text("96"))],
-    ),
+    Probe {
+        expect: Expectations {
+            default: Expect::Contained,
+            on: &[
+                (CONTROL, Expect::Escapes),
+                (BT_HOST, NO_HOST_FILE_LIMIT),
+                (KVM_HOST, NO_HOST_FILE_LIMIT),
+            ],
+        },
+        ..escape(
+            "file_size",
+            Limit,
+            "write a `mb` MiB file into a scratch directory, then remove it",
+            // 96 MiB: over the container's 64 MiB of tmpfs
+            &[arg("dir", ScratchDir), arg("mb", Text("96"))],
+        )
+    },
     // --- translation ---
     observe(
         "smc",
@@ -882,6 +946,57 @@ mod tests {
             find("time_ns").unwrap().expect("kvm"),
             Expect::NotApplicable(_)
         ));
+    }
+
+    #[test]
+    fn the_host_policy_escapes_as_natively_but_stays_one_process() {
+        for host in [BT_HOST, KVM_HOST] {
+            let confined = &host[..host.len() - "/host".len()];
+            for p in [
+                "proc_list",
+                "hostname",
+                "tcp_loopback",
+                "host_file",
+                "raw_socket",
+            ] {
+                let p = find(p).unwrap();
+                assert_eq!(p.expect(host), Expect::Escapes, "{} on {host}", p.name);
+                assert_eq!(p.expect(confined), Expect::Contained, "{}", p.name);
+            }
+            // one process, and what the ABI table refuses under both policies
+            for p in [
+                "signal_host",
+                "sysv_shm",
+                "mount",
+                "ptrace_host",
+                "fork_bomb",
+            ] {
+                let p = find(p).unwrap();
+                assert_eq!(p.expect(host), Expect::Contained, "{} on {host}", p.name);
+            }
+            for p in ["cpu_quota", "file_size"] {
+                let e = find(p).unwrap().expect(host);
+                assert!(
+                    matches!(e, Expect::NotApplicable(_)),
+                    "{p} on {host}: {e:?}"
+                );
+            }
+            assert_eq!(find("sgdt").unwrap().expect(host), Expect::Observe);
+        }
+        // kvm's guest RAM is its memory limit under either policy; bt has none
+        assert_eq!(find("memory").unwrap().expect(KVM_HOST), Expect::Contained);
+        assert_eq!(
+            find("memory").unwrap().expect(BT_HOST),
+            find("memory").unwrap().expect("bt")
+        );
+        // whatever escapes on the host columns escapes on the control
+        for p in PROBES {
+            for host in [BT_HOST, KVM_HOST] {
+                if p.expect(host) == Expect::Escapes {
+                    assert_eq!(p.expect(CONTROL), Expect::Escapes, "{}", p.name);
+                }
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vbench_backends::container::cgroup::Limits;
-use vbench_workloads::probes::{Need, Probe, Source, CONTROL};
+use vbench_workloads::probes::{Need, Probe, Source};
 
 /// What the probes compare against, read from the host once.
 pub(super) struct HostFacts {
@@ -302,8 +302,9 @@ impl Ctx<'_> {
             .map(|n| n.reason().to_string())
     }
 
-    /// The value of an argument taken from `from`, on `backend`.
-    fn value(&self, from: Source, backend: &str) -> String {
+    /// The value of an argument taken from `from`, for a run that sees the host's file system
+    /// (`host_fs`: native, and bt and kvm under the host policy) or a file system of its own.
+    fn value(&self, from: Source, host_fs: bool) -> String {
         let (fx, h, lim) = (self.fx, self.host, self.limits);
         match from {
             Source::Text(t) => t.to_string(),
@@ -321,8 +322,9 @@ impl Ctx<'_> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             Source::HostFile => fx.secret.display().to_string(),
-            // the scratch directory is the host's; elsewhere the backend's own /tmp
-            Source::ScratchDir if backend == CONTROL => fx.dir.display().to_string(),
+            // the harness's scratch directory where the run writes into the host's file system
+            // (so nothing is left in the host's /tmp); elsewhere the backend's own /tmp
+            Source::ScratchDir if host_fs => fx.dir.display().to_string(),
             Source::ScratchDir => "/tmp".to_string(),
             Source::MemoryLimitMib(times) => {
                 ((times * lim.memory.unwrap_or(256 << 20)) >> 20).to_string()
@@ -332,13 +334,13 @@ impl Ctx<'_> {
         }
     }
 
-    /// The probe's command line on `backend`.
-    pub(super) fn args(&self, p: &Probe, backend: &str) -> Vec<OsString> {
+    /// The probe's command line, for a run that sees the host's file system (`host_fs`) or not.
+    pub(super) fn args(&self, p: &Probe, host_fs: bool) -> Vec<OsString> {
         std::iter::once(p.name.to_string())
             .chain(
                 p.args
                     .iter()
-                    .map(|a| format!("{}={}", a.key, self.value(a.from, backend))),
+                    .map(|a| format!("{}={}", a.key, self.value(a.from, host_fs))),
             )
             .map(OsString::from)
             .collect()
@@ -387,11 +389,12 @@ pub(super) fn with_test_ctx<R>(root: bool, f: impl FnOnce(&Ctx<'_>) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vbench_workloads::probes::{find, PROBES};
+    use vbench_workloads::probes::{find, CONTROL, PROBES};
 
-    fn args(ctx: &Ctx<'_>, probe: &str, backend: &str) -> Vec<String> {
+    /// The probe's arguments on the matrix column called `column`.
+    fn args(ctx: &Ctx<'_>, probe: &str, column: &str) -> Vec<String> {
         let p = find(probe).unwrap();
-        ctx.args(p, backend)
+        ctx.args(p, column == CONTROL || column.ends_with("/host"))
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
@@ -416,7 +419,7 @@ mod tests {
                     "magic=7"
                 ]
             );
-            // the scratch directory is the host's for the control only
+            // the scratch directory is the host's for the runs on the host's file system only
             assert_eq!(
                 args(ctx, "file_size", CONTROL),
                 ["file_size", "dir=/nonexistent", "mb=96"]
@@ -425,12 +428,20 @@ mod tests {
                 args(ctx, "file_size", "container"),
                 ["file_size", "dir=/tmp", "mb=96"]
             );
+            assert_eq!(
+                args(ctx, "file_size", "bt"),
+                ["file_size", "dir=/tmp", "mb=96"]
+            );
+            assert_eq!(
+                args(ctx, "file_size", "kvm/host"),
+                ["file_size", "dir=/nonexistent", "mb=96"]
+            );
             assert_eq!(args(ctx, "mounts", "container"), ["mounts", "mnt=/sys"]);
             let ns = args(ctx, "pid_ns", "container");
             assert_eq!(ns[1], format!("ns={}", ns_inode("pid")));
             // every probe gets exactly its catalogue keys
             for p in PROBES {
-                let got = ctx.args(p, "container");
+                let got = ctx.args(p, false);
                 assert_eq!(got.len(), 1 + p.args.len(), "{}", p.name);
                 for (a, k) in got[1..].iter().zip(p.keys()) {
                     assert!(

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vbench_backends::container::cgroup::Limits;
 use vbench_backends::container::ContainerConfig;
-use vbench_backends::{Availability, Backend, Invocation, Program, Stdio};
+use vbench_backends::{AbiPolicy, Availability, Backend, Invocation, Program, Stdio};
 use vbench_results::{
     BackendStatus, Document, IsolationMatrix, Plan, ProbeCell, ProbeRow, ProbeVerdict, RunStatus,
     Tool,
@@ -41,7 +41,9 @@ fn backend_choices() -> clap::builder::PossibleValuesParser {
 /// Options of `vbench isolate`.
 #[derive(clap::Args)]
 pub struct IsolateArgs {
-    /// Backend to probe; repeat for several, or `all`. Native always runs as the control.
+    /// Backend to probe; repeat for several, or `all`. Native always runs as the control; bt
+    /// and kvm run under both ABI policies (columns `bt`, `kvm`: confined; `bt/host`,
+    /// `kvm/host`: host).
     #[arg(long = "backend", short = 'b', value_parser = backend_choices(), default_value = "all")]
     backends: Vec<String>,
     // The help lists the catalogue's kinds: see `probe_help`.
@@ -125,7 +127,7 @@ fn probe_all(
     cfg.container = container;
     let all = vbench_backends::all_with(&cfg);
     let cols = columns(&all, &a.backends);
-    let statuses: Vec<BackendStatus> = cols.iter().map(|&i| status(&*all[i])).collect();
+    let statuses: Vec<BackendStatus> = cols.iter().map(|c| status(&*all[c.index], c)).collect();
     let cancel = crate::cmd::common::install_cancel()?;
     let started = scheduler::now_ms();
     let fx = Fixtures::new().context("preparing the host fixtures")?;
@@ -148,7 +150,7 @@ fn probe_all(
         let mut cells: Vec<ProbeCell> = cols
             .iter()
             .zip(&statuses)
-            .map(|(&i, st)| runner.cell(p, &*all[i], st))
+            .map(|(col, st)| runner.cell(p, &*all[col.index], col, st))
             .collect();
         control(&mut cells);
         rows.push(ProbeRow {
@@ -265,10 +267,40 @@ fn check_memory(selected: &[&Probe], memory: u64) -> Result<()> {
     Ok(())
 }
 
-/// The backends' indexes in `all`: the control first, then those named (`all`: every one that
-/// is not a peer), each once.
-fn columns(all: &[Box<dyn Backend>], names: &[String]) -> Vec<usize> {
-    let mut cols: Vec<usize> = vec![index(all, CONTROL)];
+/// The backends whose guests' system calls go through `linux_abi` under an [`AbiPolicy`]: each
+/// gets a column per policy.
+const ABI_BACKENDS: [&str; 2] = ["bt", "kvm"];
+
+/// One column of the matrix: a backend (its index in `all`) and, for bt and kvm, the policy of
+/// their guests' system calls. The confined column keeps the backend's name (what vbench's own
+/// workloads run under); the host column, what `exec` and `run -- PROGRAM` run under, is
+/// `<backend>/host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Column {
+    index: usize,
+    backend: &'static str,
+    abi: AbiPolicy,
+}
+
+impl Column {
+    /// The column's name: in the matrix, in every cell, and the key of its expectations.
+    fn name(&self) -> String {
+        match self.abi {
+            AbiPolicy::Confined => self.backend.to_string(),
+            p => format!("{}/{}", self.backend, p.name()),
+        }
+    }
+
+    /// Whether the run sees the host's file system (native, and the host policy).
+    fn host_fs(&self) -> bool {
+        self.backend == CONTROL || self.abi == AbiPolicy::Host
+    }
+}
+
+/// The columns: the control first, then the backends named (`all`: every one that is not a
+/// peer), each once; bt and kvm confined and then under the host policy.
+fn columns(all: &[Box<dyn Backend>], names: &[String]) -> Vec<Column> {
+    let mut idx: Vec<usize> = vec![index(all, CONTROL)];
     for b in names {
         let add: Vec<usize> = if b == "all" {
             (0..all.len()).filter(|&i| !all[i].is_peer()).collect()
@@ -276,22 +308,39 @@ fn columns(all: &[Box<dyn Backend>], names: &[String]) -> Vec<usize> {
             vec![index(all, b)]
         };
         for i in add {
-            if !cols.contains(&i) {
-                cols.push(i);
+            if !idx.contains(&i) {
+                idx.push(i);
             }
         }
     }
-    cols
+    idx.into_iter()
+        .flat_map(|index| {
+            let backend = all[index].name();
+            let policies: &[AbiPolicy] = if ABI_BACKENDS.contains(&backend) {
+                &[AbiPolicy::Confined, AbiPolicy::Host]
+            } else {
+                &[AbiPolicy::Confined]
+            };
+            policies.iter().map(move |&abi| Column {
+                index,
+                backend,
+                abi,
+            })
+        })
+        .collect()
 }
 
-/// Whether `b` can run here (printed when it cannot).
-fn status(b: &dyn Backend) -> BackendStatus {
+/// Whether `b` can run here (printed when it cannot, once per backend), under the name of
+/// column `col`.
+fn status(b: &dyn Backend, col: &Column) -> BackendStatus {
     let av = b.availability();
     if let Availability::Unavailable(r) = &av {
-        eprintln!("{}: unavailable: {r}", b.name());
+        if col.abi == AbiPolicy::Confined {
+            eprintln!("{}: unavailable: {r}", b.name());
+        }
     }
     BackendStatus {
-        name: b.name().to_string(),
+        name: col.name(),
         available: av.is_available(),
         reason: match av {
             Availability::Unavailable(r) => Some(r),
@@ -312,11 +361,12 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Probe `p` on backend `b`: judged, or why it did not run.
-    fn cell(&self, p: &Probe, b: &dyn Backend, st: &BackendStatus) -> ProbeCell {
-        let expect = p.expect(b.name());
+    /// Probe `p` on backend `b` in column `col`: judged, or why it did not run.
+    fn cell(&self, p: &Probe, b: &dyn Backend, col: &Column, st: &BackendStatus) -> ProbeCell {
+        let name = col.name();
+        let expect = p.expect(&name);
         let cell = |verdict, note: String| ProbeCell {
-            backend: b.name().to_string(),
+            backend: name.clone(),
             expect: expect.name().to_string(),
             verdict,
             note,
@@ -343,16 +393,16 @@ impl Runner<'_> {
         };
         let inv = Invocation {
             program: self.program.clone(),
-            args: self.ctx.args(p, b.name()),
+            args: self.ctx.args(p, col.host_fs()),
             timeout: Some(timeout),
             stdio: Stdio::Capture,
             cpu: None,
             cancel: Some(self.cancel.clone()),
             // a flood is expected to flood: drain it from the start
             chatty: matches!(p.judge, Judge::StdoutFlood { .. }),
-            abi: vbench_backends::AbiPolicy::Confined,
+            abi: col.abi,
         };
-        let tries = if b.name() == CONTROL {
+        let tries = if name == CONTROL {
             p.control_attempts
         } else {
             1
@@ -360,7 +410,7 @@ impl Runner<'_> {
         let mut c = cell(ProbeVerdict::Broken, String::new());
         for attempt in 1..=tries {
             c = match b.run(&inv) {
-                Ok(out) => judge(p, b.name(), expect, &out, &self.ctx),
+                Ok(out) => judge(p, &name, expect, &out, &self.ctx),
                 Err(e) => cell(ProbeVerdict::Broken, format!("backend error: {e}")),
             };
             if c.verdict != ProbeVerdict::Broken || self.cancel.load(Ordering::Relaxed) {
@@ -421,5 +471,27 @@ mod tests {
         assert_eq!(v[0].name, "hostname");
         assert!(v.iter().any(|p| p.name == "fork_bomb"));
         assert!(select(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn bt_and_kvm_get_a_column_per_policy() {
+        let all = vbench_backends::all_with(&vbench_backends::Config::default());
+        let names = |sel: &[&str]| -> Vec<String> {
+            let sel: Vec<String> = sel.iter().map(|s| s.to_string()).collect();
+            columns(&all, &sel).iter().map(Column::name).collect()
+        };
+        assert_eq!(names(&["bt"]), ["native", "bt", "bt/host"]);
+        assert_eq!(names(&["container"]), ["native", "container"]);
+        let every = names(&["all"]);
+        for n in ["native", "container", "bt", "bt/host", "kvm", "kvm/host"] {
+            assert!(every.iter().any(|c| c == n), "{n} in {every:?}");
+        }
+        // each host column right after its confined one
+        let at = |n: &str| every.iter().position(|c| c == n).unwrap();
+        assert_eq!(at("bt/host"), at("bt") + 1);
+        assert_eq!(at("kvm/host"), at("kvm") + 1);
+        let cols = columns(&all, &["kvm".to_string()]);
+        assert!(cols[2].host_fs() && !cols[1].host_fs() && cols[0].host_fs());
+        assert_eq!(cols[2].abi, AbiPolicy::Host);
     }
 }
