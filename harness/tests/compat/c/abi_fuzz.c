@@ -40,7 +40,8 @@
  * The summary goes to a copy of stdout at fd 1000, out of the fd pools' reach, after clearing
  * O_NONBLOCK, O_DIRECT and O_APPEND that fcntl may have set on the pipe it shares.
  * The test gives it pipes for stdin, stdout and stderr: fchmod, ftruncate... on descriptors
- * 0-2 must reach nothing of the host (with stdin a device node, they would chmod the node).
+ * 0-2 must reach nothing of the host (with stdin a device node, they would chmod the node),
+ * so it refuses to start (exit 2) when one of them is not a pipe or a socket.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -528,6 +529,16 @@ int main(int argc, char **argv) {
     state = strtoull(argv[1], 0, 0) * 0x9e3779b97f4a7c15ull + 1;
     long n = strtol(argv[2], 0, 0);
     int trace = argc == 4; /* each call on stderr before it is made: to find the one that fails */
+    /* descriptors 0-2 get fchmod, fchown, ftruncate, fallocate, pwrite...: refuse anything
+     * but pipes and sockets, which such calls cannot harm (a /dev/null stdin or a 2>/dev/null
+     * would have the node's mode and owner changed on the host) */
+    for (int f = 0; f < 3; f++) {
+        struct stat st;
+        if (fstat(f, &st) == 0 && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {
+            fprintf(stderr, "abi_fuzz: descriptor %d is not a pipe or a socket: refusing\n", f);
+            return 2;
+        }
+    }
     signal(SIGPIPE, SIG_IGN);
     if (dup2(1, OUT_FD) != OUT_FD) {
         perror("dup2");
