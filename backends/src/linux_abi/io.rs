@@ -24,10 +24,10 @@ pub(super) fn write(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, E
     match abi.fds.get(a[0])? {
         Fd::Out(i) => {
             let i = *i;
-            let n = (a[2] as usize).min(MAX_IO);
-            // SAFETY: `p` holds at least n checked, readable guest bytes.
-            abi.outputs[i].put(unsafe { std::slice::from_raw_parts(p, n) });
-            Ok(Action::Return(n as i64))
+            let mut tmp = vec![0u8; (a[2] as usize).min(MAX_IO)];
+            mem.read(a[1], &mut tmp)?;
+            abi.outputs[i].put(&tmp);
+            Ok(Action::Return(tmp.len() as i64))
         }
         Fd::Host(f) => {
             // SAFETY: `p` holds a[2] checked, readable guest bytes.
@@ -103,11 +103,12 @@ pub(super) fn writev(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, 
         Fd::Out(i) => {
             let i = *i;
             let mut n = 0;
-            for io in &v {
-                // SAFETY: each iovec covers checked, readable guest memory.
-                let s = unsafe { std::slice::from_raw_parts(io.iov_base as *const u8, io.iov_len) };
-                abi.outputs[i].put(s);
-                n += io.iov_len;
+            for k in 0..a[2] {
+                let [base, len]: [u64; 2] = get(mem, a[1] + 16 * k)?;
+                let mut tmp = vec![0u8; len as usize];
+                mem.read(base, &mut tmp)?;
+                abi.outputs[i].put(&tmp);
+                n += tmp.len();
             }
             Ok(Action::Return(n as i64))
         }
@@ -388,15 +389,13 @@ pub(super) fn sendfile(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action
                 // SAFETY: a valid buffer of tmp.len() bytes.
                 unsafe { libc::read(inp, tmp.as_mut_ptr().cast(), tmp.len()) }
             } else {
-                // SAFETY: `off` is a checked guest off_t; a valid buffer.
-                unsafe {
-                    let o = std::ptr::read_unaligned(off.cast::<i64>());
-                    let n = libc::pread(inp, tmp.as_mut_ptr().cast(), tmp.len(), o);
-                    if n > 0 {
-                        std::ptr::write_unaligned(off.cast::<i64>(), o + n as i64);
-                    }
-                    n
+                let o: i64 = get(mem, a[2])?;
+                // SAFETY: a valid buffer of tmp.len() bytes.
+                let n = unsafe { libc::pread(inp, tmp.as_mut_ptr().cast(), tmp.len(), o) };
+                if n > 0 {
+                    put(mem, a[2], &(o + n as i64))?;
                 }
+                n
             };
             let n = host(n as i64)?;
             abi.outputs[i].put(&tmp[..n as usize]);

@@ -60,6 +60,11 @@ impl Map {
         }
     }
 
+    /// Whether any mapping is of a file (whose pages past the file's end fault).
+    pub(super) fn has_files(&self) -> bool {
+        self.maps.values().any(|m| m.file.is_some())
+    }
+
     /// The mappings overlapping [a, end), cut to it: (start, mapping) pieces.
     fn cut(&mut self, a: u64, end: u64) -> Vec<(u64, Mapping)> {
         let over: Vec<u64> = self
@@ -397,9 +402,11 @@ pub(super) fn mremap(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     }
     let old_len = page_up(a[1]).filter(|l| *l > 0).ok_or(Errno::EINVAL)?;
     let new_len = page_up(a[2]).filter(|l| *l > 0).ok_or(Errno::EINVAL)?;
+    // a range that wraps around the address space is no mapping's (the kernel: EFAULT)
+    let old_end = old.checked_add(old_len).ok_or(Errno::EFAULT)?;
     let m = &mut abi.mem;
     let (&s, mp) = m.maps.range(..=old).next_back().ok_or(Errno::EFAULT)?;
-    if s + mp.len < old + old_len {
+    if s + mp.len < old_end {
         return Err(Errno::EFAULT);
     }
     let mp = mp.clone();
@@ -410,7 +417,8 @@ pub(super) fn mremap(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
             }
             return Ok(old as i64);
         }
-        let (tail, tail_end) = (old + old_len, old + new_len);
+        // a size past the end of the address space is never free (nor found when moving)
+        let (tail, tail_end) = (old_end, old.saturating_add(new_len));
         if s + mp.len == tail && m.is_free(tail, tail_end) {
             let file = mp
                 .file
@@ -427,7 +435,7 @@ pub(super) fn mremap(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let to = if flags & libc::MREMAP_FIXED != 0 {
         let to = a[4];
         let end = to.checked_add(new_len).ok_or(Errno::EINVAL)?;
-        if !to.is_multiple_of(PAGE) || (to < old + old_len && old < end) {
+        if !to.is_multiple_of(PAGE) || (to < old_end && old < end) {
             return Err(Errno::EINVAL);
         }
         if !m.in_area(to, end) {
@@ -458,7 +466,7 @@ pub(super) fn mremap(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
         mem.protect(to, new_len, libc::PROT_NONE);
         return Err(err);
     }
-    let moved = m.cut(old, old + old_len);
+    let moved = m.cut(old, old_end);
     unmap_pages(mem, old, old_len);
     mem.changed(to, new_len);
     let file = mp.file.as_ref().map(|(f, o)| (f.clone(), o + (old - s)));

@@ -343,6 +343,13 @@ impl Abi {
         if matches!(e.level(self.policy), Level::Refused(_)) {
             return self.refuse(nr);
         }
+        let safe;
+        let mem: &dyn GuestMem = if self.mem.has_files() {
+            safe = FaultSafe(mem);
+            &safe
+        } else {
+            mem
+        };
         e.call(self, mem, a)
             .unwrap_or_else(|err| Action::Return(err.ret()))
     }
@@ -469,10 +476,81 @@ fn opt_out(mem: &dyn GuestMem, addr: u64, len: u64) -> Result<*mut u8, Errno> {
 
 /// Reads a plain value of type `T` from the guest.
 fn get<T: Copy>(mem: &dyn GuestMem, addr: u64) -> Result<T, Errno> {
-    let p = mem.host_range(addr, std::mem::size_of::<T>() as u64, false)?;
-    // SAFETY: the range holds size_of::<T>() readable bytes; T is plain data (integers and
-    // arrays of them, as every caller uses), so any bytes are a valid value.
-    Ok(unsafe { std::ptr::read_unaligned(p.cast::<T>()) })
+    // SAFETY: T is plain data (integers and arrays of them, as every caller uses), so zero
+    // bytes, and any bytes read over them, are a valid value.
+    let mut v: T = unsafe { std::mem::zeroed() };
+    // SAFETY: the bytes of `v`, which nothing else refers to while the slice lives.
+    let b = unsafe {
+        std::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), std::mem::size_of::<T>())
+    };
+    mem.read(addr, b)?;
+    Ok(v)
+}
+
+/// Guest memory whose bytes the layer itself reads and writes through the kernel
+/// (`process_vm_readv`/`process_vm_writev` on this process) rather than with plain loads and
+/// stores, so that a page nothing backs (a file mapping past the end of its file, which the
+/// guest may truncate at any time) is EFAULT, as the kernel's own copies make it, instead of
+/// a SIGBUS that kills vbench. [`Abi::syscall`] uses it while the guest has file mappings.
+struct FaultSafe<'a>(&'a dyn GuestMem);
+
+impl FaultSafe<'_> {
+    /// Copies `len` bytes between this process's `local` and guest memory at `remote`.
+    fn copy(local: *mut u8, remote: *mut u8, len: usize, write: bool) -> Result<(), OutsideGuest> {
+        if len == 0 {
+            return Ok(());
+        }
+        let l = libc::iovec {
+            iov_base: local.cast(),
+            iov_len: len,
+        };
+        let r = libc::iovec {
+            iov_base: remote.cast(),
+            iov_len: len,
+        };
+        // SAFETY: both iovecs describe memory of this process (`remote` a checked guest range);
+        // the kernel copies between them and fails, without a signal, where a page cannot be
+        // had.
+        let n = unsafe {
+            if write {
+                libc::process_vm_writev(libc::getpid(), &l, 1, &r, 1, 0)
+            } else {
+                libc::process_vm_readv(libc::getpid(), &l, 1, &r, 1, 0)
+            }
+        };
+        if n == len as isize {
+            Ok(())
+        } else {
+            Err(OutsideGuest)
+        }
+    }
+}
+
+impl GuestMem for FaultSafe<'_> {
+    fn host_range(&self, addr: u64, len: u64, write: bool) -> Result<*mut u8, OutsideGuest> {
+        self.0.host_range(addr, len, write)
+    }
+    fn host_addr(&self, addr: u64, len: u64) -> Result<*mut u8, OutsideGuest> {
+        self.0.host_addr(addr, len)
+    }
+    fn changed(&self, addr: u64, len: u64) {
+        self.0.changed(addr, len)
+    }
+    fn protect(&self, addr: u64, len: u64, prot: i32) -> i32 {
+        self.0.protect(addr, len, prot)
+    }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutsideGuest> {
+        let p = self.0.host_range(addr, buf.len() as u64, false)?;
+        FaultSafe::copy(buf.as_mut_ptr(), p, buf.len(), false)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), OutsideGuest> {
+        let p = self.0.host_range(addr, data.len() as u64, true)?;
+        FaultSafe::copy(data.as_ptr().cast_mut(), p, data.len(), true)
+    }
+    // zero is the backend's: the program break, where no file is ever mapped
+    fn zero(&self, addr: u64, len: u64) -> Result<(), OutsideGuest> {
+        self.0.zero(addr, len)
+    }
 }
 
 /// Writes a plain value of type `T` to the guest.

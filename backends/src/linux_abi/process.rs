@@ -203,8 +203,8 @@ pub(super) fn getrusage(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
             }))
         }
         libc::RUSAGE_CHILDREN => {
-            // SAFETY: as above; zero bytes are an empty rusage.
-            unsafe { std::ptr::write_bytes(p, 0, size as usize) };
+            // zero bytes are an empty rusage
+            mem.write(a[1], &[0u8; std::mem::size_of::<libc::rusage>()])?;
             Ok(0)
         }
         _ => Err(Errno::EINVAL),

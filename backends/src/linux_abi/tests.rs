@@ -442,3 +442,63 @@ fn limits_are_the_guests_own() {
         Errno::ESRCH.ret()
     );
 }
+
+#[test]
+fn mremap_of_lengths_past_the_end_of_the_address_space_is_an_errno() {
+    // found by harness/tests/abi_fuzz.rs: old + old_len and old + new_len overflowed (a panic
+    // in debug builds, a wrapped range in release)
+    let (mut a, m) = abi();
+    let p = sys(
+        &mut a,
+        &m,
+        libc::SYS_mmap,
+        &[0, 8192, RW, ANON, u64::MAX, 0],
+    ) as u64;
+    assert!(p >= 0x20000, "{p:#x}");
+    let huge = u64::MAX - 4095;
+    let maymove = libc::MREMAP_MAYMOVE as u64;
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_mremap, &[p, huge, 4096, 0, 0]),
+        Errno::EFAULT.ret()
+    );
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_mremap, &[p, 4096, huge, 0, 0]),
+        Errno::ENOMEM.ret()
+    );
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_mremap, &[p, 8192, huge, maymove, 0]),
+        Errno::ENOMEM.ret()
+    );
+    // the mapping is still whole
+    assert_eq!(sys(&mut a, &m, libc::SYS_munmap, &[p, 8192]), 0);
+}
+
+#[test]
+fn a_file_mapping_past_the_end_of_its_file_is_efault_not_sigbus() {
+    // found by harness/tests/abi_fuzz.rs: a guest maps a file, truncates it, then passes a
+    // pointer into the mapping to a call whose argument vbench reads itself (getpeername's
+    // length, setrlimit's limits): the plain load was a SIGBUS that killed vbench
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data");
+    std::fs::write(&f, vec![7u8; 4096]).unwrap();
+    let (mut a, m) = abi_with(Policy::Host, vec![]);
+    m.write(0x200, format!("{}\0", f.display()).as_bytes())
+        .unwrap();
+    let fd = sys(
+        &mut a,
+        &m,
+        libc::SYS_openat,
+        &[AT, 0x200, libc::O_RDWR as u64],
+    ) as u64;
+    let shared = sys(&mut a, &m, libc::SYS_mmap, &[0, 4096, RW, 1, fd, 0]) as u64;
+    assert_eq!(sys(&mut a, &m, libc::SYS_setrlimit, &[7, shared]), 0);
+    assert_eq!(sys(&mut a, &m, libc::SYS_ftruncate, &[fd, 0]), 0);
+    let efault = Errno::EFAULT.ret();
+    assert_eq!(sys(&mut a, &m, libc::SYS_setrlimit, &[7, shared]), efault);
+    assert_eq!(sys(&mut a, &m, libc::SYS_getrlimit, &[7, shared]), efault);
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_getpeername, &[0, 0x300, shared]),
+        efault
+    );
+    assert_eq!(sys(&mut a, &m, libc::SYS_uname, &[shared]), efault);
+}

@@ -223,6 +223,39 @@ pub fn exit_of(stop: &GuestStop, watchdog_cause: Option<Exit>) -> Exit {
     }
 }
 
+/// Writes vbench's own lines to its stderr, which a guest that inherited it shares: the guest
+/// may have made it non-blocking (F_SETFL O_NONBLOCK acts on the shared open file), so EAGAIN
+/// waits for room (up to 10 s in all) instead of failing, and no error panics as `eprint!`
+/// does (it killed vbench after a guest had done that).
+pub fn write_stderr(b: &[u8]) {
+    write_all_waiting(2, b, Duration::from_secs(10));
+}
+
+fn write_all_waiting(fd: i32, mut b: &[u8], patience: Duration) {
+    let start = std::time::Instant::now();
+    while !b.is_empty() {
+        // SAFETY: writes the bytes of a valid slice.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n > 0 {
+            b = &b[n as usize..];
+            continue;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) if start.elapsed() < patience => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, 100) };
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Builds the outcome of an in-process guest's run: the exit, the captured stdout, and the
 /// stderr tail (the guest's own stderr, then the backend's message and notes). With inherited
 /// streams the backend's lines go to the harness's stderr.
@@ -252,7 +285,7 @@ pub fn guest_outcome(
             String::from_utf8_lossy(&tail).into_owned()
         }
         Output::Inherit(_) => {
-            eprint!("{ours}");
+            write_stderr(ours.as_bytes());
             ours
         }
     };
@@ -297,6 +330,40 @@ mod tests {
             message: "x".into(),
         };
         assert_eq!(exit_of(&c, None), Exit::Signal { signal: 11 });
+    }
+
+    #[test]
+    fn our_lines_reach_a_stderr_the_guest_made_non_blocking() {
+        // found by harness/tests/abi_fuzz.rs: a guest's fcntl(2, F_SETFL, O_NONBLOCK) made
+        // vbench's closing eprint! fail with EAGAIN on a full pipe, and panic
+        let mut p = [0i32; 2];
+        // SAFETY: a two-int array for the pipe's ends.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK) }, 0);
+        let [r, w] = p;
+        let line = vec![b'x'; 200_000]; // more than a pipe holds
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut got = 0;
+            let mut buf = [0u8; 65536];
+            while got < 200_000 {
+                // SAFETY: reads into a valid buffer.
+                let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+                if n > 0 {
+                    got += n as usize;
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            got
+        });
+        write_all_waiting(w, &line, Duration::from_secs(10));
+        assert_eq!(reader.join().unwrap(), 200_000);
+        // a closed reader: an error, not a panic (nor a wait)
+        // SAFETY: closing the descriptors this test made.
+        unsafe { libc::close(r) };
+        write_all_waiting(w, b"lost\n", Duration::from_secs(10));
+        // SAFETY: as above.
+        unsafe { libc::close(w) };
     }
 
     #[test]

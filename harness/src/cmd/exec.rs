@@ -29,9 +29,10 @@ pub fn exec(a: ExecArgs) -> Result<ExitCode> {
     };
     let out = backend.run(&inv)?;
     let s = &out.sample;
+    // vbench's lines after the run: the guest may have left the shared stderr non-blocking
     if a.stats {
-        eprintln!(
-            "vbench: {} on {}: {}, wall {}, user {}, sys {}, max rss {}",
+        let line = format!(
+            "vbench: {} on {}: {}, wall {}, user {}, sys {}, max rss {}\n",
             inv.program.name(),
             backend.name(),
             s.exit,
@@ -41,15 +42,18 @@ pub fn exec(a: ExecArgs) -> Result<ExitCode> {
             s.max_rss_kib
                 .map_or("not measured".to_string(), |k| format!("{k} KiB"))
         );
+        vbench_backends::session::write_stderr(line.as_bytes());
     }
     Ok(ExitCode::from(match s.exit {
         Exit::Code { code } => code as u8,
         Exit::Signal { signal } => {
-            eprintln!("vbench: {} was {}", inv.program.name(), s.exit);
+            let line = format!("vbench: {} was {}\n", inv.program.name(), s.exit);
+            vbench_backends::session::write_stderr(line.as_bytes());
             (128 + signal) as u8
         }
         Exit::Timeout { .. } => {
-            eprintln!("vbench: {} {}", inv.program.name(), s.exit);
+            let line = format!("vbench: {} {}\n", inv.program.name(), s.exit);
+            vbench_backends::session::write_stderr(line.as_bytes());
             124
         }
         Exit::Interrupted => 130,
