@@ -330,3 +330,58 @@ fn time_and_gettimeofday_give_the_wall_clock() {
         );
     });
 }
+
+#[test]
+fn getpid_keeps_the_flags_and_sets_rcx_and_r11_as_syscall_does() {
+    on_each(|l| {
+        // flags set before the syscall survive it (CF, ZF, OF here), rcx is the address after
+        // it and r11 holds the flags: exit status = CF | ZF<<1 | OF<<2 | (rcx ok)<<3 |
+        // (r11's CF, ZF and OF as before)<<4, and the pid is the same on a second call
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    let mut after = a.create_label();
+                    a.mov(eax, 0x7fff_ffff)?;
+                    a.add(eax, 1)?; // OF=1, SF=1, ZF=0, CF=0
+                    a.stc()?; // CF=1
+                    a.mov(eax, 39)?; // getpid (mov keeps the flags)
+                    a.syscall()?;
+                    a.set_label(&mut after)?;
+                    a.mov(r12, rax)?;
+                    a.setc(bl)?;
+                    a.seto(r15b)?;
+                    a.movzx(r13d, bl)?;
+                    a.movzx(r14d, r15b)?;
+                    a.shl(r14d, 2)?;
+                    a.or(r13d, r14d)?;
+                    a.lea(r14, ptr(after))?;
+                    a.cmp(rcx, r14)?;
+                    a.sete(bl)?;
+                    a.movzx(r14d, bl)?;
+                    a.shl(r14d, 3)?;
+                    a.or(r13d, r14d)?;
+                    a.and(r11d, 0x801)?; // OF and CF as syscall saved them
+                    a.cmp(r11d, 0x801)?;
+                    a.sete(bl)?;
+                    a.movzx(r14d, bl)?;
+                    a.shl(r14d, 4)?;
+                    a.or(r13d, r14d)?;
+                    a.mov(eax, 186)?; // gettid: the same id
+                    a.syscall()?;
+                    a.cmp(rax, r12)?;
+                    a.sete(bl)?;
+                    a.movzx(r14d, bl)?;
+                    a.shl(r14d, 5)?;
+                    a.or(r13d, r14d)?;
+                    exit_with(a, r13)
+                },
+                &[],
+            ),
+        );
+        assert_eq!(o.sample.exit, Exit::Code { code: 0b11_1101 }, "{l:?}");
+        if l == Level::Bt {
+            assert_eq!(o.sample.counters.get("bt.syscalls_in_cache"), Some(&2));
+        }
+    });
+}

@@ -451,7 +451,7 @@ fn list_syscalls_shows_the_table_per_backend_and_policy() {
     );
     assert_eq!(
         row("getpid"),
-        "39 getpid emulated emulated in guest in guest"
+        "39 getpid in cache in cache in guest in guest"
     );
     assert!(row("clone").starts_with("56 clone ENOSYS ENOSYS ENOSYS ENOSYS (creates a process"));
     assert!(row("socket").ends_with("(confined: no network)"));

@@ -112,6 +112,8 @@ impl Backend for BtBackend {
             allowed: session::allowed_paths(inv),
             delivers_signals: true,
         });
+        // translated code answers getpid and gettid itself (translate::IN_CACHE)
+        ctx.in_cache = [abi.pid() as u64, 0, 0, 0, 0, 0, 0, 0];
 
         // The harness's own signals (^C, SIGTERM, SIGHUP) must never run their handler on this
         // thread while translated code runs with the guest's FS base: they are blocked here
@@ -130,7 +132,7 @@ impl Backend for BtBackend {
             tr: &mut tr,
         };
         let (stop, tally) = dispatch::dispatch(&mut machine, watchdog.flag(), t0);
-        let hits = machine.ctx.hits;
+        let (hits, in_cache) = (machine.ctx.hits, machine.ctx.in_cache[1]);
         signals::disarm();
         let wall = t0.elapsed();
         let ru1 = session::thread_times();
@@ -138,7 +140,7 @@ impl Backend for BtBackend {
         drop(signals);
         drop(blocked);
 
-        let counters = counters(&tr, &tally, hits, &abi, &guest.space);
+        let counters = counters(&tr, &tally, (hits, in_cache), &abi, &guest.space);
         drop(guest);
         let stop = match stop {
             Stop::Exited(code) => GuestStop::Exited(code),
@@ -181,7 +183,7 @@ fn kicker() -> impl Fn() + Send + 'static {
 fn counters(
     tr: &Translator,
     tally: &Tally,
-    hits: u64,
+    (hits, in_cache): (u64, u64),
     abi: &Abi,
     space: &Space,
 ) -> BTreeMap<String, u64> {
@@ -192,6 +194,9 @@ fn counters(
     counters.insert("bt.indirect_misses".into(), tally.misses);
     counters.insert("bt.dispatcher_entries".into(), tally.entries);
     counters.insert("bt.invalidations".into(), tr.generation);
+    if in_cache > 0 {
+        counters.insert("bt.syscalls_in_cache".into(), in_cache);
+    }
     counters.extend(abi.counters());
     counters.insert(
         "bt.guest_resident_bytes_at_exit".into(),

@@ -83,6 +83,10 @@ pub struct Ctx {
     pub s_tmp: u64,
     /// Components the trampolines save with XSAVE (x87, SSE, AVX, AVX-512 as enabled).
     pub xmask: u64,
+    /// The answers translated code gives itself: [0] the guest's pid (getpid and gettid are
+    /// answered in the cache, [`IN_CACHE`]), [1] how many such calls it answered; the rest is
+    /// padding that keeps the FXSAVE areas aligned.
+    pub in_cache: [u64; 8],
     /// vbench's x87 control word (bytes 0..2) and MXCSR (bytes 24..28) while the guest runs.
     pub host_fx: [u8; 512],
     /// The guest's XSAVE image (x87, MXCSR, XMM/YMM/ZMM registers), standard format.
@@ -489,7 +493,12 @@ pub fn translate_n(
         if code.is_empty() {
             return Err(NoBlock::NotExecutable);
         }
-        return emulation_block(pc, at, t).map_err(enc);
+        let slow = emulation_block(pc, at, t).map_err(enc)?;
+        // a single step (the guest's trap flag) must stop after the syscall: no fast path
+        if !step && code.starts_with(&[0x0f, 0x05]) && bmi2() {
+            return in_cache_syscall(pc, at, t, &slow).map_err(enc);
+        }
+        return Ok(slow);
     }
     let mut e = Emitter::new(at);
     let mut map = Vec::with_capacity(body.len() + 1);
@@ -559,20 +568,121 @@ fn scan(pc: u64, code: &[u8], max: usize) -> Scan {
     s
 }
 
+/// The system calls translated code answers itself, without leaving the cache (as kvm's guest
+/// kernel answers them inside the guest): getpid and gettid, whose answer never changes.
+pub const IN_CACHE: [i64; 2] = [libc::SYS_getpid, libc::SYS_gettid];
+
+/// Whether the CPU has BMI2 (pext/pdep, rorx: flag-free bit moves the in-cache answer needs).
+fn bmi2() -> bool {
+    std::arch::is_x86_feature_detected!("bmi2")
+}
+
+/// A `syscall` at `pc` whose number is one of [`IN_CACHE`] is answered in the cache: rax gets
+/// the pid, rcx the return address and r11 the flags, as sysret leaves them, and the block
+/// links on to the next instruction. Any other number leaves for the dispatcher (`slow`). No
+/// guest flag changes on the way: the tests are `lea` + `jrcxz` (rcx and r11 are the syscall's
+/// to clobber), and r11 is built from lahf/seto with BMI2's flag-free pext/pdep. (DF is not in
+/// r11: the ABI has it clear at every call.)
+fn in_cache_syscall(pc: u64, at: u64, t: &Tramps, slow: &Block) -> Result<Block, IcedError> {
+    let rcx_m = |d: i64| MemoryOperand::with_base_displ(Register::RAX, d);
+    // the prefix's length does not depend on where jrcxz goes (rel8 either way)
+    let prefix = |e: &mut Emitter, fast: u64| -> Result<(), IcedError> {
+        for nr in IN_CACHE {
+            e.ins(Instruction::with2(
+                Code::Lea_r64_m,
+                Register::RCX,
+                rcx_m(-nr),
+            )?)?;
+            e.ins(Instruction::with_branch(Code::Jrcxz_rel8_64, fast)?)?;
+        }
+        Ok(())
+    };
+    let mut probe = Emitter::new(at);
+    prefix(&mut probe, at)?;
+    let slow_at = at + probe.buf.len() as u64;
+    let slow_bytes = emulation_code(pc, slow_at, t)?;
+    let fast = slow_at + slow_bytes.len() as u64;
+    let mut e = Emitter::new(at);
+    prefix(&mut e, fast)?;
+    e.raw(&slow_bytes);
+    debug_assert_eq!(e.at(), fast);
+    e.ins(Instruction::with(Code::Lahf))?;
+    e.ins(Instruction::with1(Code::Seto_rm8, Register::AL)?)?;
+    e.ins(Instruction::with2(
+        Code::Mov_r32_rm32,
+        Register::R11D,
+        Register::EAX,
+    )?)?;
+    e.ins(Instruction::with2(Code::Add_rm8_imm8, Register::AL, 0x7f)?)?; // OF back
+    e.ins(Instruction::with(Code::Sahf))?; // SF ZF AF PF CF back
+    e.ins(Instruction::with3(
+        Code::VEX_Rorx_r32_rm32_imm8,
+        Register::R11D,
+        Register::R11D,
+        8,
+    )?)?;
+    e.ins(Instruction::with2(
+        Code::Mov_r32_imm32,
+        Register::ECX,
+        0x0100_00ff,
+    )?)?;
+    e.ins(Instruction::with3(
+        Code::VEX_Pext_r32_r32_rm32,
+        Register::R11D,
+        Register::R11D,
+        Register::ECX,
+    )?)?;
+    e.ins(Instruction::with2(
+        Code::Mov_r32_imm32,
+        Register::ECX,
+        0x8ff,
+    )?)?;
+    e.ins(Instruction::with3(
+        Code::VEX_Pdep_r32_r32_rm32,
+        Register::R11D,
+        Register::R11D,
+        Register::ECX,
+    )?)?;
+    e.lea(
+        Register::R11,
+        MemoryOperand::with_base_displ(Register::R11, 0x200), // IF
+    )?;
+    e.load(Register::RAX, slot!(in_cache))?;
+    e.load(Register::RCX, slot!(in_cache) + 8)?;
+    e.lea(
+        Register::RCX,
+        MemoryOperand::with_base_displ(Register::RCX, 1),
+    )?;
+    e.store(slot!(in_cache) + 8, Register::RCX)?;
+    e.imm(Register::RCX, pc + 2)?;
+    link_exit(&mut e, pc + 2, t)?;
+    Ok(Block {
+        bytes: e.buf,
+        map: slow.map.clone(),
+        guest_instrs: 0,
+        guest_end: pc + 2,
+    })
+}
+
 /// The first instruction needs the dispatcher: a block that only exits to it.
 fn emulation_block(pc: u64, at: u64, t: &Tramps) -> Result<Block, IcedError> {
+    Ok(Block {
+        bytes: emulation_code(pc, at, t)?,
+        map: vec![(at, pc)],
+        guest_instrs: 0,
+        guest_end: pc + 1,
+    })
+}
+
+/// The code of [`emulation_block`].
+fn emulation_code(pc: u64, at: u64, t: &Tramps) -> Result<Vec<u8>, IcedError> {
     let mut e = Emitter::new(at);
     e.store(slot!(s_rax), Register::RAX)?;
     e.imm(Register::RAX, pc)?;
     e.store(slot!(next), Register::RAX)?;
     e.imm(Register::RAX, INFO_EMULATE)?;
     e.jmp(t.exit)?;
-    Ok(Block {
-        bytes: e.buf,
-        map: vec![(at, pc)],
-        guest_instrs: 0,
-        guest_end: pc + 1,
-    })
+    Ok(e.buf)
 }
 
 /// Whether the control transfer `i` is translated in the block (rather than emulated by

@@ -79,6 +79,9 @@ fn support(backend: &str, e: &Entry, policy: AbiPolicy) -> (String, Option<&'sta
     if backend == "kvm" && vbench_backends::kvm::IN_GUEST.contains(&e.nr) {
         return ("in guest".into(), None);
     }
+    if backend == "bt" && vbench_backends::bt::translate::IN_CACHE.contains(&e.nr) {
+        return ("in cache".into(), None);
+    }
     let why = match level {
         Level::Refused(why) => Some(why),
         _ => None,
@@ -138,6 +141,10 @@ pub fn syscalls(json: bool) -> Result<ExitCode> {
     writeln!(
         o,
         "  in guest    kvm's guest kernel answers it without leaving the VM"
+    )?;
+    writeln!(
+        o,
+        "  in cache    bt's translated code answers it without leaving the code cache"
     )?;
     writeln!(
         o,
