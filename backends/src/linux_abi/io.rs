@@ -570,3 +570,178 @@ pub(super) fn msg(abi: &mut Abi, mem: &dyn GuestMem, nr: i64, a: A) -> Sys {
 pub(super) fn keep(abi: &Abi, fd: u64) -> Result<std::os::fd::OwnedFd, Errno> {
     super::fd::dup_host(abi.fds.host(fd)?)
 }
+
+// ---- event descriptors and multiplexing ----
+
+/// eventfd2(initval, flags), epoll_create1(flags), timerfd_create(clock, flags): a fresh host
+/// descriptor of the guest's (close-on-exec in the host; the guest's flag as it asked).
+pub(super) fn new_event_fd(abi: &mut Abi, _: &dyn GuestMem, nr: i64, a: A) -> Sys {
+    let (arg0, flags) = match nr {
+        libc::SYS_epoll_create1 => (a[0], a[0]),
+        _ => (a[0], a[1]),
+    };
+    let cloexec = flags as i32 & libc::O_CLOEXEC != 0;
+    let n = if nr == libc::SYS_epoll_create1 {
+        // SAFETY: integer arguments only; the result is a fresh descriptor.
+        host(unsafe { libc::syscall(nr, arg0 | libc::O_CLOEXEC as u64) })?
+    } else {
+        // SAFETY: integer arguments only; the result is a fresh descriptor.
+        host(unsafe { libc::syscall(nr, arg0, flags | libc::O_CLOEXEC as u64) })?
+    };
+    abi.fds
+        .install(Fd::Host(owned(n)), cloexec, 0)
+        .map(|n| n as i64)
+}
+
+/// epoll_ctl(epfd, op, fd, event): both descriptors translated; the event's data is the
+/// guest's own (the kernel hands it back untouched).
+pub(super) fn epoll_ctl(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let ep = abi.fds.host(a[0])?;
+    let fd = abi.fds.host(a[2])?;
+    let ev = opt_in(mem, a[3], 12)?;
+    // SAFETY: `ev` is null or a checked 12-byte epoll_event of the guest.
+    host(unsafe { libc::syscall(libc::SYS_epoll_ctl, ep, a[1], fd, ev) })
+}
+
+/// epoll_wait and epoll_pwait(epfd, events, maxevents, timeout[, sigmask]): the guest's signal
+/// mask is not the host thread's, so the wait takes none.
+pub(super) fn epoll_wait(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let ep = abi.fds.host(a[0])?;
+    let max = a[2] as i32;
+    if max <= 0 || max > 1 << 20 {
+        return Err(Errno::EINVAL);
+    }
+    let evs = buf_out(mem, a[1], max as u64 * 12)?;
+    // SAFETY: `evs` has room for `max` 12-byte events of the guest.
+    host(unsafe { libc::syscall(libc::SYS_epoll_wait, ep, evs, max, a[3] as i32) })
+}
+
+/// timerfd_settime(fd, flags, new, old) and timerfd_gettime(fd, cur).
+pub(super) fn timerfd_settime(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let new = buf_in(mem, a[2], 32)?;
+    let old = opt_out(mem, a[3], 32)?;
+    // SAFETY: checked guest itimerspecs (32 bytes each; `old` may be null).
+    host(unsafe { libc::syscall(libc::SYS_timerfd_settime, fd, a[1], new, old) })
+}
+pub(super) fn timerfd_gettime(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let fd = abi.fds.host(a[0])?;
+    let cur = buf_out(mem, a[1], 32)?;
+    // SAFETY: a checked, writable guest itimerspec.
+    host(unsafe { libc::syscall(libc::SYS_timerfd_gettime, fd, cur) })
+}
+
+/// select and pselect6: the guest's fd_sets (up to `nfds` bits) translated to host descriptor
+/// sets and back; a captured output is always writable.
+fn select_sets(
+    abi: &mut Abi,
+    mem: &dyn GuestMem,
+    a: A,
+    wait: &dyn Fn(i32, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set) -> i64,
+) -> Sys {
+    let nfds = a[0] as i32;
+    if !(0..=super::fd::MAX_FDS as i32).contains(&nfds) {
+        return Err(Errno::EINVAL);
+    }
+    let bytes = (nfds as u64).div_ceil(64) * 8;
+    let mut guest: [Vec<u8>; 3] = Default::default();
+    for (k, set) in guest.iter_mut().enumerate() {
+        if a[1 + k] != 0 {
+            *set = vec![0u8; bytes as usize];
+            mem.read(a[1 + k], set)?;
+        }
+    }
+    let bit = |s: &[u8], i: usize| s.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);
+    // SAFETY: zeroed fd_sets are empty sets.
+    let mut hs: [libc::fd_set; 3] = unsafe { std::mem::zeroed() };
+    let mut map: Vec<(usize, i32)> = Vec::new(); // guest fd -> host fd
+    let mut hmax = -1;
+    let mut out_ready: Vec<usize> = Vec::new();
+    for g in 0..nfds as usize {
+        let wanted: Vec<usize> = (0..3).filter(|k| bit(&guest[*k], g)).collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        match abi.fds.get(g as u64)? {
+            Fd::Out(_) => out_ready.push(g),
+            Fd::Host(f) => {
+                let h = f.as_raw_fd();
+                if h >= libc::FD_SETSIZE as i32 {
+                    return Err(Errno::EINVAL);
+                }
+                for k in &wanted {
+                    // SAFETY: `h` is below FD_SETSIZE.
+                    unsafe { libc::FD_SET(h, &mut hs[*k]) };
+                }
+                map.push((g, h));
+                hmax = hmax.max(h);
+            }
+        }
+    }
+    let ptr = |k: usize, hs: &mut [libc::fd_set; 3]| -> *mut libc::fd_set {
+        if a[1 + k] == 0 {
+            std::ptr::null_mut()
+        } else {
+            &mut hs[k]
+        }
+    };
+    let [r, w, x] = {
+        let p0 = ptr(0, &mut hs);
+        let p1 = ptr(1, &mut hs);
+        let p2 = ptr(2, &mut hs);
+        [p0, p1, p2]
+    };
+    let rc = if out_ready.iter().any(|g| bit(&guest[1], *g)) {
+        // something is ready now: poll the rest without waiting
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        // SAFETY: valid fd_sets (or null) and a valid timeval.
+        i64::from(unsafe { libc::select(hmax + 1, r, w, x, &mut tv) })
+    } else {
+        wait(hmax + 1, r, w, x)
+    };
+    host(rc)?;
+    let mut ready = 0;
+    for set in guest.iter_mut() {
+        set.iter_mut().for_each(|b| *b = 0);
+    }
+    for (k, set) in guest.iter_mut().enumerate() {
+        if a[1 + k] == 0 {
+            continue;
+        }
+        for &(g, h) in &map {
+            // SAFETY: `h` is below FD_SETSIZE.
+            if unsafe { libc::FD_ISSET(h, &hs[k]) } {
+                set[g / 8] |= 1 << (g % 8);
+                ready += 1;
+            }
+        }
+        if k == 1 {
+            for &g in &out_ready {
+                set[g / 8] |= 1 << (g % 8);
+                ready += 1;
+            }
+        }
+        mem.write(a[1 + k], set)?;
+    }
+    Ok(ready)
+}
+
+pub(super) fn select(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let tv = opt_out(mem, a[4], 16)?;
+    select_sets(abi, mem, a, &|n, r, w, x| {
+        // SAFETY: valid fd_sets (or null); `tv` is null or a checked guest timeval.
+        i64::from(unsafe { libc::select(n, r, w, x, tv.cast()) })
+    })
+}
+
+pub(super) fn pselect6(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let ts = opt_in(mem, a[4], 16)?;
+    select_sets(abi, mem, a, &|n, r, w, x| {
+        // SAFETY: valid fd_sets (or null); `ts` is null or a checked guest timespec. The guest's
+        // signal mask is not the host thread's: none is applied.
+        i64::from(unsafe { libc::pselect(n, r, w, x, ts.cast(), std::ptr::null()) })
+    })
+}

@@ -92,7 +92,6 @@ const EXEC: Level = Level::Refused("replaces the program: the guest runs one pro
 const ASYNC: Level = Level::Refused("asynchronous signals (timers) are not delivered");
 const IDENTITY: Level =
     Level::Refused("changes the identity of the process the guest shares with vbench");
-const NOT_YET: Level = Level::Refused("not implemented");
 
 macro_rules! e {
     ($sym:ident, $h:expr, $c:expr, val $f:expr) => {
@@ -166,10 +165,16 @@ pub static TABLE: &[Entry] = &[
     e!(SYS_flock, H, NO_HOST, nr io::fd_ints),
     e!(SYS_fchmod, H, NO_HOST, nr io::fd_ints),
     e!(SYS_fchown, H, NO_HOST, nr io::fd_ints),
-    e!(SYS_select, refused NOT_YET),
-    e!(SYS_pselect6, refused NOT_YET),
-    e!(SYS_epoll_create1, refused NOT_YET),
-    e!(SYS_eventfd2, refused NOT_YET),
+    e!(SYS_select, H, H, val io::select),
+    e!(SYS_pselect6, H, H, val io::pselect6),
+    e!(SYS_epoll_create1, H, H, nr io::new_event_fd),
+    e!(SYS_epoll_ctl, H, H, val io::epoll_ctl),
+    e!(SYS_epoll_wait, H, H, val io::epoll_wait),
+    e!(SYS_epoll_pwait, H, H, val io::epoll_wait),
+    e!(SYS_eventfd2, H, H, nr io::new_event_fd),
+    e!(SYS_timerfd_create, H, H, nr io::new_event_fd),
+    e!(SYS_timerfd_settime, H, H, val io::timerfd_settime),
+    e!(SYS_timerfd_gettime, H, H, val io::timerfd_gettime),
     // ---- paths, files, directories
     e!(SYS_open, H, C, val fs::open),
     e!(SYS_openat, H, C, val fs::openat),

@@ -502,3 +502,50 @@ fn a_file_mapping_past_the_end_of_its_file_is_efault_not_sigbus() {
     );
     assert_eq!(sys(&mut a, &m, libc::SYS_uname, &[shared]), efault);
 }
+
+#[test]
+fn select_epoll_and_eventfd_see_the_guests_descriptors() {
+    let (mut a, m) = abi_with(Policy::Host, vec![]);
+    assert_eq!(sys(&mut a, &m, libc::SYS_pipe2, &[0x100, 0]), 0);
+    let [r, w]: [i32; 2] = get(&m, 0x100).unwrap();
+    m.write(0x200, b"x").unwrap();
+    assert_eq!(sys(&mut a, &m, libc::SYS_write, &[w as u64, 0x200, 1]), 1);
+    // select(r+1, {r}, {1}, NULL, {0,0}): the pipe is readable, the captured stdout writable
+    put(&m, 0x300, &(1u64 << r)).unwrap();
+    put(&m, 0x308, &(1u64 << 1)).unwrap();
+    put(&m, 0x310, &[0i64, 0]).unwrap();
+    let n = sys(
+        &mut a,
+        &m,
+        libc::SYS_select,
+        &[r as u64 + 1, 0x300, 0x308, 0, 0x310],
+    );
+    assert_eq!(n, 2);
+    assert_eq!(get::<u64>(&m, 0x300).unwrap(), 1 << r);
+    assert_eq!(get::<u64>(&m, 0x308).unwrap(), 1 << 1);
+    // epoll: the event's data comes back as the guest gave it
+    let ep = sys(
+        &mut a,
+        &m,
+        libc::SYS_epoll_create1,
+        &[libc::O_CLOEXEC as u64],
+    ) as u64;
+    m.write(0x400, &[1, 0, 0, 0]).unwrap(); // EPOLLIN
+    put(&m, 0x404, &0x1234_5678_u64).unwrap();
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_epoll_ctl, &[ep, 1, r as u64, 0x400]),
+        0
+    );
+    assert_eq!(sys(&mut a, &m, libc::SYS_epoll_wait, &[ep, 0x500, 4, 0]), 1);
+    assert_eq!(get::<u64>(&m, 0x504).unwrap(), 0x1234_5678);
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_epoll_wait, &[ep, 0x3fffc, 4, 0]),
+        Errno::EFAULT.ret()
+    );
+    // eventfd: a counter the guest writes and reads
+    let ev = sys(&mut a, &m, libc::SYS_eventfd2, &[0, 0]) as u64;
+    put(&m, 0x600, &5u64).unwrap();
+    assert_eq!(sys(&mut a, &m, libc::SYS_write, &[ev, 0x600, 8]), 8);
+    assert_eq!(sys(&mut a, &m, libc::SYS_read, &[ev, 0x608, 8]), 8);
+    assert_eq!(get::<u64>(&m, 0x608).unwrap(), 5);
+}

@@ -25,8 +25,8 @@
  *   flock always has LOCK_NB; fcntl's waiting locks become non-waiting ones, and F_SETOWN,
  *   F_SETSIG, F_SETLEASE, F_NOTIFY and O_ASYNC (signals to other processes or to itself)
  *   are never asked for;
- * - sleeps: nanosleep, clock_nanosleep, futex and ppoll get a timespec of at most 1 ms (or a
- *   garbage pointer), never none; poll's timeout is 0;
+ * - sleeps: nanosleep, clock_nanosleep, futex, ppoll and pselect6 get a timespec of at most
+ *   1 ms (or a garbage pointer), never none; poll's, epoll_wait's and select's timeouts are 0;
  * - memory calls get addresses 0, garbage, or inside a 16 MiB region mapped at start (mmap
  *   without MAP_FIXED also random hints); brk only 0, garbage or growth;
  * - arch_prctl never sets FS or GS;
@@ -330,7 +330,9 @@ static const struct sig SIGS[] = {
     {SYS_syncfs, "f"}, {SYS_ftruncate, "fx"}, {SYS_fallocate, "fxxx"},
     {SYS_fadvise64, "fxxx"}, {SYS_flock, "fx"}, {SYS_fchmod, "fx"}, {SYS_fchown, "fxx"},
     {SYS_select, "xbbbb"}, {SYS_pselect6, "xbbbbb"}, {SYS_epoll_create1, "x"},
-    {SYS_eventfd2, "xx"},
+    {SYS_eventfd2, "xx"}, {SYS_epoll_ctl, "fxfb"}, {SYS_epoll_wait, "fbx0"},
+    {SYS_epoll_pwait, "fbx0bx"}, {SYS_timerfd_create, "xx"}, {SYS_timerfd_settime, "fxbb"},
+    {SYS_timerfd_gettime, "fb"},
     {SYS_open, "pox"}, {SYS_openat, "Fpox"}, {SYS_creat, "px"}, {SYS_stat, "pb"},
     {SYS_lstat, "pb"}, {SYS_fstat, "fb"}, {SYS_newfstatat, "Fpbx"}, {SYS_statx, "Fpxxb"},
     {SYS_access, "px"}, {SYS_faccessat, "Fpx"}, {SYS_faccessat2, "Fpxx"},
@@ -462,6 +464,16 @@ static void shape(long nr, uint64_t *a) {
         break;
     case SYS_mremap:
         if (!(a[3] & MREMAP_FIXED) && below(2)) a[4] = rnd();
+        break;
+    case SYS_select: /* never an unbounded wait: a zero timeval */
+        a[4] = (uint64_t)(uintptr_t)(SCR + TS2_AT);
+        break;
+    case SYS_pselect6: /* at most 1 ms */
+        a[4] = (uint64_t)(uintptr_t)(SCR + TS_AT);
+        break;
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+        a[3] = 0;
         break;
     case SYS_futex:
         a[1] = below(4) ? (rnd() % 13) | (below(2) ? 128 : 0) | (below(4) ? 0 : 256) : flags();
