@@ -75,6 +75,23 @@ impl FdTable {
         Ok(n as u64)
     }
 
+    /// A descriptor a host call just returned (`n`) becomes the guest's lowest free one.
+    pub fn install_new(&mut self, n: i64, cloexec: bool) -> Result<i64, Errno> {
+        self.install(Fd::Host(owned(n)), cloexec, 0)
+            .map(|g| g as i64)
+    }
+
+    /// The two ends a host call just returned (pipe, socketpair) become the guest's; on failure
+    /// neither stays.
+    pub fn install_pair(&mut self, ends: [i32; 2], cloexec: bool) -> Result<[i32; 2], Errno> {
+        let (x, y) = (owned(i64::from(ends[0])), owned(i64::from(ends[1])));
+        let gx = self.install(Fd::Host(x), cloexec, 0)?;
+        let gy = self.install(Fd::Host(y), cloexec, 0).inspect_err(|_| {
+            let _ = self.close(gx);
+        })?;
+        Ok([gx as i32, gy as i32])
+    }
+
     /// Installs `fd` at number `n`, closing what was there.
     pub fn put(&mut self, n: usize, fd: Fd, cloexec: bool) {
         if self.slots.len() <= n {

@@ -80,9 +80,7 @@ impl Abi {
             )
         }))?;
         let cloexec = flags & libc::O_CLOEXEC != 0;
-        self.fds
-            .install(Fd::Host(owned(n)), cloexec, 0)
-            .map(|n| n as i64)
+        self.fds.install_new(n, cloexec)
     }
 }
 

@@ -2,7 +2,7 @@
 //! to the host kernel in place (checked, never copied), except for the captured outputs.
 
 use super::errno::host;
-use super::fd::{owned, Fd};
+use super::fd::Fd;
 use super::MAX_IO;
 use super::{buf_in, buf_out, get, opt_in, opt_out, put, Abi, Action, Errno, GuestMem, Policy};
 use std::os::fd::AsRawFd;
@@ -264,13 +264,8 @@ pub(super) fn pipe2(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     if unsafe { libc::pipe2(p.as_mut_ptr(), (flags & !libc::O_CLOEXEC) | libc::O_CLOEXEC) } != 0 {
         return Err(Errno::last());
     }
-    let (r, w) = (owned(i64::from(p[0])), owned(i64::from(p[1])));
-    let cloexec = flags & libc::O_CLOEXEC != 0;
-    let gr = abi.fds.install(Fd::Host(r), cloexec, 0)?;
-    let gw = abi.fds.install(Fd::Host(w), cloexec, 0).inspect_err(|_| {
-        let _ = abi.fds.close(gr);
-    })?;
-    put(mem, a[0], &[gr as i32, gw as i32])?;
+    let ends = abi.fds.install_pair(p, flags & libc::O_CLOEXEC != 0)?;
+    put(mem, a[0], &ends)?;
     Ok(0)
 }
 
@@ -427,9 +422,7 @@ pub(super) fn socket(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
     let fd = host(i64::from(unsafe {
         libc::socket(a[0] as i32, a[1] as i32 | libc::SOCK_CLOEXEC, a[2] as i32)
     }))?;
-    abi.fds
-        .install(Fd::Host(owned(fd)), cloexec, 0)
-        .map(|n| n as i64)
+    abi.fds.install_new(fd, cloexec)
 }
 
 pub(super) fn socketpair(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
@@ -448,10 +441,8 @@ pub(super) fn socketpair(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     {
         return Err(Errno::last());
     }
-    let (x, y) = (owned(i64::from(sv[0])), owned(i64::from(sv[1])));
-    let gx = abi.fds.install(Fd::Host(x), cloexec, 0)?;
-    let gy = abi.fds.install(Fd::Host(y), cloexec, 0)?;
-    put(mem, a[3], &[gx as i32, gy as i32])?;
+    let ends = abi.fds.install_pair(sv, cloexec)?;
+    put(mem, a[3], &ends)?;
     Ok(0)
 }
 
@@ -494,9 +485,7 @@ pub(super) fn accept4(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
             a[3] as i32 | libc::SOCK_CLOEXEC,
         )
     })?;
-    abi.fds
-        .install(Fd::Host(owned(n)), cloexec, 0)
-        .map(|n| n as i64)
+    abi.fds.install_new(n, cloexec)
 }
 
 pub(super) fn accept(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
@@ -588,9 +577,7 @@ pub(super) fn new_event_fd(abi: &mut Abi, _: &dyn GuestMem, nr: i64, a: A) -> Sy
         // SAFETY: integer arguments only; the result is a fresh descriptor.
         host(unsafe { libc::syscall(nr, arg0, flags | libc::O_CLOEXEC as u64) })?
     };
-    abi.fds
-        .install(Fd::Host(owned(n)), cloexec, 0)
-        .map(|n| n as i64)
+    abi.fds.install_new(n, cloexec)
 }
 
 /// epoll_ctl(epfd, op, fd, event): both descriptors translated; the event's data is the
