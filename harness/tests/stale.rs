@@ -161,8 +161,15 @@ fn survivors_are_killed_by_the_next_start(args: &[&str]) {
             return false;
         };
         pgid = child.2;
-        // sh (or the last sleep it execs) and the background sleep, besides vbench
-        all.iter().filter(|p| p.2 == pgid && p.0 != me).count() >= 2
+        // both sleeps exist (dash may fork the last one or exec it): the group no longer grows
+        let sleeping = |p: &&(i32, i32, i32)| {
+            std::fs::read_to_string(format!("/proc/{}/comm", p.0)).is_ok_and(|c| c == "sleep\n")
+        };
+        all.iter()
+            .filter(|p| p.2 == pgid && p.0 != me)
+            .filter(sleeping)
+            .count()
+            >= 2
     });
     let _child_group = KillGroup(pgid);
     let text = std::fs::read_to_string(dir.path().join(format!("{me}.pgids"))).unwrap();
