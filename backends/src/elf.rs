@@ -55,6 +55,8 @@ pub struct Elf {
     pub phent: u16,
     /// Number of program headers.
     pub phnum: u16,
+    /// PT_INTERP: the path of the ELF interpreter of a dynamically linked program.
+    pub interp: Option<Vec<u8>>,
 }
 
 fn u16_at(b: &[u8], o: usize) -> Result<u16, ElfError> {
@@ -114,11 +116,24 @@ impl Elf {
         let _ = table_end;
         let mut segments = Vec::new();
         let mut phdr = None;
+        let mut interp = None;
         for i in 0..usize::from(phnum) {
             let o = phoff as usize + i * 56;
             let ptype = u32_at(bytes, o)?;
             match ptype {
-                PT_INTERP => return Err(ElfError::Dynamic),
+                PT_INTERP => {
+                    let (off, len) = (u64_at(bytes, o + 8)?, u64_at(bytes, o + 32)?);
+                    let path = off
+                        .checked_add(len)
+                        .filter(|e| *e <= bytes.len() as u64 && len > 1 && len < 4096)
+                        .map(|_| &bytes[off as usize..(off + len) as usize])
+                        .ok_or_else(|| ElfError::Malformed("PT_INTERP beyond the file".into()))?;
+                    let path = path.strip_suffix(&[0]).unwrap_or(path);
+                    if path.contains(&0) {
+                        return Err(ElfError::Malformed("PT_INTERP holds a NUL".into()));
+                    }
+                    interp = Some(path.to_vec());
+                }
                 PT_PHDR => phdr = Some(u64_at(bytes, o + 16)?.wrapping_add(bias)),
                 PT_LOAD => {
                     let seg = Segment {
@@ -192,7 +207,18 @@ impl Elf {
             phdr,
             phent,
             phnum,
+            interp,
         })
+    }
+
+    /// [`Elf::parse`] of a static executable: a program with an interpreter is
+    /// [`ElfError::Dynamic`].
+    pub fn parse_static(bytes: &[u8], pie_base: u64) -> Result<Elf, ElfError> {
+        let e = Elf::parse(bytes, pie_base)?;
+        if e.interp.is_some() {
+            return Err(ElfError::Dynamic);
+        }
+        Ok(e)
     }
 
     /// The lowest and highest (exclusive) addresses the segments occupy.
@@ -208,6 +234,21 @@ impl Elf {
     }
 }
 
+/// What the auxiliary vector says beyond the program's own headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Aux<'a> {
+    /// AT_BASE: where the ELF interpreter is loaded (0: none).
+    pub base: u64,
+    /// AT_ENTRY: the program's entry (0: the `elf` one's).
+    pub entry: u64,
+    /// AT_EXECFN: the path the program was started by (none: not given).
+    pub execfn: Option<&'a [u8]>,
+    /// AT_UID, AT_EUID, AT_GID, AT_EGID.
+    pub ids: [u64; 4],
+    /// AT_HWCAP, AT_HWCAP2.
+    pub hwcap: [u64; 2],
+}
+
 /// Stores bytes into guest memory at a guest address (for [`initial_stack`]).
 pub type WriteGuest<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<(), String>;
 
@@ -219,6 +260,7 @@ pub fn initial_stack(
     elf: &Elf,
     argv: &[Vec<u8>],
     env: &[&[u8]],
+    aux: &Aux<'_>,
     write: WriteGuest<'_>,
 ) -> Result<u64, String> {
     fn push(write: WriteGuest<'_>, sp: &mut u64, b: &[u8], nul: bool) -> Result<u64, String> {
@@ -240,26 +282,38 @@ pub fn initial_stack(
         .iter()
         .map(|a| push(write, &mut sp, a, true))
         .collect::<Result<_, _>>()?;
+    let execfn = match aux.execfn {
+        Some(f) => push(write, &mut sp, f, true)?,
+        None => 0,
+    };
     let platform = push(write, &mut sp, b"x86_64", true)?;
     let mut rnd = [0u8; 16];
     let _ = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd));
     let random = push(write, &mut sp, &rnd, false)?;
-    let auxv: [(u64, u64); 13] = [
+    let entry = if aux.entry != 0 { aux.entry } else { elf.entry };
+    let mut auxv: Vec<(u64, u64)> = vec![
+        (16, aux.hwcap[0]),
+        (6, 4096),
+        (17, 100),
         (3, elf.phdr),
         (4, u64::from(elf.phent)),
         (5, u64::from(elf.phnum)),
-        (6, 4096),
-        (9, elf.entry),
-        (11, 0),
-        (12, 0),
-        (13, 0),
-        (14, 0),
-        (17, 100),
+        (7, aux.base),
+        (8, 0),
+        (9, entry),
+        (11, aux.ids[0]),
+        (12, aux.ids[1]),
+        (13, aux.ids[2]),
+        (14, aux.ids[3]),
         (23, 0),
         (25, random),
-        (15, platform),
+        (26, aux.hwcap[1]),
     ];
+    if execfn != 0 {
+        auxv.push((31, execfn));
+    }
+    auxv.push((15, platform));
     let mut words: Vec<u64> = vec![argv.len() as u64];
     words.extend(&arg_ptrs);
     words.push(0);
@@ -334,7 +388,7 @@ mod tests {
         );
         let mut b = tiny();
         b[64..68].copy_from_slice(&PT_INTERP.to_le_bytes());
-        assert_eq!(Elf::parse(&b, 0), Err(ElfError::Dynamic));
+        assert_eq!(Elf::parse_static(&b, 0), Err(ElfError::Dynamic));
         let mut b = tiny();
         b[56..58].copy_from_slice(&100u16.to_le_bytes());
         assert!(matches!(Elf::parse(&b, 0), Err(ElfError::Malformed(_))));
@@ -353,6 +407,7 @@ mod tests {
             &e,
             &[b"prog".to_vec(), b"a1".to_vec()],
             &[b"K=V"],
+            &Aux::default(),
             &mut |a, d| {
                 let o = (a - base) as usize;
                 mem[o..o + d.len()].copy_from_slice(d);
@@ -370,8 +425,16 @@ mod tests {
         assert_eq!(&mem[argv0 as usize..argv0 as usize + 5], b"prog\0");
         assert_eq!(w(sp + 24), 0);
         assert_eq!(w(sp + 40), 0);
-        assert_eq!((w(sp + 48), w(sp + 56)), (3, e.phdr));
-        assert!(initial_stack(16, &e, &[], &[], &mut |_, _| Ok(())).is_err());
+        let mut auxv = std::collections::BTreeMap::new();
+        let mut at = sp + 48;
+        while w(at) != 0 {
+            auxv.insert(w(at), w(at + 8));
+            at += 16;
+        }
+        assert_eq!(auxv[&3], e.phdr);
+        assert_eq!(auxv[&9], e.entry);
+        assert_eq!(auxv[&7], 0, "no interpreter");
+        assert!(initial_stack(16, &e, &[], &[], &Aux::default(), &mut |_, _| Ok(())).is_err());
     }
 
     #[test]

@@ -221,6 +221,9 @@ fn malformed_and_dynamic_programs_are_refused_with_a_reason() {
         let p = Program::from_bytes("junk", b"not an elf at all".to_vec()).unwrap();
         let e = b.run(&Invocation::new(p, vec![])).unwrap_err();
         assert!(e.to_string().contains("not an ELF"), "{l:?}: {e}");
+        if l == Level::Bt {
+            return; // bt loads the ELF interpreter of a dynamically linked program
+        }
         let e = b
             .run(&Invocation::new(Program::Path("/bin/ls".into()), vec![]))
             .unwrap_err();

@@ -184,12 +184,14 @@ fn catches(pid: u32, sig: libc::c_int) -> bool {
 }
 
 /// Whether one of `pid`'s threads is the run session's watchdog (a bt or kvm guest runs).
+/// Whether vbench `pid` has its bt translator process running (a child of its own: the guest
+/// runs in it).
 fn guest_running(pid: u32) -> bool {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
     rd.flatten().any(|t| {
-        std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "vbench-watchdog")
+        std::fs::read_to_string(t.path().join("children")).is_ok_and(|c| !c.trim().is_empty())
     })
 }
 

@@ -7,8 +7,8 @@ use super::dispatch::{crash, Stop};
 use super::signals;
 use super::space::Space;
 use super::translate::{
-    trampolines, translate_n, xsave_mask, NoBlock, Tramps, CACHE_BASE, CACHE_SIZE, CODE, CODE_END,
-    EMPTY_KEY, TABLE, TABLE_ENTRIES, TRAMP,
+    patch_link, trampolines, translate_n, xsave_mask, NoBlock, Tramps, CACHE_BASE, CACHE_SIZE,
+    CODE, CODE_END, EMPTY_KEY, TABLE, TABLE_ENTRIES, TRAMP,
 };
 use super::{invalid, BackendError};
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +31,9 @@ pub(super) struct Translator {
     /// The next block is the one guest instruction that wrote to its own code: translated
     /// alone, without protecting its page, and not kept.
     pub(super) single: bool,
+    /// The link sites patched to jump straight to their target block (undone by
+    /// [`Translator::unlink_all`]).
+    linked: Vec<u64>,
 }
 
 /// A multiplicative hasher for u64 keys (guest addresses): the dispatcher's maps
@@ -94,6 +97,7 @@ impl Translator {
             decoded: HashMap::default(),
             generation: 0,
             single: false,
+            linked: Vec::new(),
         };
         let o = (TRAMP - CACHE_BASE) as usize;
         tr.cache()[o..o + tcode.len()].copy_from_slice(&tcode);
@@ -116,13 +120,23 @@ impl Translator {
         c[o + 8..o + 16].copy_from_slice(&host.to_le_bytes());
     }
 
-    /// Forgets every translation (cache full).
-    pub(super) fn flush(&mut self) {
-        self.generation += 1;
-        self.blocks.clear();
-        self.decoded.clear();
-        self.host_to_guest.clear();
-        self.cursor = CODE;
+    /// Links the exit at `site` to the block at `host`.
+    pub(super) fn link(&mut self, site: u64, host: u64) {
+        patch_link(self.cache(), site, host);
+        self.linked.push(site);
+    }
+
+    /// Undoes every link and empties the indirect-branch table, so that translated code leaves
+    /// for the dispatcher at its next block boundary (an asynchronous signal is waiting); they
+    /// are made again as the guest runs on.
+    pub(super) fn unlink_all(&mut self) {
+        for site in std::mem::take(&mut self.linked) {
+            patch_link(self.cache(), site, site + 5);
+        }
+        self.clear_table();
+    }
+
+    fn clear_table(&mut self) {
         let t = (TABLE - CACHE_BASE) as usize;
         let c = self.cache();
         for e in c[t..t + 16 * TABLE_ENTRIES as usize].chunks_exact_mut(16) {
@@ -130,11 +144,24 @@ impl Translator {
         }
     }
 
+    /// Forgets every translation (cache full).
+    pub(super) fn flush(&mut self) {
+        self.linked.clear();
+        self.generation += 1;
+        self.blocks.clear();
+        self.decoded.clear();
+        self.host_to_guest.clear();
+        self.cursor = CODE;
+        self.clear_table();
+    }
+
     /// The host address of the translation of `pc`, translating it if needed.
     pub(super) fn block(&mut self, space: &Space, pc: u64) -> Result<u64, Stop> {
         if !self.single {
-            if let Some(h) = self.blocks.get(&pc) {
-                return Ok(*h);
+            if let Some(&h) = self.blocks.get(&pc) {
+                // (again) in the indirect-branch table, which unlink_all may have emptied
+                self.table_set(pc, h);
+                return Ok(h);
             }
         }
         if self.cursor + 0x4000 > CODE_END {

@@ -15,13 +15,17 @@ pub(super) enum Counter {
     GuestInstrs,
     /// Signals delivered to a guest handler.
     SignalsDelivered,
+    /// Asynchronous signals that came in the middle of translated code, off an instruction
+    /// boundary: every link was undone to reach the next boundary.
+    SignalUnlinks,
 }
 
 /// The results' name of each [`Counter`], in slot order.
-const NAMES: [&str; 3] = [
+const NAMES: [&str; 4] = [
     "bt.blocks_translated",
     "bt.guest_instrs",
     "bt.signals_delivered",
+    "bt.signal_unlinks",
 ];
 
 /// The counts of one run.
@@ -108,6 +112,7 @@ mod tests {
             (Counter::BlocksTranslated, "bt.blocks_translated"),
             (Counter::GuestInstrs, "bt.guest_instrs"),
             (Counter::SignalsDelivered, "bt.signals_delivered"),
+            (Counter::SignalUnlinks, "bt.signal_unlinks"),
         ] {
             assert_eq!(NAMES[c as usize], name);
         }

@@ -5,11 +5,9 @@
 use super::cache::Translator;
 use super::counters::Counter;
 use super::emulate::{emulate, Vcpu};
-use super::signals::{deliver, GuestFault};
+use super::signals::{self, deliver, GuestFault};
 use super::space::Space;
-use super::translate::{
-    patch_link, Ctx, CODE, CODE_END, INFO_EMULATE, INFO_FAULT, INFO_INDIRECT, INFO_KICK,
-};
+use super::translate::{Ctx, CODE, CODE_END, INFO_EMULATE, INFO_FAULT, INFO_INDIRECT, INFO_KICK};
 use crate::linux_abi::Abi;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +23,9 @@ pub(super) enum Stop {
     /// A fault the guest may handle itself (a handler installed with rt_sigaction).
     Fault(GuestFault),
     Kicked,
+    /// execve of a program the translator can load: the translator process replaces the
+    /// guest's image with it.
+    Exec(Box<super::loader::Job>),
 }
 
 /// The guest dies of `signal`.
@@ -40,6 +41,16 @@ pub(super) struct Tally {
     pub(super) entries: u64,
     pub(super) misses: u64,
     pub(super) links: u64,
+}
+
+impl Tally {
+    /// Adds `t` (a later stretch of the same process, after an execve).
+    pub(super) fn add(&mut self, t: &Tally) {
+        self.startup = self.startup.or(t.startup);
+        self.entries += t.entries;
+        self.misses += t.misses;
+        self.links += t.links;
+    }
 }
 
 /// The guest and everything the dispatcher works on.
@@ -68,24 +79,39 @@ pub(super) fn dispatch(m: &mut Machine, kicked: &AtomicBool, t0: Instant) -> (St
     // FPU state and restores them before returning).
     let enter: extern "C" fn(*mut Ctx) = unsafe { std::mem::transmute(m.tr.tramps.enter) };
     let mut tally = Tally::default();
+    // where to go on in the middle of translated code, after a kick that was not at an
+    // instruction boundary
+    let mut resume: Option<u64> = None;
     let stop = loop {
         if kicked.load(Ordering::Acquire) {
             break Stop::Kicked;
         }
         let pc = m.ctx.next;
-        let generation = m.tr.generation;
         // the guest's trap flag: run one instruction, then deliver SIGTRAP
         let stepping = m.vcpu.tf;
-        m.tr.single |= stepping;
-        let host = match m.tr.block(m.space, pc) {
-            Ok(h) => h,
-            Err(s) => break s,
+        let host = match resume.take() {
+            Some(h) => h,
+            None => {
+                if let Err(s) = deliver_async(m) {
+                    break s;
+                }
+                if m.ctx.next != pc {
+                    continue; // a handler's frame was pushed: start over at the handler
+                }
+                let generation = m.tr.generation;
+                m.tr.single |= stepping;
+                let host = match m.tr.block(m.space, pc) {
+                    Ok(h) => h,
+                    Err(s) => break s,
+                };
+                let site = m.ctx.info;
+                if (CODE..CODE_END).contains(&site) && m.tr.generation == generation {
+                    m.tr.link(site, host);
+                    tally.links += 1;
+                }
+                host
+            }
         };
-        let site = m.ctx.info;
-        if (CODE..CODE_END).contains(&site) && m.tr.generation == generation {
-            patch_link(m.tr.cache(), site, host);
-            tally.links += 1;
-        }
         m.ctx.info = 0;
         m.ctx.s_tgt = host;
         tally.entries += 1;
@@ -98,7 +124,23 @@ pub(super) fn dispatch(m: &mut Machine, kicked: &AtomicBool, t0: Instant) -> (St
             }
             INFO_EMULATE => on_emulate(m),
             INFO_FAULT => on_fault(m),
-            INFO_KICK => Next::Stop(Stop::Kicked),
+            INFO_KICK => {
+                // an asynchronous signal: at an instruction boundary the guest's state is
+                // whole and the signal is delivered there; elsewhere the guest goes on at the
+                // very host instruction it left, with every link and indirect-branch entry
+                // undone, so it is back at the next block boundary
+                let h = m.ctx.fault_host_rip;
+                match m.tr.host_to_guest.get(&h) {
+                    Some(g) => m.ctx.next = *g,
+                    None => {
+                        m.ctx.s_rax = m.ctx.k_srax;
+                        m.tr.unlink_all();
+                        m.tr.counts.add(Counter::SignalUnlinks, 1);
+                        resume = Some(h);
+                    }
+                }
+                Next::Resume
+            }
             _ => Next::Run, // a link site: linked on the next turn
         };
         match next {
@@ -115,11 +157,48 @@ pub(super) fn dispatch(m: &mut Machine, kicked: &AtomicBool, t0: Instant) -> (St
     (stop, tally)
 }
 
+/// Delivers the first pending asynchronous signal the guest does not block: to its handler
+/// (a frame at `ctx.next`), or its default action when its disposition changed since the host
+/// took it (the host's own default action applies otherwise).
+fn deliver_async(m: &mut Machine) -> Result<(), Stop> {
+    let ready = signals::pending() & !m.abi.signals.mask;
+    if ready == 0 {
+        if let Some(old) = m.abi.signals.saved_mask.take() {
+            m.abi.signals.mask = old; // rt_sigsuspend woke for nothing the guest handles
+            signals::mirror_mask(old);
+        }
+        return Ok(());
+    }
+    let sig = ready.trailing_zeros() as i32 + 1;
+    let info = signals::take(sig);
+    let f = GuestFault {
+        signal: sig,
+        code: (info[1] & 0xffff_ffff) as u32 as i32,
+        rip: m.ctx.next,
+        addr: 0,
+        message: format!("killed by signal {sig}"),
+        info: Some(Box::new(info)),
+    };
+    let handler = m.abi.signals.actions[sig as usize][0];
+    if deliver(m.ctx, m.space, m.vcpu, &mut m.abi.signals, &f) {
+        // the exit the guest left through leads to where it was going, not to the handler
+        m.ctx.info = 0;
+        m.tr.counts.add(Counter::SignalsDelivered, 1);
+        signals::mirror_mask(m.abi.signals.mask);
+        signals::mirror_action(sig, m.abi.signals.actions[sig as usize][0]);
+        return Ok(());
+    }
+    match handler {
+        0 if crate::linux_abi::terminates(sig) => Err(crash(sig, f.message)),
+        _ => Ok(()),
+    }
+}
+
 /// The guest left to have an instruction emulated.
 fn on_emulate(m: &mut Machine) -> Next {
     match emulate(m.ctx, m.space, m.abi, m.vcpu, m.tr) {
         Ok(()) => {}
-        Err(Stop::Fault(f)) if deliver(m.ctx, m.space, m.vcpu, &m.abi.signals.actions, &f) => {
+        Err(Stop::Fault(f)) if deliver(m.ctx, m.space, m.vcpu, &mut m.abi.signals, &f) => {
             m.tr.counts.add(Counter::SignalsDelivered, 1);
         }
         Err(Stop::Fault(f)) => return Next::Stop(crash(f.signal, f.message)),
@@ -157,7 +236,7 @@ fn on_fault(m: &mut Machine) -> Next {
     let f = guest_fault(ctx, m.tr);
     // a precise fault (at the start of a translated instruction) may be handled
     if m.tr.host_to_guest.get(&host) == Some(&f.rip)
-        && deliver(ctx, m.space, m.vcpu, &m.abi.signals.actions, &f)
+        && deliver(ctx, m.space, m.vcpu, &mut m.abi.signals, &f)
     {
         m.tr.counts.add(Counter::SignalsDelivered, 1);
         return Next::Resume;
@@ -192,6 +271,7 @@ fn guest_fault(ctx: &Ctx, tr: &Translator) -> GuestFault {
         rip: grip,
         addr: ctx.fault_addr,
         message,
+        info: None,
     }
 }
 
@@ -205,8 +285,9 @@ fn trap_after_step(m: &mut Machine, pc: u64) -> Result<(), Stop> {
         message: format!(
             "guest crashed: SIGTRAP (trap flag) after the instruction at guest rip {pc:#x}"
         ),
+        info: None,
     };
-    if !deliver(m.ctx, m.space, m.vcpu, &m.abi.signals.actions, &f) {
+    if !deliver(m.ctx, m.space, m.vcpu, &mut m.abi.signals, &f) {
         return Err(crash(f.signal, f.message));
     }
     m.tr.counts.add(Counter::SignalsDelivered, 1);

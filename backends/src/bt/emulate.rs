@@ -112,9 +112,56 @@ fn decoded(tr: &mut Translator, space: &Space, pc: u64) -> Result<Instruction, S
     Ok(i)
 }
 
+/// Calls a handler interrupted with EINTR starts again after an SA_RESTART handler (the
+/// kernel's ERESTARTSYS ones; poll, select, sleeps and waits for signals return EINTR).
+const RESTARTABLE: [i64; 22] = [
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+    libc::SYS_open,
+    libc::SYS_openat,
+    libc::SYS_ioctl,
+    libc::SYS_futex,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_flock,
+    libc::SYS_fcntl,
+];
+
 /// `syscall`: through the ABI's table; the translator does what the answer asks of the CPU
-/// (the FS base, a signal frame, rt_sigreturn's registers).
+/// (the FS base, a signal frame, rt_sigreturn's registers), and the host process's signal
+/// dispositions and mask follow the guest's.
 fn syscall(
+    ctx: &mut Ctx,
+    space: &Space,
+    abi: &mut Abi,
+    vcpu: &mut Vcpu,
+    next: u64,
+) -> Result<(), Stop> {
+    let (nr, sig) = (ctx.gpr[0], ctx.gpr[7]);
+    let mask = abi.signals.mask;
+    let out = syscall_in(ctx, space, abi, vcpu, next);
+    if abi.signals.mask != mask {
+        super::signals::mirror_mask(abi.signals.mask);
+    }
+    if nr == libc::SYS_rt_sigaction as u64 && (1..=64).contains(&sig) {
+        super::signals::mirror_action(sig as i32, abi.signals.actions[sig as usize][0]);
+    }
+    out
+}
+
+fn syscall_in(
     ctx: &mut Ctx,
     space: &Space,
     abi: &mut Abi,
@@ -141,8 +188,38 @@ fn syscall(
             deliver = Some(signal);
             ret
         }
-        Action::SigReturn => return sigreturn(ctx, space, vcpu),
+        Action::SigReturn => return sigreturn(ctx, space, vcpu, &mut abi.signals),
+        Action::Exec => match abi
+            .take_exec()
+            .map(|r| super::loader::Job::of_exec(r, abi.exec_ids()))
+        {
+            Some(Ok(job)) => return Err(Stop::Exec(Box::new(job))),
+            Some(Err(e)) => e.ret(),
+            None => crate::linux_abi::Errno::EFAULT.ret(),
+        },
+        Action::Child { stack, tls } => {
+            // the translator process forked: this is the child, with the guest's new pid
+            super::signals::forget_pending();
+            ctx.in_cache[0] = abi.pid() as u64;
+            if stack != 0 {
+                ctx.gpr[4] = stack;
+            }
+            if let Some(fs) = tls {
+                ctx.guest_fs = fs;
+            }
+            0
+        }
     };
+    if r == -i64::from(libc::EINTR) && RESTARTABLE.contains(&(nr as i64)) {
+        // a handled signal interrupted the host call: with SA_RESTART the guest makes it again
+        // when the handler returns (its frame is at the syscall instruction itself)
+        let ready = super::signals::pending() & !abi.signals.mask;
+        let sig = ready.trailing_zeros() as usize + 1;
+        if ready != 0 && abi.signals.actions[sig][1] & super::signals::SA_RESTART != 0 {
+            ctx.next = next - 2;
+            return Ok(());
+        }
+    }
     let g = &mut ctx.gpr;
     g[0] = r as u64;
     g[1] = next;
@@ -156,6 +233,7 @@ fn syscall(
             rip: next,
             addr: 0,
             message: format!("guest killed by signal {signal} it sent itself"),
+            info: None,
         })),
         None => Ok(()),
     }

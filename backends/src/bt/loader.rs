@@ -9,47 +9,182 @@ use super::{invalid, os, BackendError};
 use crate::elf::Elf;
 use crate::linux_abi::GuestMem;
 use crate::Invocation;
+use std::os::unix::ffi::OsStrExt;
 
 /// A loaded guest, ready for its first instruction.
 pub(super) struct Guest {
-    pub(super) space: Space,
     /// The end of the image: where the program break starts.
     pub(super) image_end: u64,
+    /// Where the program break must stop.
+    pub(super) brk_end: u64,
     pub(super) entry: u64,
     /// The initial stack pointer (argc, argv, envp, auxv above it).
     pub(super) rsp: u64,
 }
 
-/// Loads `inv`'s program into a fresh address space with its stack, break and mmap arena.
-pub(super) fn load(inv: &Invocation) -> Result<Guest, BackendError> {
-    let bytes = inv.program.bytes()?;
-    let elf = Elf::parse(&bytes, PIE_BASE)
-        .map_err(|e| invalid(format!("{}: {e}", inv.program.name())))?;
-    let mut space = Space::new();
-    let image_end = load_image(&mut space, &elf, &bytes)
-        .map_err(|e| invalid(format!("{}: {e}", inv.program.name())))?;
+/// What a guest program is started with: its name, ELF bytes, argv and environment.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) name: String,
+    pub(super) bytes: Vec<u8>,
+    pub(super) argv: Vec<Vec<u8>>,
+    pub(super) env: Vec<Vec<u8>>,
+    /// The path the program was started by (AT_EXECFN).
+    pub(super) execfn: Vec<u8>,
+    /// The ELF interpreter's bytes, for a dynamically linked program.
+    pub(super) interp: Option<Vec<u8>>,
+    /// uid, euid, gid, egid for the auxiliary vector.
+    pub(super) ids: [u64; 4],
+}
+
+/// Where a dynamically linked program's ELF interpreter is loaded; its program break stops
+/// below it.
+pub(super) const INTERP_BASE: u64 = 0x3800_0000;
+
+/// The interpreter a program names, read and checked (a static-pie ELF without an interpreter
+/// of its own that fits above [`INTERP_BASE`]).
+fn interpreter(elf: &Elf) -> Result<Option<Vec<u8>>, String> {
+    let Some(path) = &elf.interp else {
+        return Ok(None);
+    };
+    let shown = String::from_utf8_lossy(path).into_owned();
+    let bytes = std::fs::read(std::ffi::OsStr::from_bytes(path))
+        .map_err(|e| format!("its ELF interpreter {shown}: {e}"))?;
+    let ie =
+        Elf::parse(&bytes, INTERP_BASE).map_err(|e| format!("its ELF interpreter {shown}: {e}"))?;
+    if ie.interp.is_some() || ie.bias == 0 {
+        return Err(format!(
+            "its ELF interpreter {shown} is not a self-contained shared object"
+        ));
+    }
+    check_extent(&ie).map_err(|e| format!("its ELF interpreter {shown}: {e}"))?;
+    Ok(Some(bytes))
+}
+
+fn ids(inv_policy: crate::AbiPolicy) -> [u64; 4] {
+    match inv_policy {
+        // SAFETY: these calls have no preconditions.
+        crate::AbiPolicy::Host => unsafe {
+            [
+                u64::from(libc::getuid()),
+                u64::from(libc::geteuid()),
+                u64::from(libc::getgid()),
+                u64::from(libc::getegid()),
+            ]
+        },
+        crate::AbiPolicy::Confined => [0; 4],
+    }
+}
+
+impl Job {
+    /// `inv`'s program, checked to be an ELF the translator can load (in the harness, before
+    /// the translator process is forked, so a bad file is the harness's clear error).
+    pub(super) fn of(inv: &Invocation) -> Result<Job, BackendError> {
+        let bytes = inv.program.bytes()?.into_owned();
+        let name = inv.program.name();
+        let elf = Elf::parse(&bytes, PIE_BASE).map_err(|e| invalid(format!("{name}: {e}")))?;
+        check_extent(&elf).map_err(|e| invalid(format!("{name}: {e}")))?;
+        let interp = interpreter(&elf).map_err(|e| invalid(format!("{name}: {e}")))?;
+        let argv = crate::session::guest_argv(inv);
+        Ok(Job {
+            execfn: inv
+                .program
+                .path()
+                .map_or_else(|| argv[0].clone(), |p| p.as_os_str().as_bytes().to_vec()),
+            name,
+            bytes,
+            argv,
+            env: crate::session::guest_env(inv),
+            interp,
+            ids: ids(inv.abi),
+        })
+    }
+
+    /// The program an execve asked for, when the translator can load it (else the errno the
+    /// guest's execve returns: ENOEXEC for an ELF it cannot run, as the kernel's; ENOENT when
+    /// its interpreter is missing).
+    pub(super) fn of_exec(
+        req: crate::linux_abi::ExecRequest,
+        ids: [u64; 4],
+    ) -> Result<Job, crate::linux_abi::Errno> {
+        use crate::linux_abi::Errno;
+        let elf = Elf::parse(&req.bytes, PIE_BASE).map_err(|_| Errno::ENOEXEC)?;
+        check_extent(&elf).map_err(|_| Errno::ENOEXEC)?;
+        let interp = match &elf.interp {
+            None => None,
+            Some(p) if !std::path::Path::new(std::ffi::OsStr::from_bytes(p)).exists() => {
+                return Err(Errno::ENOENT)
+            }
+            Some(_) => Some(
+                interpreter(&elf)
+                    .map_err(|_| Errno::ENOEXEC)?
+                    .unwrap_or_default(),
+            ),
+        };
+        Ok(Job {
+            name: req.path.display().to_string(),
+            bytes: req.bytes,
+            argv: req.argv,
+            env: req.env,
+            execfn: req.execfn,
+            interp,
+            ids,
+        })
+    }
+}
+
+/// Loads `job`'s program into `space` (which holds no guest memory) with its ELF interpreter,
+/// stack, break and mmap arena.
+pub(super) fn load(space: &mut Space, job: &Job) -> Result<Guest, BackendError> {
+    let bytes = &job.bytes;
+    let elf = Elf::parse(bytes, PIE_BASE).map_err(|e| invalid(format!("{}: {e}", job.name)))?;
+    let image_end =
+        load_image(space, &elf, bytes).map_err(|e| invalid(format!("{}: {e}", job.name)))?;
+    let (entry, base, brk_end) = match &job.interp {
+        None => (elf.entry, 0, BRK_END),
+        Some(ib) => {
+            let ie = Elf::parse(ib, INTERP_BASE)
+                .map_err(|e| invalid(format!("{}'s interpreter: {e}", job.name)))?;
+            load_image(space, &ie, ib)
+                .map_err(|e| invalid(format!("{}'s interpreter: {e}", job.name)))?;
+            (ie.entry, INTERP_BASE, INTERP_BASE)
+        }
+    };
+    if image_end >= brk_end {
+        return Err(invalid(format!(
+            "{}: the image ends at {image_end:#x}, above its program break's end {brk_end:#x}",
+            job.name
+        )));
+    }
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     // the break's whole range is reserved read-write (its pages cost nothing until touched);
     // the mapping area is reserved inaccessible: linux_abi maps into it with the guest's
     // protections, which the host enforces
-    space.map(image_end, BRK_END - image_end, rw)?;
+    space.map(image_end, brk_end - image_end, rw)?;
     space.map(STACK_TOP - STACK_SIZE, STACK_SIZE, rw)?;
     space.map(MMAP_LO, MMAP_HI - MMAP_LO, libc::PROT_NONE)?;
-    space.set_perm(image_end, BRK_END, R | W);
+    space.set_perm(image_end, brk_end, R | W);
     space.set_perm(STACK_TOP - STACK_SIZE, STACK_TOP, R | W);
-
-    let env = crate::session::guest_env(inv);
-    let mut argv: Vec<Vec<u8>> = vec![inv.program.name().into_bytes()];
-    argv.extend(
-        inv.args
-            .iter()
-            .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()).to_vec()),
-    );
+    // SAFETY: getauxval has no preconditions.
+    let hwcap = unsafe {
+        [
+            libc::getauxval(libc::AT_HWCAP),
+            libc::getauxval(libc::AT_HWCAP2),
+        ]
+    };
+    let aux = crate::elf::Aux {
+        base,
+        entry: elf.entry,
+        execfn: Some(&job.execfn),
+        ids: job.ids,
+        hwcap,
+    };
     let rsp = crate::elf::initial_stack(
         STACK_TOP,
         &elf,
-        &argv,
-        &env.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        &job.argv,
+        &job.env.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        &aux,
         &mut |a, d| {
             space
                 .write(a, d)
@@ -58,9 +193,9 @@ pub(super) fn load(inv: &Invocation) -> Result<Guest, BackendError> {
     )
     .map_err(|e| invalid(format!("initial stack: {e}")))?;
     Ok(Guest {
-        space,
         image_end,
-        entry: elf.entry,
+        brk_end,
+        entry,
         rsp,
     })
 }
@@ -72,6 +207,7 @@ pub(super) fn initial_context(guest: &Guest, xmask: u64) -> &'static mut Ctx {
     // aligned (page aligned), and zero bytes are a valid Ctx (plain integers and arrays).
     let ctx: &mut Ctx = unsafe { &mut *(CTX as *mut Ctx) };
     ctx.gpr = [0; 16];
+    ctx.guest_fs = 0;
     ctx.gpr[4] = guest.rsp;
     ctx.rflags = 0x202;
     ctx.next = guest.entry;
@@ -83,8 +219,8 @@ pub(super) fn initial_context(guest: &Guest, xmask: u64) -> &'static mut Ctx {
     ctx
 }
 
-/// Loads the program's segments; returns the regions and the end of the image.
-fn load_image(space: &mut Space, elf: &Elf, bytes: &[u8]) -> Result<u64, BackendError> {
+/// The page-aligned extent of the image, checked to fit the translator's guest area.
+fn check_extent(elf: &Elf) -> Result<(u64, u64), BackendError> {
     let (lo, hi) = elf.extent();
     let lo = lo & !(PAGE - 1);
     let hi = (hi + PAGE - 1) & !(PAGE - 1);
@@ -93,6 +229,12 @@ fn load_image(space: &mut Space, elf: &Elf, bytes: &[u8]) -> Result<u64, Backend
             "segments at {lo:#x}..{hi:#x} do not fit the translator's guest area (64 KiB..{IMAGE_LIMIT:#x})"
         )));
     }
+    Ok((lo, hi))
+}
+
+/// Loads the program's segments; returns the regions and the end of the image.
+fn load_image(space: &mut Space, elf: &Elf, bytes: &[u8]) -> Result<u64, BackendError> {
+    let (lo, hi) = check_extent(elf)?;
     space.map(lo, hi - lo, libc::PROT_READ | libc::PROT_WRITE)?;
     let mut perms = vec![0u8; ((hi - lo) / PAGE) as usize];
     for s in &elf.segments {

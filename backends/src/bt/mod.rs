@@ -1,14 +1,19 @@
-//! The `bt` backend: a dynamic binary translator in the DynamoRIO model. The guest program is
-//! loaded into vbench's own process (at its link addresses, beside a guest stack, a program
-//! break and an mmap arena), but its code never runs from there: basic blocks are decoded with
+//! The `bt` backend: a dynamic binary translator in the DynamoRIO model. Each guest runs in a
+//! translator process of its own, forked from the harness ([`crate::session::forked`]): the
+//! program is loaded there (at its link addresses, or its ELF interpreter's, beside a guest
+//! stack, a program break and an mmap arena), but its code never runs from there: basic blocks are decoded with
 //! iced-x86 and re-encoded into a code cache ([`translate`]); direct branches are linked block
 //! to block once both sides exist; indirect jumps, calls and returns go through a hash table
 //! that stays in the cache on a hit; `syscall`, `cpuid`, `rdtsc`, `pushf`/`popf` and every other
 //! sensitive instruction leaves for the dispatcher, which emulates it (syscalls through
 //! [`crate::linux_abi`]) or reports it as the guest's fault. Guest FS base is switched with
 //! FSGSBASE instructions, so guest code never runs with vbench's thread-local storage.
-//! Faults in translated code (a guest segfault) and the watchdog's kick are signals whose
-//! handler redirects translated code to an exit; a fault anywhere else is vbench's own bug.
+//! Faults in translated code (a guest segfault) and asynchronous signals the guest handles are
+//! signals whose handler redirects translated code to an exit; a fault anywhere else is the
+//! translator's own bug, which ends its process and never the harness. The process model
+//! (fork, execve, waits, signal dispositions and masks) is the translator process's own: it
+//! forks with its code cache, replaces its image at an execve, and mirrors the guest's
+//! dispositions and mask onto itself, so default actions are the kernel's.
 //!
 //! The parts, after DynamoRIO's `core/`: `space` (the guest's address space), `loader`
 //! (image, stack, first registers), `cache` (the code cache and block lookup), `dispatch`
@@ -29,24 +34,19 @@ pub mod translate;
 pub use emulate::virtual_cpuid;
 
 use crate::linux_abi::{self, Abi};
-use crate::session::{self, GuestOutputs, GuestRun, GuestStop, PinGuard, Watchdog};
+use crate::session::{self, forked};
 use crate::{Availability, Backend, BackendError, Invocation, Outcome};
 use cache::Translator;
 use dispatch::{Machine, Stop, Tally};
 use emulate::Vcpu;
 use signals::Signals;
-use space::{Space, BRK_END, MMAP_HI, MMAP_LO};
+use space::{Space, BRK_END, MMAP_HI, MMAP_LO, MMAP_NEAR};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::Instant;
 use translate::{xsave_mask, CODE};
 
 /// The binary-translation backend.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BtBackend;
-
-/// One run at a time per process: the guest's addresses and the signal handlers are global.
-static RUN_LOCK: Mutex<()> = Mutex::new(());
 
 fn invalid(msg: String) -> BackendError {
     BackendError::Invalid(msg)
@@ -93,89 +93,160 @@ impl Backend for BtBackend {
                 reason: "the kernel does not enable FSGSBASE".into(),
             });
         }
-        let _lock = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let _pin = PinGuard::to(inv.cpu)?;
-        let t0 = Instant::now();
-        let mut guest = loader::load(inv)?;
-        let mut tr = Translator::new(&mut guest.space)?;
-        let ctx = loader::initial_context(&guest, tr.xmask);
-        let mut abi = Abi::new(linux_abi::Setup {
+        // everything that reads shared state or may fail clearly is done here, in the harness
+        let job = loader::Job::of(inv)?;
+        let setup = linux_abi::Setup {
             layout: linux_abi::Layout {
-                brk_start: guest.image_end,
+                brk_start: 0,
                 brk_limit: BRK_END,
                 mmap_lo: MMAP_LO,
                 mmap_hi: MMAP_HI,
+                mmap_near: MMAP_NEAR,
             },
-            outputs: GuestOutputs::for_stdio(inv.stdio),
-            inherit_stdin: inv.stdio == crate::Stdio::Inherit,
+            outputs: [linux_abi::Output::Inherit(1), linux_abi::Output::Inherit(2)],
+            inherit_stdin: true,
             policy: inv.abi,
             allowed: session::allowed_paths(inv),
             delivers_signals: true,
-        });
-        // translated code answers getpid and gettid itself (translate::IN_CACHE)
-        ctx.in_cache = [abi.pid() as u64, 0, 0, 0, 0, 0, 0, 0];
+            own_process: true,
+            // as the kernel names it: the resolved path (/bin/busybox is /usr/bin/busybox)
+            exe: inv
+                .program
+                .path()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
+        };
+        linux_abi::table::entry(0); // its index is built before the fork
+        let forked = forked::run_forked(inv, |child| translator_process(child, &job, setup))?;
+        if let Some(e) = &forked.report.error {
+            return Err(invalid(format!("bt: {e}")));
+        }
+        let sup = &forked.sup;
+        Ok(Outcome {
+            sample: vbench_results::Sample {
+                wall_ns: forked.wall.as_nanos() as u64,
+                user_ns: sup.user_ns,
+                sys_ns: sup.sys_ns,
+                max_rss_kib: Some(forked::own_peak_kib(&forked)),
+                exit: sup.exit,
+                report: None,
+                startup_ns: forked.report.startup_ns,
+                counters: forked.report.counters.clone(),
+                stdout_bytes: sup.stdout_bytes,
+                stdout_digest: String::new(),
+                stderr_tail: String::from_utf8_lossy(&sup.stderr_tail).into_owned(),
+                cpu: inv.cpu,
+            },
+            stdout: forked.sup.stdout,
+        })
+    }
+}
 
-        // The harness's own signals (^C, SIGTERM, SIGHUP) must never run their handler on this
-        // thread while translated code runs with the guest's FS base: they are blocked here
-        // and taken by the watchdog's thread, which sets the cancel flag and kicks the guest.
-        let blocked = session::HarnessSignalsBlocked::new();
+/// The translator process (forked by [`BtBackend::run`]): loads the guest, translates and runs
+/// it until it exits, replacing its image at each execve, reports its counters, and ends as
+/// the guest ended (its exit status, or the signal it died of). Returns the exit status for
+/// the caller's `_exit`.
+fn translator_process(
+    child: &mut forked::Child,
+    job: &loader::Job,
+    mut setup: linux_abi::Setup,
+) -> i32 {
+    let t0 = child.t0;
+    let mut space = Space::new();
+    let layout = setup.layout;
+    let prepared = (|| {
+        let tr = Translator::new(&mut space)?;
+        let guest = loader::load(&mut space, job)?;
+        setup.layout.brk_start = guest.image_end;
+        setup.layout.brk_limit = guest.brk_end;
         let signals = Signals::install()?;
-        signals::arm(&tr.tramps, CODE, tr.cursor);
-        let mut watchdog = Watchdog::start(inv.timeout, inv.cancel.clone(), kicker());
-        let ru0 = session::thread_times();
-        let mut vcpu = Vcpu::new();
+        Ok::<_, BackendError>((guest, tr, signals))
+    })();
+    let (guest, mut tr, signals) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            child.report(&forked::Report {
+                error: Some(e.to_string()),
+                ..Default::default()
+            });
+            return 126;
+        }
+    };
+    let mut ctx = loader::initial_context(&guest, tr.xmask);
+    let mut abi = Abi::new(setup);
+    // translated code answers getpid and gettid itself (translate::IN_CACHE)
+    ctx.in_cache = [abi.pid() as u64, 0, 0, 0, 0, 0];
+    signals::arm(&tr.tramps, CODE, tr.cursor);
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let mut vcpu = Vcpu::new();
+    let mut total = dispatch::Tally::default();
+    let (mut hits, mut in_cache) = (0, 0);
+    let stop = loop {
         let mut machine = Machine {
             ctx,
-            space: &guest.space,
+            space: &space,
             abi: &mut abi,
             vcpu: &mut vcpu,
             tr: &mut tr,
         };
-        let (stop, tally) = dispatch::dispatch(&mut machine, watchdog.flag(), t0);
-        let (hits, in_cache) = (machine.ctx.hits, machine.ctx.in_cache[1]);
-        signals::disarm();
-        let wall = t0.elapsed();
-        let ru1 = session::thread_times();
-        watchdog.stop();
-        drop(signals);
-        drop(blocked);
-
-        let counters = counters(&tr, &tally, (hits, in_cache), &abi, &guest.space);
-        drop(guest);
-        let stop = match stop {
-            Stop::Exited(code) => GuestStop::Exited(code),
-            Stop::Crashed { signal, message } => GuestStop::Crashed { signal, message },
-            Stop::Fault(f) => GuestStop::Crashed {
-                signal: f.signal,
-                message: f.message,
+        let (stop, tally) = dispatch::dispatch(&mut machine, &never, t0);
+        total.add(&tally);
+        ctx = machine.ctx;
+        hits += std::mem::take(&mut ctx.hits);
+        in_cache += std::mem::take(&mut ctx.in_cache[1]);
+        let Stop::Exec(job) = stop else {
+            break stop;
+        };
+        // execve's point of no return: the old image goes, the new one must load
+        tr.flush();
+        space.clear_guest();
+        let guest = match loader::load(&mut space, &job) {
+            Ok(g) => g,
+            Err(e) => {
+                forked::child_note("bt", &format!("execve of {}: {e}", job.name));
+                forked::die_of(libc::SIGKILL);
+            }
+        };
+        abi.exec_done(
+            linux_abi::Layout {
+                brk_start: guest.image_end,
+                brk_limit: guest.brk_end,
+                ..layout
             },
-            Stop::Kicked => GuestStop::Kicked,
-        };
-        let (notes, outputs) = session::take_abi_results(&mut abi);
-        let run = GuestRun {
-            backend: "bt",
-            stop,
-            wall,
-            times: (ru1.0.saturating_sub(ru0.0), ru1.1.saturating_sub(ru0.1)),
-            // the guest shares the harness's process: its peak RSS is not the guest's
-            max_rss_kib: None,
-            startup: tally.startup,
+            std::fs::canonicalize(&job.name).unwrap_or_else(|_| job.name.clone().into()),
+        );
+        signals::mirror_all(&abi.signals.actions);
+        ctx = loader::initial_context(&guest, tr.xmask);
+        vcpu = Vcpu::new();
+    };
+    signals::disarm();
+    drop(signals);
+    // only the guest's first process reports (its forked children share the report file)
+    if std::process::id() as i32 == child.pid {
+        let counters = counters(&tr, &total, (hits, in_cache), &abi, &space);
+        child.report(&forked::Report {
             counters,
-            notes,
-        };
-        Ok(session::guest_outcome(inv, run, watchdog.cause(), outputs))
+            startup_ns: total.startup.map(|d| d.as_nanos() as u64),
+            error: None,
+        });
     }
-}
-
-/// The watchdog's kick: the kick signal, whose handler sends translated code to its exit.
-fn kicker() -> impl Fn() + Send + 'static {
-    // SAFETY: pthread_self has no preconditions.
-    let me = unsafe { libc::pthread_self() };
-    move || {
-        // libc, not nix: nix's Signal has no real-time signals.
-        // SAFETY: the run thread lives until the watchdog is stopped (joined); the kick signal
-        // has its handler installed for the whole run.
-        unsafe { libc::pthread_kill(me, signals::kick_signal()) };
+    if let Some(list) = abi.unsupported() {
+        forked::child_note(
+            "bt",
+            &format!("unsupported syscalls answered with ENOSYS: {list}"),
+        );
+    }
+    match stop {
+        Stop::Exited(code) => code & 0xff,
+        Stop::Crashed { signal, message }
+        | Stop::Fault(signals::GuestFault {
+            signal, message, ..
+        }) => {
+            if !message.starts_with("killed by signal") {
+                forked::child_note("bt", &message);
+            }
+            forked::die_of(signal)
+        }
+        Stop::Kicked | Stop::Exec(_) => 125,
     }
 }
 

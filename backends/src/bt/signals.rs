@@ -8,7 +8,7 @@ use super::emulate::{Vcpu, POPF_MASK};
 use super::space::Space;
 use super::translate::{Ctx, Tramps, CTX};
 use super::{os, BackendError};
-use crate::linux_abi::GuestMem;
+use crate::linux_abi::{GuestMem, SignalState};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bounds of translated code while a run is active (0..0 otherwise), for the signal handler.
@@ -50,12 +50,108 @@ pub(super) fn disarm() {
     CODE_LO.store(0, Ordering::Release);
 }
 
+/// Asynchronous signals the host handler took for the guest and the dispatcher has not yet
+/// delivered (bit n-1 = signal n).
+static PENDING: AtomicU64 = AtomicU64::new(0);
+/// The siginfo each pending signal came with (16 words per signal), as the handler saw it.
+static INFOS: [[AtomicU64; 16]; 65] = [const { [const { AtomicU64::new(0) }; 16] }; 65];
+
+/// The asynchronous signals taken and not yet delivered.
+pub(super) fn pending() -> u64 {
+    PENDING.load(Ordering::Acquire)
+}
+
+/// Takes pending signal `sig` (its siginfo).
+pub(super) fn take(sig: i32) -> [u64; 16] {
+    PENDING.fetch_and(!(1u64 << (sig - 1)), Ordering::AcqRel);
+    let mut v = [0u64; 16];
+    for (i, w) in v.iter_mut().enumerate() {
+        *w = INFOS[sig as usize][i].load(Ordering::Relaxed);
+    }
+    v
+}
+
+/// A forked child starts with no pending signal, as natively.
+pub(super) fn forget_pending() {
+    PENDING.store(0, Ordering::Release);
+}
+
+/// Host handler of a signal the guest handles: records it and, when it interrupted translated
+/// code, sends that code to the kick exit, so the dispatcher delivers it at once. Elsewhere (the
+/// dispatcher, a host call it makes for the guest, which the signal interrupts with EINTR) the
+/// dispatcher sees it before it next enters the cache.
+extern "C" fn on_async(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo (128 bytes) and ucontext_t for an SA_SIGINFO
+    // handler; the context page is mapped while CODE_HI is non-zero and the guest's thread is
+    // stopped here.
+    unsafe {
+        let words = info as *const u64;
+        for (i, w) in INFOS[sig as usize].iter().enumerate() {
+            w.store(*words.add(i), Ordering::Relaxed);
+        }
+        PENDING.fetch_or(1u64 << (sig - 1), Ordering::AcqRel);
+        let uc = &mut *(uc as *mut libc::ucontext_t);
+        let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+        if CODE_LO.load(Ordering::Acquire) <= rip && rip < CODE_HI.load(Ordering::Acquire) {
+            let ctx = CTX as *mut Ctx;
+            (*ctx).fault_host_rip = rip;
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = KICK_EXIT.load(Ordering::Acquire) as i64;
+        }
+    }
+}
+
+/// The host disposition that stands for the guest's `handler` of `sig` (SIG_DFL and SIG_IGN as
+/// they are, so default actions and ignoring are the kernel's own; a handler becomes
+/// [`on_async`]). The faults the translator handles itself keep its handler.
+pub(super) fn mirror_action(sig: i32, handler: u64) {
+    if FAULT_SIGNALS.contains(&sig)
+        || sig == libc::SIGKILL
+        || sig == libc::SIGSTOP
+        || sig == kick_signal()
+    {
+        return;
+    }
+    // SAFETY: installing a disposition; on_async is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = match handler {
+            0 => libc::SIG_DFL,
+            1 => libc::SIG_IGN,
+            _ => on_async as *const () as usize,
+        };
+        // no SA_RESTART: a host call the signal interrupts returns EINTR to the dispatcher,
+        // which restarts the guest's call after its handler when the guest asked for that
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigfillset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Mirrors every disposition of `actions` (after an execve).
+pub(super) fn mirror_all(actions: &[[u64; 4]; 65]) {
+    for (sig, a) in actions.iter().enumerate().skip(1) {
+        mirror_action(sig as i32, a[0]);
+    }
+}
+
+/// The host mask that stands for the guest's blocked mask, so a signal it blocks stays
+/// pending in the host kernel (and does not interrupt its calls) until it unblocks it.
+pub(super) fn mirror_mask(mask: u64) {
+    let set = crate::linux_abi::host_sigset(mask);
+    // SAFETY: a valid set for this (the translator's only) thread.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+}
+
 /// Signal handler: redirects translated code that faulted (or was kicked) to an exit.
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid ucontext_t for an SA_SIGINFO handler; the context page
     // is mapped while CODE_HI is non-zero (set after mapping, cleared before unmapping), and
     // the guest thread is stopped in this handler, so nothing else writes it.
     unsafe {
+        if (*info).si_code <= 0 && sig != kick_signal() {
+            // sent by kill, tgkill or sigqueue, not a fault: the guest's asynchronous signal
+            return on_async(sig, info, uc);
+        }
         let uc = &mut *(uc as *mut libc::ucontext_t);
         let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
         let lo = CODE_LO.load(Ordering::Acquire);
@@ -153,6 +249,8 @@ pub(super) struct GuestFault {
     pub(super) rip: u64,
     pub(super) addr: u64,
     pub(super) message: String,
+    /// The whole siginfo, for an asynchronous signal (the handler gets it as it came).
+    pub(super) info: Option<Box<[u64; 16]>>,
 }
 
 pub(super) fn gfault(signal: i32, code: i32, rip: u64, addr: u64, message: String) -> Stop {
@@ -162,6 +260,7 @@ pub(super) fn gfault(signal: i32, code: i32, rip: u64, addr: u64, message: Strin
         rip,
         addr,
         message,
+        info: None,
     })
 }
 
@@ -178,32 +277,51 @@ pub(super) fn segv(pc: u64, addr: u64) -> Stop {
 /// si_code of faults the kernel raises itself (#GP, int n, int3).
 pub(super) const SI_KERNEL: i32 = 0x80;
 const SA_RESTORER: u64 = 0x0400_0000;
+const SA_ONSTACK: u64 = 0x0800_0000;
+const SA_NODEFER: u64 = 0x4000_0000;
+const SA_RESETHAND: u64 = 0x8000_0000;
+/// SA_RESTART: a call the handler interrupted starts again when it returns.
+pub(super) const SA_RESTART: u64 = 0x1000_0000;
 
 /// Delivers `f` to the guest's handler, Linux-style: an rt_sigframe (return address = the
-/// handler's restorer, ucontext with the registers, siginfo) below the red zone; false when
-/// the guest has no handler for it (it then dies of the signal).
+/// handler's restorer, ucontext with the registers and the mask to restore, siginfo) below the
+/// red zone, or at the top of the alternate stack for an SA_ONSTACK handler; during the handler
+/// the signal (unless SA_NODEFER) and the handler's sa_mask are blocked, and SA_RESETHAND
+/// resets the disposition. False when the guest has no handler for it (it then dies of the
+/// signal, or ignores it).
 pub(super) fn deliver(
     ctx: &mut Ctx,
     space: &Space,
     vcpu: &mut Vcpu,
-    actions: &[[u64; 4]; 65],
+    sigs: &mut SignalState,
     f: &GuestFault,
 ) -> bool {
-    let Some(&[handler, flags, restorer, _mask]) = actions.get(f.signal as usize) else {
+    let Some(&[handler, flags, restorer, sa_mask]) = sigs.actions.get(f.signal as usize) else {
         return false;
     };
     if handler <= 1 || flags & SA_RESTORER == 0 {
         return false;
     }
     let g = ctx.gpr;
-    let frame = (g[4].wrapping_sub(128 + 440) & !15).wrapping_sub(8);
+    let [ss_sp, ss_flags, ss_size] = sigs.altstack;
+    let on_alt = ss_flags & 2 == 0 && ss_size > 0 && g[4] > ss_sp && g[4] <= ss_sp + ss_size;
+    let top = if flags & SA_ONSTACK != 0 && ss_flags & 2 == 0 && ss_size > 0 && !on_alt {
+        ss_sp + ss_size
+    } else {
+        g[4].wrapping_sub(128)
+    };
+    let frame = (top.wrapping_sub(440) & !15).wrapping_sub(8);
     let (uc, info) = (frame + 8, frame + 8 + 304);
+    let old_mask = sigs.saved_mask.take().unwrap_or(sigs.mask);
     let mut b: Vec<u8> = Vec::with_capacity(440);
     let mut q = |v: u64| b.extend(v.to_le_bytes());
     q(restorer);
-    for _ in 0..5 {
-        q(0); // uc_flags, uc_link, uc_stack
-    }
+    q(0); // uc_flags
+    q(0); // uc_link
+          // uc_stack: the alternate stack as sigaltstack would report it
+    q(ss_sp);
+    q(if on_alt { 1 } else { ss_flags });
+    q(ss_size);
     for r in [8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 3, 2, 0, 1, 4] {
         q(g[r]);
     }
@@ -217,15 +335,30 @@ pub(super) fn deliver(
         _ if f.code == SI_KERNEL => 13,
         _ => 14,
     };
-    for v in [0, trapno, 0, f.addr, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] {
+    for v in [0, trapno, 0, f.addr, 0, 0, 0, 0, 0, 0, 0, 0, 0, old_mask] {
         q(v); // err, trapno, oldmask, cr2, fpstate, reserved[8], uc_sigmask
     }
-    q(f.signal as u32 as u64);
-    q(f.code as u32 as u64);
-    q(f.addr);
+    match &f.info {
+        Some(words) => words.iter().for_each(|w| q(*w)),
+        None => {
+            q(f.signal as u32 as u64); // si_signo, si_errno 0
+            q(f.code as u32 as u64); // si_code
+            q(f.addr); // si_addr
+        }
+    }
     b.resize(440, 0);
     if space.write(frame, &b).is_err() {
         return false;
+    }
+    let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+    let own = if flags & SA_NODEFER != 0 {
+        0
+    } else {
+        1u64 << (f.signal - 1)
+    };
+    sigs.mask = (old_mask | sa_mask | own) & !never;
+    if flags & SA_RESETHAND != 0 {
+        sigs.actions[f.signal as usize] = [0; 4];
     }
     ctx.gpr[7] = f.signal as u64;
     ctx.gpr[6] = info;
@@ -238,8 +371,13 @@ pub(super) fn deliver(
     true
 }
 
-/// rt_sigreturn: the registers from the ucontext at the guest's rsp.
-pub(super) fn sigreturn(ctx: &mut Ctx, space: &Space, vcpu: &mut Vcpu) -> Result<(), Stop> {
+/// rt_sigreturn: the registers and the blocked mask from the ucontext at the guest's rsp.
+pub(super) fn sigreturn(
+    ctx: &mut Ctx,
+    space: &Space,
+    vcpu: &mut Vcpu,
+    sigs: &mut SignalState,
+) -> Result<(), Stop> {
     let uc = ctx.gpr[4];
     let mut b = [0u8; 18 * 8];
     space
@@ -255,5 +393,11 @@ pub(super) fn sigreturn(ctx: &mut Ctx, space: &Space, vcpu: &mut Vcpu) -> Result
     ctx.next = w(16);
     ctx.rflags = (ctx.rflags & !POPF_MASK) | (w(17) & POPF_MASK) | 2;
     vcpu.tf = w(17) & 0x100 != 0;
+    let mut m = [0u8; 8];
+    space
+        .read(uc + 296, &mut m)
+        .map_err(|_| segv(ctx.next, uc))?;
+    let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+    sigs.mask = u64::from_le_bytes(m) & !never;
     Ok(())
 }

@@ -14,9 +14,13 @@ pub(super) const BRK_END: u64 = CACHE_BASE;
 /// The guest's stack.
 pub(super) const STACK_TOP: u64 = 0x7000_0000;
 pub(super) const STACK_SIZE: u64 = 8 << 20;
-/// The guest's mappings (mmap): a 60 GiB reservation, inaccessible until mapped.
-pub(super) const MMAP_LO: u64 = 0x1_0000_0000;
+/// The guest's mappings (mmap): a reservation of 62 GiB above the stack, inaccessible until
+/// mapped.
+pub(super) const MMAP_LO: u64 = STACK_TOP;
 pub(super) const MMAP_HI: u64 = 0x10_0000_0000;
+/// Mappings go below this first, within reach of the code cache's rip-relative operands
+/// (±2 GiB), so that the shared libraries an ELF interpreter maps can be translated.
+pub(super) const MMAP_NEAR: u64 = 0xE000_0000;
 /// Guest images must lie below this (so the cache reaches them with rip-relative operands).
 pub(super) const IMAGE_LIMIT: u64 = 0x4000_0000;
 pub(super) const PAGE: u64 = 4096;
@@ -220,6 +224,23 @@ impl Space {
             }
             _ => &[],
         }
+    }
+}
+
+impl Space {
+    /// Unmaps all of the guest's memory and forgets its regions, keeping the code cache's
+    /// mapping (execve: a new image comes).
+    pub(super) fn clear_guest(&mut self) {
+        let keep = |lo: u64| lo == CACHE_BASE;
+        for (lo, len) in self.maps.iter().filter(|(lo, _)| !keep(*lo)) {
+            // SAFETY: unmapping guest mappings this Space made; the translator holds no
+            // reference into them across an exec.
+            unsafe { libc::munmap(*lo as *mut libc::c_void, *len as usize) };
+        }
+        self.maps.retain(|(lo, _)| keep(*lo));
+        self.regions.borrow_mut().clear();
+        self.code_pages.borrow_mut().clear();
+        self.stale.set(false);
     }
 }
 

@@ -86,7 +86,13 @@ pub struct Ctx {
     /// The answers translated code gives itself: [0] the guest's pid (getpid and gettid are
     /// answered in the cache, [`IN_CACHE`]), [1] how many such calls it answered; the rest is
     /// padding that keeps the FXSAVE areas aligned.
-    pub in_cache: [u64; 8],
+    pub in_cache: [u64; 6],
+    /// The kick exit's scratch: rax at the kick.
+    pub k_rax: u64,
+    /// The kick exit's copy of `s_rax` at the kick (live when the kick hit the middle of an
+    /// expansion that had spilled the guest's rax there): put back when the guest resumes at
+    /// the interrupted host instruction.
+    pub k_srax: u64,
     /// vbench's x87 control word (bytes 0..2) and MXCSR (bytes 24..28) while the guest runs.
     pub host_fx: [u8; 512],
     /// The guest's XSAVE image (x87, MXCSR, XMM/YMM/ZMM registers), standard format.
@@ -210,7 +216,8 @@ pub struct Tramps {
     pub lookup: u64,
     /// Where a signal handler sends translated code that faulted.
     pub fault_exit: u64,
-    /// Where the watchdog's signal sends translated code.
+    /// Where an asynchronous signal sends translated code (every register kept, so the guest
+    /// can go on at the very instruction it left).
     pub kick_exit: u64,
 }
 
@@ -310,7 +317,13 @@ pub fn trampolines(xmask: u64) -> Result<(Vec<u8>, Tramps), IcedError> {
     e.store(slot!(s_rax), RAX)?;
     e.imm(RAX, INFO_FAULT)?;
     e.jmp(exit)?;
+    // the kick may land anywhere in translated code, also where s_rax holds the guest's rax:
+    // it is kept in k_srax, so the guest can resume at the very host instruction it left
     let kick_exit = e.at();
+    e.store(slot!(k_rax), RAX)?;
+    e.load(RAX, slot!(s_rax))?;
+    e.store(slot!(k_srax), RAX)?;
+    e.load(RAX, slot!(k_rax))?;
     e.store(slot!(s_rax), RAX)?;
     e.imm(RAX, INFO_KICK)?;
     e.jmp(exit)?;

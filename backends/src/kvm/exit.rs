@@ -262,6 +262,13 @@ fn syscall(st: &mut ExitState, mem: &dyn GuestMem, mut regs: kvm_regs) -> Step {
                 "signal handlers are not run in the micro-VM".into(),
             )
         }
+        // fork is a process of its own's (Setup::own_process), which the micro-VM is not
+        Action::Child { .. } | Action::Exec => {
+            return crashed(
+                libc::SIGSEGV,
+                "fork or execve in the micro-VM's own process".into(),
+            )
+        }
     };
     regs.rax = result as u64;
     regs.rip = regs.rcx;
@@ -283,12 +290,15 @@ mod tests {
                 brk_limit: 0x9000,
                 mmap_lo: 0xa000,
                 mmap_hi: 0xc000,
+                mmap_near: 0,
             },
             outputs: crate::session::GuestOutputs::for_stdio(crate::Stdio::Capture),
             inherit_stdin: false,
             policy: crate::AbiPolicy::Confined,
             allowed: vec![],
             delivers_signals: false,
+            own_process: false,
+            exe: None,
         });
         (ExitState::new(abi), TestMem::new(0x10000))
     }

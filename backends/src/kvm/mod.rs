@@ -292,12 +292,15 @@ impl Backend for KvmBackend {
                 brk_limit: m.stack_lo,
                 mmap_lo: m.brk_start,
                 mmap_hi: m.stack_lo,
+                mmap_near: 0,
             },
             outputs: GuestOutputs::for_stdio(inv.stdio),
             inherit_stdin: inv.stdio == Stdio::Inherit,
             policy: inv.abi,
             allowed: session::allowed_paths(inv),
             delivers_signals: false,
+            own_process: false,
+            exe: None,
         });
         // getpid and gettid are answered in the guest, from the pid the stub reads here
         m.mem

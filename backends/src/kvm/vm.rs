@@ -50,7 +50,7 @@ pub fn build(
     argv: &[Vec<u8>],
     envp: &[&[u8]],
 ) -> Result<Machine, BackendError> {
-    let elf = Elf::parse(bytes, PIE_BASE).map_err(|e| invalid(format!("{name}: {e}")))?;
+    let elf = Elf::parse_static(bytes, PIE_BASE).map_err(|e| invalid(format!("{name}: {e}")))?;
     let (lo, hi) = elf.extent();
     let stack_lo = ram - STACK_SIZE;
     if lo < LOAD_MIN || hi > stack_lo / 2 {
@@ -68,7 +68,8 @@ pub fn build(
         mem.write_slice(data, GuestAddress(s.vaddr))
             .map_err(|e| invalid(format!("loading segment: {e}")))?;
     }
-    let rsp = crate::elf::initial_stack(ram, &elf, argv, envp, &mut |at, b| {
+    let aux = crate::elf::Aux::default();
+    let rsp = crate::elf::initial_stack(ram, &elf, argv, envp, &aux, &mut |at, b| {
         mem.write_slice(b, GuestAddress(at))
             .map_err(|e| e.to_string())
     })

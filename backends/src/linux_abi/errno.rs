@@ -17,6 +17,9 @@ macro_rules! errnos {
 
 errnos!(
     EPERM,
+    E2BIG,
+    ENOEXEC,
+    ELOOP,
     ENOENT,
     ESRCH,
     EINTR,

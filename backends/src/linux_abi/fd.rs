@@ -123,6 +123,15 @@ impl FdTable {
         Ok(self.slots[n as usize].as_ref().is_some_and(|s| s.cloexec))
     }
 
+    /// Closes every descriptor marked close-on-exec (a successful execve).
+    pub fn close_on_exec(&mut self) {
+        for s in &mut self.slots {
+            if s.as_ref().is_some_and(|s| s.cloexec) {
+                *s = None;
+            }
+        }
+    }
+
     /// Sets the close-on-exec flag of `n`.
     pub fn set_cloexec(&mut self, n: u64, on: bool) -> Result<(), Errno> {
         self.get(n)?;

@@ -425,6 +425,14 @@ pub(super) fn symlinkat_(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
 fn readlinkat(abi: &mut Abi, mem: &dyn GuestMem, dirfd: u64, path: u64, buf: u64, len: u64) -> Sys {
     let (dir, p) = abi.at(mem, dirfd, path)?;
     let out = buf_out(mem, buf, len)?;
+    if let (true, Some(exe), b"/proc/self/exe") = (abi.hosted_process(), &abi.exe, p.as_bytes()) {
+        // the guest's program, not the translator running it
+        let b = exe.as_os_str().as_encoded_bytes();
+        let n = b.len().min(len as usize);
+        // SAFETY: `out` is `len` checked, writable guest bytes; n <= len.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), out, n) };
+        return Ok(n as i64);
+    }
     // SAFETY: a NUL-terminated path and `len` checked, writable guest bytes.
     host(unsafe { libc::readlinkat(dir, p.as_ptr(), out.cast(), len as usize) } as i64)
 }

@@ -38,10 +38,13 @@ pub(super) fn write(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, E
 }
 
 impl Abi {
-    /// The guest's view of a host write's result: EPIPE also raises SIGPIPE.
+    /// The guest's view of a host write's result: EPIPE also raises SIGPIPE (a guest that is
+    /// a host process of its own got the host's SIGPIPE already).
     fn written(&mut self, rc: i64) -> Result<Action, Errno> {
         match host(rc) {
-            Err(Errno::EPIPE) => Ok(self.raise(libc::SIGPIPE, Errno::EPIPE.ret())),
+            Err(Errno::EPIPE) if !self.hosted_process() => {
+                Ok(self.raise(libc::SIGPIPE, Errno::EPIPE.ret()))
+            }
             r => r.map(Action::Return),
         }
     }

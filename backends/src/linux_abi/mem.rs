@@ -33,6 +33,7 @@ pub(super) struct Map {
     brk_limit: u64,
     lo: u64,
     hi: u64,
+    near: u64,
     maps: BTreeMap<u64, Mapping>,
 }
 
@@ -56,6 +57,7 @@ impl Map {
             brk_limit: l.brk_limit,
             lo: l.mmap_lo,
             hi: l.mmap_hi,
+            near: l.mmap_near,
             maps: BTreeMap::new(),
         }
     }
@@ -117,11 +119,21 @@ impl Map {
                 .is_none_or(|(s, m)| s + m.len <= a)
     }
 
-    /// A free range of `len` bytes, highest first.
+    /// A free range of `len` bytes, highest first (below the layout's `mmap_near` first).
     fn find_free(&self, len: u64) -> Option<u64> {
+        if self.near > self.lo && self.near < self.hi {
+            if let Some(a) = self.find_free_below(self.near, len) {
+                return Some(a);
+            }
+        }
+        self.find_free_below(self.hi, len)
+    }
+
+    /// A free range of `len` bytes that ends at or below `cap`, highest first.
+    fn find_free_below(&self, cap: u64, len: u64) -> Option<u64> {
         let floor = self.lo.max(self.floor());
-        let mut top = self.hi;
-        for (&s, m) in self.maps.iter().rev() {
+        let mut top = cap;
+        for (&s, m) in self.maps.range(..cap).rev() {
             if top >= s + m.len && top - (s + m.len) >= len {
                 return Some(top - len);
             }
@@ -554,6 +566,7 @@ mod tests {
             brk_limit: 0x2000,
             mmap_lo: 0x10000,
             mmap_hi: 0x20000,
+            mmap_near: 0,
         });
         assert_eq!(m.find_free(0x4000), Some(0x1c000));
         m.maps.insert(

@@ -20,6 +20,7 @@
 //! `process` (identity, limits, signals, clocks, sleeps, exit).
 
 mod errno;
+mod exec;
 pub mod fd;
 mod fs;
 mod io;
@@ -28,6 +29,8 @@ mod process;
 pub mod table;
 
 pub use errno::Errno;
+pub use exec::{shebang, ExecRequest};
+pub use process::terminates;
 pub use table::{Entry, Level};
 
 use fd::{Fd, FdTable};
@@ -152,6 +155,17 @@ pub enum Action {
     Deliver(i32, i64),
     /// rt_sigreturn: the backend restores the registers from the signal frame.
     SigReturn,
+    /// execve: the backend replaces the guest's program with [`Abi::take_exec`]'s, or
+    /// returns the errno it cannot load it with.
+    Exec,
+    /// The guest's process forked (fork, vfork, clone of a process) and this is the child: the
+    /// call returns 0, on `stack` when it is not 0, with FS base `tls` when given.
+    Child {
+        /// The child's stack pointer (clone's second argument), 0 to keep the parent's.
+        stack: u64,
+        /// CLONE_SETTLS's FS base.
+        tls: Option<u64>,
+    },
 }
 
 /// Where guest stdout/stderr go.
@@ -207,6 +221,10 @@ pub struct Layout {
     pub mmap_lo: u64,
     /// Highest (exclusive) address of mappings.
     pub mmap_hi: u64,
+    /// Mappings without an address go below this first, while there is room (0: anywhere):
+    /// bt places them within reach of its code cache's rip-relative operands, so the shared
+    /// libraries an ELF interpreter maps can be translated.
+    pub mmap_near: u64,
 }
 
 /// How a guest starts: its memory layout, outputs, stdin, policy and named files.
@@ -224,6 +242,12 @@ pub struct Setup {
     pub allowed: Vec<PathBuf>,
     /// Whether the backend delivers signals to guest handlers ([`Action::Deliver`]).
     pub delivers_signals: bool,
+    /// The guest is a host process of its own (bt's translator process), not a part of the
+    /// harness's or the VMM's: under the host policy it forks, waits and signals other
+    /// processes on the host ([`table::Entry::level_in`]).
+    pub own_process: bool,
+    /// The guest program's file, when it has one: what `/proc/self/exe` means to the guest.
+    pub exe: Option<PathBuf>,
 }
 
 /// The guest's signal state: dispositions (handler, flags, restorer, mask per signal), the
@@ -238,6 +262,35 @@ pub struct SignalState {
     pub pending: u64,
     /// sigaltstack: sp, flags, size.
     pub altstack: [u64; 3],
+    /// The mask rt_sigsuspend replaced, restored when the handler that ended it returns (it
+    /// goes into that handler's signal frame).
+    pub saved_mask: Option<u64>,
+}
+
+/// Signals the guest's mask never blocks in the host process: the faults a translator must
+/// see to tell the guest's faults from its own.
+pub const NEVER_BLOCKED_IN_HOST: [i32; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+];
+
+/// The host signal set that stands for the guest's blocked mask `mask` (bit n-1 = signal n),
+/// less [`NEVER_BLOCKED_IN_HOST`].
+pub fn host_sigset(mask: u64) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in 1..=64 {
+            if mask & (1u64 << (sig - 1)) != 0 && !NEVER_BLOCKED_IN_HOST.contains(&sig) {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        set
+    }
 }
 
 /// The state of one guest process: descriptors, current directory, memory map, signals,
@@ -257,6 +310,11 @@ pub struct Abi {
     /// The guest's signals (bt delivers them through this state).
     pub signals: SignalState,
     delivers_signals: bool,
+    own_process: bool,
+    /// The guest program's file (`/proc/self/exe` to the guest).
+    exe: Option<PathBuf>,
+    /// The program execve asked for, until the backend takes it.
+    exec: Option<ExecRequest>,
     /// Calls by syscall number (the last slot counts every larger number): counted into a fixed
     /// array on the hot path, named once at the end by [`Abi::counters`].
     calls: Box<[u64; COUNTED_NRS]>,
@@ -316,8 +374,12 @@ impl Abi {
                 mask: 0,
                 pending: 0,
                 altstack: [0, 2, 0], // SS_DISABLE
+                saved_mask: None,
             },
             delivers_signals: s.delivers_signals,
+            own_process: s.own_process,
+            exe: s.exe,
+            exec: None,
             calls: Box::new([0; COUNTED_NRS]),
             unsupported: BTreeMap::new(),
             denied_path: 0,
@@ -334,13 +396,19 @@ impl Abi {
         self.policy
     }
 
+    /// The guest is a host process of its own under the host policy: the process model's
+    /// calls act on the host.
+    pub fn hosted_process(&self) -> bool {
+        self.own_process && self.policy == Policy::Host
+    }
+
     /// Services syscall `nr` with arguments `a` (rdi, rsi, rdx, r10, r8, r9).
     pub fn syscall(&mut self, mem: &dyn GuestMem, nr: u64, a: [u64; 6]) -> Action {
         self.calls[(nr as usize).min(COUNTED_NRS - 1)] += 1;
         let Some(e) = table::entry(nr) else {
             return self.refuse(nr);
         };
-        if matches!(e.level(self.policy), Level::Refused(_)) {
+        if matches!(e.level_in(self.policy, self.own_process), Level::Refused(_)) {
             return self.refuse(nr);
         }
         let safe;
@@ -354,7 +422,7 @@ impl Abi {
             .unwrap_or_else(|err| Action::Return(err.ret()))
     }
 
-    fn refuse(&mut self, nr: u64) -> Action {
+    pub(crate) fn refuse(&mut self, nr: u64) -> Action {
         *self.unsupported.entry(nr).or_insert(0) += 1;
         Action::Return(Errno::ENOSYS.ret())
     }
@@ -409,7 +477,15 @@ impl Abi {
 
     /// The guest's NUL-terminated string at `addr` (at most PATH_MAX bytes), scanned in place.
     fn cstring(mem: &dyn GuestMem, addr: u64) -> Result<Vec<u8>, Errno> {
-        let max = libc::PATH_MAX as u64;
+        Abi::cstring_max(mem, addr, libc::PATH_MAX as u64)
+    }
+
+    /// An argument or environment string of execve (at most MAX_ARG_STRLEN, 128 KiB).
+    fn cstring_any(mem: &dyn GuestMem, addr: u64) -> Result<Vec<u8>, Errno> {
+        Abi::cstring_max(mem, addr, 32 * PAGE)
+    }
+
+    fn cstring_max(mem: &dyn GuestMem, addr: u64, max: u64) -> Result<Vec<u8>, Errno> {
         let mut at = addr;
         let mut out = Vec::new();
         while (at - addr) < max {

@@ -414,6 +414,23 @@ fn buf_in_ts(mem: &dyn GuestMem, addr: u64) -> Result<*const u8, Errno> {
     super::buf_in(mem, addr, 16)
 }
 
+/// rt_sigsuspend(mask, size) of a guest that is a host process of its own: the host's, with
+/// the guest's mask, atomically; the mask it replaced comes back when the handler that ended
+/// the wait returns ([`super::SignalState::saved_mask`]).
+pub(super) fn host_sigsuspend(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if a[1] != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let new: u64 = get(mem, a[0])?;
+    let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+    let set = super::host_sigset(new);
+    // SAFETY: a valid signal set; sigsuspend returns when a handler has run.
+    unsafe { libc::sigsuspend(&set) };
+    abi.signals.saved_mask = Some(abi.signals.mask);
+    abi.signals.mask = new & !never;
+    Err(Errno::EINTR)
+}
+
 /// pause and rt_sigsuspend: wait for a signal; only the watchdog's kick comes (EINTR).
 pub(super) fn pause(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
     // SAFETY: pause has no preconditions; the kick interrupts it.
@@ -458,7 +475,7 @@ pub(super) fn futex(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
 }
 
 /// The default action of a signal: false = ignore, true = terminate (with or without core).
-fn terminates(sig: i32) -> bool {
+pub fn terminates(sig: i32) -> bool {
     !matches!(
         sig,
         libc::SIGCHLD
@@ -656,4 +673,166 @@ impl Drop for Misc {
             unsafe { libc::umask(m) };
         }
     }
+}
+
+// ---- the process model of a guest that is a host process of its own (bt's translator)
+
+/// getppid: the host's (the translator's parent is the guest's parent).
+pub(super) fn host_getppid(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    // SAFETY: getppid has no preconditions.
+    Ok(i64::from(unsafe { libc::getppid() }))
+}
+
+/// getpgrp, getpgid, getsid, setpgid, setsid: the host's process groups and sessions, with
+/// the guest's integer arguments as they are.
+pub(super) fn host_ids(_: &mut Abi, _: &dyn GuestMem, nr: i64, a: A) -> Sys {
+    // SAFETY: these calls take only integers (process and group ids).
+    host(unsafe { libc::syscall(nr, a[0], a[1]) })
+}
+
+/// fork and vfork: the translator process forks, code cache and all. vfork is a fork (as in
+/// QEMU): the parent is not suspended and the child does not share its memory, which a
+/// program using vfork as POSIX allows (exec or _exit at once) cannot tell apart.
+pub(super) fn fork(abi: &mut Abi, mem: &dyn GuestMem, _: A) -> Result<Action, Errno> {
+    abi.fork_process(mem, 0, [0; 3], None)
+}
+
+/// clone of a new process (no CLONE_THREAD): a fork, with clone's stack, TLS and tid
+/// pointers honoured. A thread (CLONE_VM without CLONE_VFORK, or CLONE_THREAD) is refused.
+pub(super) fn clone(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    let flags = a[0] as i32;
+    let (vm, vfork) = (flags & libc::CLONE_VM != 0, flags & libc::CLONE_VFORK != 0);
+    if flags & (libc::CLONE_THREAD | libc::CLONE_SIGHAND) != 0 || (vm && !vfork) {
+        return Ok(abi.refuse(libc::SYS_clone as u64));
+    }
+    let namespaces = libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP;
+    if flags & namespaces != 0 || flags & 0xff != libc::SIGCHLD && flags & 0xff != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let tls = (flags & libc::CLONE_SETTLS != 0).then_some(a[4]);
+    let mut tids = [0u64; 3];
+    if flags & libc::CLONE_PARENT_SETTID != 0 {
+        tids[0] = a[2];
+    }
+    if flags & libc::CLONE_CHILD_SETTID != 0 {
+        tids[1] = a[3];
+    }
+    abi.fork_process(mem, a[1], tids, tls)
+}
+
+impl Abi {
+    /// Forks the guest's process: the parent gets the child's pid, the child
+    /// [`Action::Child`]. `tids`: where the child's id is written (parent's memory, child's).
+    fn fork_process(
+        &mut self,
+        mem: &dyn GuestMem,
+        stack: u64,
+        tids: [u64; 3],
+        tls: Option<u64>,
+    ) -> Result<Action, Errno> {
+        for &p in &tids[..2] {
+            if p != 0 {
+                mem.host_range(p, 4, true)?;
+            }
+        }
+        // SAFETY: the translator process has one thread; the child continues in this call
+        // with a copy of everything.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(Errno::last());
+        }
+        let child = if pid == 0 {
+            // SAFETY: getpid has no preconditions.
+            unsafe { libc::getpid() }
+        } else {
+            pid
+        };
+        for &p in &tids[..2] {
+            if p != 0 {
+                put(mem, p, &(child as u32))?;
+            }
+        }
+        if pid > 0 {
+            return Ok(Action::Return(i64::from(pid)));
+        }
+        self.pid = i64::from(child);
+        // the child's notes at its exit are its own
+        self.unsupported.clear();
+        Ok(Action::Child { stack, tls })
+    }
+}
+
+/// wait4(pid, status, options, rusage): the host's, into the guest's memory.
+pub(super) fn wait4(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let status = opt_out(mem, a[1], 4)?;
+    let ru = opt_out(mem, a[3], std::mem::size_of::<libc::rusage>() as u64)?;
+    // SAFETY: the out-pointers are checked guest memory of the right sizes, or null.
+    host(i64::from(unsafe {
+        libc::wait4(a[0] as i32, status.cast(), a[2] as i32, ru.cast())
+    }))
+}
+
+/// waitid(idtype, id, infop, options, rusage): the host's, into the guest's memory.
+pub(super) fn waitid(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let info = opt_out(mem, a[2], std::mem::size_of::<libc::siginfo_t>() as u64)?;
+    let ru = opt_out(mem, a[4], std::mem::size_of::<libc::rusage>() as u64)?;
+    // SAFETY: the raw call (its fifth argument, rusage, is not in libc's waitid) with checked
+    // guest pointers of the right sizes, or null.
+    host(unsafe { libc::syscall(libc::SYS_waitid, a[0], a[1], info, a[3], ru) })
+}
+
+/// kill(pid, sig): the host's, to the guest itself too: its process's dispositions and mask
+/// are the guest's (the backend mirrors them), so the signal is blocked, ignored, delivered to
+/// its handler or acted on by the kernel as natively.
+pub(super) fn host_kill(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    signal(a[1])?;
+    // SAFETY: kill takes integers.
+    host(i64::from(unsafe { libc::kill(a[0] as i32, a[1] as i32) })).map(Action::Return)
+}
+
+/// tkill(tid, sig): the host's (see [`host_kill`]).
+pub(super) fn host_tkill(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    signal(a[1])?;
+    // SAFETY: tkill takes integers.
+    host(unsafe { libc::syscall(libc::SYS_tkill, a[0], a[1]) }).map(Action::Return)
+}
+
+/// tgkill(tgid, tid, sig): the host's (see [`host_kill`]).
+pub(super) fn host_tgkill(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    signal(a[2])?;
+    // SAFETY: tgkill takes integers.
+    host(unsafe { libc::syscall(libc::SYS_tgkill, a[0], a[1], a[2]) }).map(Action::Return)
+}
+
+/// alarm: the host's timer; its SIGALRM comes to the guest as any asynchronous signal.
+pub(super) fn host_ints(_: &mut Abi, _: &dyn GuestMem, nr: i64, a: A) -> Sys {
+    // SAFETY: a call that takes integers only.
+    host(unsafe { libc::syscall(nr, a[0]) })
+}
+
+/// setitimer(which, new, old): the host's interval timers.
+pub(super) fn host_setitimer(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let new = super::buf_in(mem, a[1], 32)?;
+    let old = opt_out(mem, a[2], 32)?;
+    // SAFETY: checked guest itimervals (32 bytes), the old one possibly null.
+    host(unsafe { libc::syscall(libc::SYS_setitimer, a[0], new, old) })
+}
+
+/// getitimer(which, value).
+pub(super) fn host_getitimer(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let out = buf_out(mem, a[1], 32)?;
+    // SAFETY: a checked, writable guest itimerval.
+    host(unsafe { libc::syscall(libc::SYS_getitimer, a[0], out) })
+}
+
+/// getxattr and listxattr (path, link and descriptor forms): no extended attributes, as on a
+/// file system without them (ENOTSUP; `ls -l` then shows no ACL mark).
+pub(super) fn no_xattrs(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    Err(Errno(libc::EOPNOTSUPP))
 }

@@ -1,7 +1,7 @@
 //! The system-call table: one entry per call, its number (`libc::SYS_*`), name, what each
 //! policy does with it and its handler. The one source of syscall names in vbench.
 
-use super::{fs, io, mem, process as p, Abi, Action, Errno, GuestMem, Policy};
+use super::{exec, fs, io, mem, process as p, Abi, Action, Errno, GuestMem, Policy};
 use std::sync::LazyLock;
 
 type A = [u64; 6];
@@ -50,6 +50,10 @@ pub struct Entry {
     /// What the confined policy does with it.
     pub confined: Level,
     handler: Handler,
+    /// What the host policy does with it instead when the guest is a host process of its own
+    /// (bt's translator process), and the handler that does it: the calls of the process
+    /// model (fork, wait, signals to other processes) then act on the host as natively.
+    own: Option<(Level, Handler)>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -64,16 +68,27 @@ impl Entry {
         self.sym.trim_start_matches("SYS_")
     }
 
-    /// What `policy` does with it.
+    /// What `policy` does with it for a guest that shares the backend's process (kvm).
     pub fn level(&self, policy: Policy) -> Level {
-        match policy {
-            Policy::Host => self.host,
-            Policy::Confined => self.confined,
+        self.level_in(policy, false)
+    }
+
+    /// What `policy` does with it; `own_process`: for a guest that is a host process of its
+    /// own (bt).
+    pub fn level_in(&self, policy: Policy, own_process: bool) -> Level {
+        match (policy, self.own) {
+            (Policy::Host, Some((level, _))) if own_process => level,
+            (Policy::Host, _) => self.host,
+            (Policy::Confined, _) => self.confined,
         }
     }
 
     pub(super) fn call(&self, abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
-        match self.handler {
+        let handler = match self.own {
+            Some((_, h)) if abi.hosted_process() => h,
+            _ => self.handler,
+        };
+        match handler {
             Handler::Val(f) => f(abi, mem, a).map(Action::Return),
             Handler::Act(f) => f(abi, mem, a),
             Handler::Nr(f) => f(abi, mem, self.nr, a).map(Action::Return),
@@ -86,10 +101,15 @@ use Level::{Confined as C, Emulated as E, Host as H};
 
 const NO_NET: Level = Level::Refused("confined: no network");
 const NO_HOST: Level = Level::Refused("confined: no access to the host's files");
-const PROCESSES: Level =
-    Level::Refused("creates a process or thread: the guest is one process, one thread");
-const EXEC: Level = Level::Refused("replaces the program: the guest runs one program");
-const ASYNC: Level = Level::Refused("asynchronous signals (timers) are not delivered");
+const PROCESSES: Level = Level::Refused(
+    "creates a process or thread: a confined guest, and one sharing its VMM's process, is one process",
+);
+const EXEC: Level = Level::Refused(
+    "replaces the program: a confined guest, and one sharing its VMM's process, runs one program",
+);
+const ASYNC: Level = Level::Refused(
+    "asynchronous signals (timers): delivered only to a guest that is a process of its own",
+);
 const IDENTITY: Level =
     Level::Refused("changes the identity of the process the guest shares with vbench");
 
@@ -101,6 +121,17 @@ macro_rules! e {
             host: $h,
             confined: $c,
             handler: Handler::$kind($f),
+            own: None,
+        }
+    };
+    ($sym:ident, $h:expr, $c:expr, $kind:ident $f:expr; own $okind:ident $of:expr) => {
+        Entry {
+            nr: libc::$sym,
+            sym: stringify!($sym),
+            host: $h,
+            confined: $c,
+            handler: Handler::$kind($f),
+            own: Some((Level::Host, Handler::$okind($of))),
         }
     };
     ($sym:ident, refused $why:expr) => {
@@ -110,6 +141,17 @@ macro_rules! e {
             host: $why,
             confined: $why,
             handler: Handler::None,
+            own: None,
+        }
+    };
+    ($sym:ident, refused $why:expr; own $okind:ident $of:expr) => {
+        Entry {
+            nr: libc::$sym,
+            sym: stringify!($sym),
+            host: $why,
+            confined: $why,
+            handler: Handler::None,
+            own: Some((Level::Host, Handler::$okind($of))),
         }
     };
 }
@@ -201,6 +243,12 @@ pub static TABLE: &[Entry] = &[
     e!(SYS_fstatfs, H, H, Val fs::fstatfs),
     e!(SYS_sync, H, NO_HOST, Val fs::sync),
     e!(SYS_umask, E, E, Val p::umask),
+    e!(SYS_getxattr, E, E, Val p::no_xattrs),
+    e!(SYS_lgetxattr, E, E, Val p::no_xattrs),
+    e!(SYS_fgetxattr, E, E, Val p::no_xattrs),
+    e!(SYS_listxattr, E, E, Val p::no_xattrs),
+    e!(SYS_llistxattr, E, E, Val p::no_xattrs),
+    e!(SYS_flistxattr, E, E, Val p::no_xattrs),
     // ---- memory
     e!(SYS_brk, E, E, Val mem::brk),
     e!(SYS_mmap, E, E, Val mem::mmap),
@@ -217,7 +265,7 @@ pub static TABLE: &[Entry] = &[
     // ---- the process
     e!(SYS_getpid, E, E, Val p::getpid),
     e!(SYS_gettid, E, E, Val p::getpid),
-    e!(SYS_getppid, E, E, Val p::getppid),
+    e!(SYS_getppid, E, E, Val p::getppid; own Val p::host_getppid),
     e!(SYS_getuid, H, E, Val p::getuid),
     e!(SYS_geteuid, H, E, Val p::geteuid),
     e!(SYS_getgid, H, E, Val p::getgid),
@@ -225,11 +273,11 @@ pub static TABLE: &[Entry] = &[
     e!(SYS_getresuid, H, E, Val p::getresuid),
     e!(SYS_getresgid, H, E, Val p::getresgid),
     e!(SYS_getgroups, H, E, Val p::getgroups),
-    e!(SYS_getpgrp, E, E, Val p::getpgrp),
-    e!(SYS_getpgid, E, E, Val p::getpgid),
-    e!(SYS_getsid, E, E, Val p::getpgid),
-    e!(SYS_setpgid, E, E, Val p::setpgid),
-    e!(SYS_setsid, E, E, Val p::setsid),
+    e!(SYS_getpgrp, E, E, Val p::getpgrp; own Nr p::host_ids),
+    e!(SYS_getpgid, E, E, Val p::getpgid; own Nr p::host_ids),
+    e!(SYS_getsid, E, E, Val p::getpgid; own Nr p::host_ids),
+    e!(SYS_setpgid, E, E, Val p::setpgid; own Nr p::host_ids),
+    e!(SYS_setsid, E, E, Val p::setsid; own Nr p::host_ids),
     e!(SYS_setuid, refused IDENTITY),
     e!(SYS_setgid, refused IDENTITY),
     e!(SYS_setreuid, refused IDENTITY),
@@ -239,14 +287,14 @@ pub static TABLE: &[Entry] = &[
     e!(SYS_setgroups, refused IDENTITY),
     e!(SYS_exit, E, E, Act p::exit),
     e!(SYS_exit_group, E, E, Act p::exit),
-    e!(SYS_wait4, E, E, Val p::wait),
-    e!(SYS_waitid, E, E, Val p::wait),
-    e!(SYS_fork, refused PROCESSES),
-    e!(SYS_vfork, refused PROCESSES),
-    e!(SYS_clone, refused PROCESSES),
+    e!(SYS_wait4, E, E, Val p::wait; own Val p::wait4),
+    e!(SYS_waitid, E, E, Val p::wait; own Val p::waitid),
+    e!(SYS_fork, refused PROCESSES; own Act p::fork),
+    e!(SYS_vfork, refused PROCESSES; own Act p::fork),
+    e!(SYS_clone, refused PROCESSES; own Act p::clone),
     e!(SYS_clone3, refused PROCESSES),
-    e!(SYS_execve, refused EXEC),
-    e!(SYS_execveat, refused EXEC),
+    e!(SYS_execve, refused EXEC; own Act exec::execve),
+    e!(SYS_execveat, refused EXEC; own Act exec::execveat_),
     e!(SYS_set_tid_address, E, E, Val p::set_tid_address),
     e!(SYS_set_robust_list, E, E, Val p::nothing),
     e!(SYS_rseq, E, E, Val p::enosys),
@@ -267,18 +315,19 @@ pub static TABLE: &[Entry] = &[
     e!(SYS_getpriority, H, H, Val p::getpriority),
     e!(SYS_getrandom, H, H, Val p::getrandom),
     // ---- signals
-    e!(SYS_kill, E, E, Act p::kill),
-    e!(SYS_tkill, E, E, Act p::tkill),
-    e!(SYS_tgkill, E, E, Act p::tgkill),
+    e!(SYS_kill, E, E, Act p::kill; own Act p::host_kill),
+    e!(SYS_tkill, E, E, Act p::tkill; own Act p::host_tkill),
+    e!(SYS_tgkill, E, E, Act p::tgkill; own Act p::host_tgkill),
     e!(SYS_rt_sigaction, E, E, Val p::rt_sigaction),
     e!(SYS_rt_sigprocmask, E, E, Act p::rt_sigprocmask),
     e!(SYS_rt_sigpending, E, E, Val p::rt_sigpending),
     e!(SYS_sigaltstack, E, E, Val p::sigaltstack),
     e!(SYS_rt_sigreturn, E, E, Act p::rt_sigreturn),
     e!(SYS_pause, H, H, Val p::pause),
-    e!(SYS_rt_sigsuspend, H, H, Val p::pause),
-    e!(SYS_alarm, refused ASYNC),
-    e!(SYS_setitimer, refused ASYNC),
+    e!(SYS_rt_sigsuspend, H, H, Val p::pause; own Val p::host_sigsuspend),
+    e!(SYS_alarm, refused ASYNC; own Nr p::host_ints),
+    e!(SYS_setitimer, refused ASYNC; own Val p::host_setitimer),
+    e!(SYS_getitimer, refused ASYNC; own Val p::host_getitimer),
     e!(SYS_timer_create, refused ASYNC),
     // ---- clocks and sleeps
     e!(SYS_clock_gettime, H, H, Val p::clock_gettime),

@@ -18,6 +18,7 @@ fn abi_with(policy: Policy, allowed: Vec<PathBuf>) -> (Abi, TestMem) {
         brk_limit: 0x20000,
         mmap_lo: 0x20000,
         mmap_hi: 0x40000,
+        mmap_near: 0,
     };
     let abi = Abi::new(Setup {
         layout,
@@ -26,6 +27,8 @@ fn abi_with(policy: Policy, allowed: Vec<PathBuf>) -> (Abi, TestMem) {
         policy,
         allowed,
         delivers_signals: false,
+        own_process: false,
+        exe: None,
     });
     (abi, TestMem::new(0x40000))
 }

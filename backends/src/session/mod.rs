@@ -7,6 +7,7 @@
 //! with [`process::supervise`]; backends that run the guest inside the harness's own thread
 //! (bt, kvm) use a [`watchdog::Watchdog`], [`GuestOutputs`] and [`guest_outcome`].
 
+pub mod forked;
 pub mod pin;
 pub mod process;
 pub mod watchdog;

@@ -75,7 +75,8 @@ pub fn list(json: bool) -> Result<ExitCode> {
 
 /// How `backend` (bt or kvm) answers `e` under `policy`, and why when it refuses.
 fn support(backend: &str, e: &Entry, policy: AbiPolicy) -> (String, Option<&'static str>) {
-    let level = e.level(policy);
+    // bt's guest is a host process of its own (its translator process); kvm's shares the VMM's
+    let level = e.level_in(policy, backend == "bt");
     if backend == "kvm" && vbench_backends::kvm::IN_GUEST.contains(&e.nr) {
         return ("in guest".into(), None);
     }
