@@ -128,9 +128,10 @@ impl Elf {
                         .filter(|e| *e <= bytes.len() as u64 && len > 1 && len < 4096)
                         .map(|_| &bytes[off as usize..(off + len) as usize])
                         .ok_or_else(|| ElfError::Malformed("PT_INTERP beyond the file".into()))?;
-                    let path = path.strip_suffix(&[0]).unwrap_or(path);
-                    if path.contains(&0) {
-                        return Err(ElfError::Malformed("PT_INTERP holds a NUL".into()));
+                    // the path ends at its NUL
+                    let path = &path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())];
+                    if path.is_empty() {
+                        return Err(ElfError::Malformed("PT_INTERP is empty".into()));
                     }
                     interp = Some(path.to_vec());
                 }
@@ -386,8 +387,18 @@ mod tests {
         assert!(
             matches!(Elf::parse(&b, 0), Err(ElfError::Malformed(m)) if m.contains("filesz > memsz") || m.contains("beyond"))
         );
+        // a second program header, PT_INTERP, naming "/ld.so" after the table
         let mut b = tiny();
-        b[64..68].copy_from_slice(&PT_INTERP.to_le_bytes());
+        b.resize(0x100, 0);
+        b[56..58].copy_from_slice(&2u16.to_le_bytes());
+        b[120..124].copy_from_slice(&PT_INTERP.to_le_bytes());
+        b[128..136].copy_from_slice(&0xb0u64.to_le_bytes());
+        b[152..160].copy_from_slice(&7u64.to_le_bytes());
+        b[0xb0..0xb7].copy_from_slice(b"/ld.so\0");
+        assert_eq!(
+            Elf::parse(&b, 0).unwrap().interp.as_deref(),
+            Some(&b"/ld.so"[..])
+        );
         assert_eq!(Elf::parse_static(&b, 0), Err(ElfError::Dynamic));
         let mut b = tiny();
         b[56..58].copy_from_slice(&100u16.to_le_bytes());
