@@ -116,7 +116,7 @@ impl Translator {
         let i = (guest & (TABLE_ENTRIES - 1)) as usize;
         let o = (TABLE - CACHE_BASE) as usize + 16 * i;
         let c = self.cache();
-        c[o..o + 8].copy_from_slice(&guest.wrapping_neg().to_le_bytes());
+        c[o..o + 8].copy_from_slice(&(!guest).to_le_bytes());
         c[o + 8..o + 16].copy_from_slice(&host.to_le_bytes());
     }
 
@@ -136,12 +136,20 @@ impl Translator {
         self.clear_table();
     }
 
+    /// Empties the indirect-branch table: its pages go back to the kernel, and read as zero
+    /// ([`EMPTY_KEY`]) until an entry is written. A fresh table costs no memory, and a forked
+    /// translator process does not copy it.
     fn clear_table(&mut self) {
-        let t = (TABLE - CACHE_BASE) as usize;
-        let c = self.cache();
-        for e in c[t..t + 16 * TABLE_ENTRIES as usize].chunks_exact_mut(16) {
-            e[..8].copy_from_slice(&EMPTY_KEY.to_le_bytes());
-        }
+        // SAFETY: the table lies in the cache's private anonymous mapping, page aligned; no
+        // translated code runs while the dispatcher empties it.
+        unsafe {
+            libc::madvise(
+                TABLE as *mut libc::c_void,
+                (16 * TABLE_ENTRIES) as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
+        debug_assert_eq!(self.cache()[(TABLE - CACHE_BASE) as usize], EMPTY_KEY as u8);
     }
 
     /// Forgets every translation (cache full).

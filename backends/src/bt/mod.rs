@@ -218,8 +218,6 @@ fn translator_process(
         ctx = loader::initial_context(&guest, tr.xmask);
         vcpu = Vcpu::new();
     };
-    signals::disarm();
-    drop(signals);
     // only the guest's first process reports (its forked children share the report file)
     if std::process::id() as i32 == child.pid {
         let counters = counters(&tr, &total, (hits, in_cache), &abi, &space);
@@ -235,8 +233,12 @@ fn translator_process(
             &format!("unsupported syscalls answered with ENOSYS: {list}"),
         );
     }
+    // The process ends here: nothing is torn down (no unmapping of the guest's memory and the
+    // cache, no freeing of the translator's tables), which the kernel does at once at exit.
+    // A guest that forks and exits often (a shell) pays for that on every child.
+    let _keep = (signals, space, tr, abi);
     match stop {
-        Stop::Exited(code) => code & 0xff,
+        Stop::Exited(code) => forked::exit_now(code & 0xff),
         Stop::Crashed { signal, message }
         | Stop::Fault(signals::GuestFault {
             signal, message, ..
@@ -246,7 +248,7 @@ fn translator_process(
             }
             forked::die_of(signal)
         }
-        Stop::Kicked | Stop::Exec(_) => 125,
+        Stop::Kicked | Stop::Exec(_) => forked::exit_now(125),
     }
 }
 

@@ -44,12 +44,6 @@ pub(super) fn code_grew(code_hi: u64) {
     CODE_HI.store(code_hi, Ordering::Release);
 }
 
-/// No signal is the guest's any more (before the cache is unmapped).
-pub(super) fn disarm() {
-    CODE_HI.store(0, Ordering::Release);
-    CODE_LO.store(0, Ordering::Release);
-}
-
 /// Asynchronous signals the host handler took for the guest and the dispatcher has not yet
 /// delivered (bit n-1 = signal n).
 static PENDING: AtomicU64 = AtomicU64::new(0);

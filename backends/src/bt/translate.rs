@@ -31,8 +31,10 @@ pub const TABLE_ENTRIES: u64 = 1 << 16;
 pub const CODE: u64 = TABLE + TABLE_ENTRIES * 16;
 /// End of translated code.
 pub const CODE_END: u64 = CACHE_BASE + CACHE_SIZE;
-/// The negated key of an empty table entry (no guest address is `u64::MAX`).
-pub const EMPTY_KEY: u64 = 1;
+/// The key of an empty table entry. A table entry holds the complement of its guest address
+/// (`!guest`), so the all-zero memory of a fresh (or MADV_DONTNEED) table is empty: only the
+/// guest address `u64::MAX`, which no guest can execute, has this key.
+pub const EMPTY_KEY: u64 = 0;
 
 /// Room for the guest's XSAVE image in the context page.
 pub const XSAVE_BYTES: usize = 3072;
@@ -835,7 +837,11 @@ fn lookup(e: &mut Emitter, t: &Tramps) -> Result<(), IcedError> {
         RCX,
         MemoryOperand::with_base(RDX),
     )?)?;
-    e.lea(RCX, MemoryOperand::with_base_index(RCX, RAX))?;
+    // !guest + target + 1 is zero exactly when the entry is the target's
+    e.lea(
+        RCX,
+        MemoryOperand::with_base_index_scale_displ_size(RCX, RAX, 1, 1, 1),
+    )?;
     e.raw(&[0xe3, 5]); // jrcxz hit
     e.jmp32(t.lookup);
     e.ins(Instruction::with2(

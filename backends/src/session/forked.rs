@@ -273,6 +273,13 @@ fn child_main(
     unsafe { libc::_exit(code) }
 }
 
+/// Ends the calling process at once with `code` (no destructor runs: the kernel frees
+/// everything).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
 /// Ends the calling process by `signal` as the kernel would have ended the guest natively (the
 /// harness then sees the same wait status), without a core dump of the translator; exits with
 /// 128 + signal when the signal does not end it.
