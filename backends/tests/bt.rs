@@ -742,3 +742,43 @@ fn emulated_register_writes_keep_or_zero_extend_the_rest_as_the_cpu_does() {
     ];
     assert_eq!(got, want, "{got:#x?}");
 }
+
+#[test]
+fn a_program_file_is_mapped_and_its_bytes_in_memory_copied_with_the_same_result() {
+    // a file's segments are mapped from it (the kernel's way: bss zeroed to the end of its
+    // page); the same bytes given in memory are copied: both runs must see the same memory,
+    // and a dynamically linked program's interpreter is mapped from its file too
+    let bb = "/bin/busybox";
+    if !usable() || !vbench_testkit::require_or_skip("busybox", vbench_testkit::file(bb)) {
+        return;
+    }
+    let args: Vec<std::ffi::OsString> = ["sh", "-c", "echo $((6 * 7)); x=$(echo sub); echo $x"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    let host = |p: Program, args: Vec<std::ffi::OsString>| {
+        let mut inv = Invocation::new(p, args);
+        inv.abi = vbench_backends::AbiPolicy::Host;
+        BtBackend.run(&inv).unwrap()
+    };
+    let from_file = host(Program::Path(bb.into()), args.clone());
+    let bytes = std::fs::read(bb).unwrap();
+    let in_memory = host(Program::from_bytes("busybox", bytes).unwrap(), args);
+    for o in [&from_file, &in_memory] {
+        assert_eq!(
+            o.sample.exit,
+            Exit::Code { code: 0 },
+            "{}",
+            o.sample.stderr_tail
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "42\nsub\n");
+    }
+    let dynamic = host(Program::Path("/bin/echo".into()), vec!["dynamic".into()]);
+    assert_eq!(
+        dynamic.sample.exit,
+        Exit::Code { code: 0 },
+        "{}",
+        dynamic.sample.stderr_tail
+    );
+    assert_eq!(dynamic.stdout, b"dynamic\n");
+}
