@@ -836,3 +836,26 @@ pub(super) fn host_getitimer(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
 pub(super) fn no_xattrs(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
     Err(Errno(libc::EOPNOTSUPP))
 }
+
+/// rt_sigpending(set, size) of a guest that is a host process of its own: the blocked signals
+/// pending in the host kernel (the process's mask is the guest's), with those sent through the
+/// emulated path.
+pub(super) fn host_sigpending(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if a[1] != 8 {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: a zeroed sigset_t is a valid out-parameter; sigismember reads it.
+    let pending = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set);
+        (1..=64).fold(0u64, |m, sig| {
+            if libc::sigismember(&set, sig) == 1 {
+                m | 1u64 << (sig - 1)
+            } else {
+                m
+            }
+        })
+    };
+    put(mem, a[0], &(pending | abi.signals.pending))?;
+    Ok(0)
+}

@@ -320,7 +320,7 @@ pub static TABLE: &[Entry] = &[
     e!(SYS_tgkill, E, E, Act p::tgkill; own Act p::host_tgkill),
     e!(SYS_rt_sigaction, E, E, Val p::rt_sigaction),
     e!(SYS_rt_sigprocmask, E, E, Act p::rt_sigprocmask),
-    e!(SYS_rt_sigpending, E, E, Val p::rt_sigpending),
+    e!(SYS_rt_sigpending, E, E, Val p::rt_sigpending; own Val p::host_sigpending),
     e!(SYS_sigaltstack, E, E, Val p::sigaltstack),
     e!(SYS_rt_sigreturn, E, E, Act p::rt_sigreturn),
     e!(SYS_pause, H, H, Val p::pause),

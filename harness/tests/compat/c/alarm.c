@@ -23,7 +23,8 @@ int main(void) {
     sigset_t s, old; sigemptyset(&s); sigaddset(&s, SIGUSR1); sigprocmask(SIG_BLOCK, &s, &old);
     signal(SIGUSR1, on);
     kill(getpid(), SIGUSR1);
-    printf("blocked: still %d\n", got);
+    sigset_t pend; sigemptyset(&pend); sigpending(&pend);
+    printf("blocked: still %d, pending %d\n", got, sigismember(&pend, SIGUSR1));
     sigsuspend(&old);
     printf("after sigsuspend: %d\n", got);
     return 0;
