@@ -27,17 +27,12 @@ pub(super) struct Guest {
 pub(super) struct Job {
     pub(super) name: String,
     pub(super) bytes: Vec<u8>,
-    /// The file the bytes were read from, when there is one: its pages are mapped rather than
-    /// copied (as the kernel maps an executable).
-    pub(super) path: Option<std::path::PathBuf>,
     pub(super) argv: Vec<Vec<u8>>,
     pub(super) env: Vec<Vec<u8>>,
     /// The path the program was started by (AT_EXECFN).
     pub(super) execfn: Vec<u8>,
     /// The ELF interpreter's bytes, for a dynamically linked program.
     pub(super) interp: Option<Vec<u8>>,
-    /// The interpreter's file.
-    pub(super) interp_path: Option<std::path::PathBuf>,
     /// uid, euid, gid, egid for the auxiliary vector.
     pub(super) ids: [u64; 4],
 }
@@ -98,13 +93,8 @@ impl Job {
                 .map_or_else(|| argv[0].clone(), |p| p.as_os_str().as_bytes().to_vec()),
             name,
             bytes,
-            path: inv.program.path().map(|p| p.to_path_buf()),
             argv,
             env: crate::session::guest_env(inv),
-            interp_path: elf
-                .interp
-                .as_ref()
-                .map(|p| std::ffi::OsStr::from_bytes(p).into()),
             interp,
             ids: ids(inv.abi),
         })
@@ -134,14 +124,9 @@ impl Job {
         Ok(Job {
             name: req.path.display().to_string(),
             bytes: req.bytes,
-            path: Some(req.path),
             argv: req.argv,
             env: req.env,
             execfn: req.execfn,
-            interp_path: elf
-                .interp
-                .as_ref()
-                .map(|p| std::ffi::OsStr::from_bytes(p).into()),
             interp,
             ids,
         })
@@ -153,14 +138,14 @@ impl Job {
 pub(super) fn load(space: &mut Space, job: &Job) -> Result<Guest, BackendError> {
     let bytes = &job.bytes;
     let elf = Elf::parse(bytes, PIE_BASE).map_err(|e| invalid(format!("{}: {e}", job.name)))?;
-    let image_end = load_image(space, &elf, bytes, job.path.as_deref())
-        .map_err(|e| invalid(format!("{}: {e}", job.name)))?;
+    let image_end =
+        load_image(space, &elf, bytes).map_err(|e| invalid(format!("{}: {e}", job.name)))?;
     let (entry, base, brk_end) = match &job.interp {
         None => (elf.entry, 0, BRK_END),
         Some(ib) => {
             let ie = Elf::parse(ib, INTERP_BASE)
                 .map_err(|e| invalid(format!("{}'s interpreter: {e}", job.name)))?;
-            load_image(space, &ie, ib, job.interp_path.as_deref())
+            load_image(space, &ie, ib)
                 .map_err(|e| invalid(format!("{}'s interpreter: {e}", job.name)))?;
             (ie.entry, INTERP_BASE, INTERP_BASE)
         }
@@ -234,99 +219,6 @@ pub(super) fn initial_context(guest: &Guest, xmask: u64) -> &'static mut Ctx {
     ctx
 }
 
-/// Maps the file pages of `elf`'s segments over the image's reservation (private, so writes
-/// stay the guest's) and zeroes what follows each segment's file bytes on its last page, as
-/// the kernel loads an executable: text is then page cache, shared and never copied (a fork of
-/// the translator copies no page table entries for it). False, with nothing changed, when the
-/// file is not the one parsed or its segments cannot be mapped (a page shared by two segments
-/// at different file offsets): the caller copies the bytes instead.
-fn map_segments(elf: &Elf, bytes: &[u8], file: &std::path::Path) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(f) = std::fs::File::open(file) else {
-        return false;
-    };
-    // the file must still be what was parsed: its length and first page
-    let mut head = vec![0u8; bytes.len().min(PAGE as usize)];
-    let same = f.metadata().is_ok_and(|m| m.len() == bytes.len() as u64)
-        && std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).is_ok()
-        && head == bytes[..head.len()];
-    let delta = |s: &crate::elf::Segment| s.vaddr.wrapping_sub(s.offset);
-    let mut segs: Vec<&crate::elf::Segment> =
-        elf.segments.iter().filter(|s| s.filesz > 0).collect();
-    segs.sort_by_key(|s| s.vaddr);
-    let congruent = segs.iter().all(|s| delta(s) % PAGE == 0)
-        && segs.windows(2).all(|w| {
-            let a_end = (w[0].vaddr + w[0].memsz + PAGE - 1) & !(PAGE - 1);
-            a_end <= (w[1].vaddr & !(PAGE - 1)) || delta(w[0]) == delta(w[1])
-        });
-    if !same || !congruent {
-        return false;
-    }
-    let anon = |start: u64, end: u64| {
-        // SAFETY: replaces pages of the image's reservation with zeroed anonymous memory.
-        unsafe {
-            libc::mmap(
-                start as *mut libc::c_void,
-                (end - start) as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        }
-    };
-    let range = |s: &crate::elf::Segment| {
-        (
-            s.vaddr & !(PAGE - 1),
-            (s.vaddr + s.filesz + PAGE - 1) & !(PAGE - 1),
-        )
-    };
-    for (i, s) in segs.iter().enumerate() {
-        let (start, end) = range(s);
-        // SAFETY: replaces pages of the image's own reservation (inside [lo, hi), checked by
-        // check_extent) with a private mapping of the file at the matching, page-aligned offset.
-        let p = unsafe {
-            libc::mmap(
-                start as *mut libc::c_void,
-                (end - start) as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_FIXED,
-                f.as_raw_fd(),
-                (s.offset & !(PAGE - 1)) as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            // back to zeroed memory everywhere this tried, for the copy that follows
-            for t in &segs[..=i] {
-                let (a, b) = range(t);
-                anon(a, b);
-            }
-            return false;
-        }
-    }
-    // what follows the file bytes on pages that now show the file is zeroed (the rest of the
-    // segment's own last file page, and its bss on the first page of the next segment when
-    // it reaches into it); the next segment's own bytes are left alone
-    for (i, s) in segs.iter().enumerate() {
-        let (tail, end) = (s.vaddr + s.filesz, s.vaddr + s.memsz);
-        let next = segs.get(i + 1).map_or(u64::MAX, |n| n.vaddr);
-        let own_page_end = (tail + PAGE - 1) & !(PAGE - 1);
-        let zero = |a: u64, b: u64| {
-            if a < b {
-                // SAFETY: [a, b) lies in the image reservation, mapped read-write above.
-                unsafe { std::ptr::write_bytes(a as *mut u8, 0, (b - a) as usize) };
-            }
-        };
-        // to the end of the page, as the kernel's padzero does (ld.so's own early allocator
-        // takes the rest of the page after its bss as zeroed memory)
-        zero(tail, own_page_end.min(next));
-        if next != u64::MAX {
-            zero((next & !(PAGE - 1)).max(tail), end.min(next));
-        }
-    }
-    true
-}
-
 /// The page-aligned extent of the image, checked to fit the translator's guest area.
 fn check_extent(elf: &Elf) -> Result<(u64, u64), BackendError> {
     let (lo, hi) = elf.extent();
@@ -341,22 +233,14 @@ fn check_extent(elf: &Elf) -> Result<(u64, u64), BackendError> {
 }
 
 /// Loads the program's segments; returns the regions and the end of the image.
-fn load_image(
-    space: &mut Space,
-    elf: &Elf,
-    bytes: &[u8],
-    file: Option<&std::path::Path>,
-) -> Result<u64, BackendError> {
+fn load_image(space: &mut Space, elf: &Elf, bytes: &[u8]) -> Result<u64, BackendError> {
     let (lo, hi) = check_extent(elf)?;
     space.map(lo, hi - lo, libc::PROT_READ | libc::PROT_WRITE)?;
-    let mapped = file.is_some_and(|f| map_segments(elf, bytes, f));
     let mut perms = vec![0u8; ((hi - lo) / PAGE) as usize];
     for s in &elf.segments {
-        if !mapped {
-            let data = &bytes[s.offset as usize..(s.offset + s.filesz) as usize];
-            // SAFETY: the segment lies inside [lo, hi), just mapped read-write.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), s.vaddr as *mut u8, data.len()) };
-        }
+        let data = &bytes[s.offset as usize..(s.offset + s.filesz) as usize];
+        // SAFETY: the segment lies inside [lo, hi), just mapped read-write.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), s.vaddr as *mut u8, data.len()) };
         let p = (if s.flags & 4 != 0 { R } else { 0 })
             | (if s.flags & 2 != 0 { W } else { 0 })
             | (if s.flags & 1 != 0 { X } else { 0 });
