@@ -61,21 +61,6 @@ fn interpreter(elf: &Elf) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(bytes))
 }
 
-fn ids(inv_policy: crate::AbiPolicy) -> [u64; 4] {
-    match inv_policy {
-        // SAFETY: these calls have no preconditions.
-        crate::AbiPolicy::Host => unsafe {
-            [
-                u64::from(libc::getuid()),
-                u64::from(libc::geteuid()),
-                u64::from(libc::getgid()),
-                u64::from(libc::getegid()),
-            ]
-        },
-        crate::AbiPolicy::Confined => [0; 4],
-    }
-}
-
 impl Job {
     /// `inv`'s program, checked to be an ELF the translator can load (in the harness, before
     /// the translator process is forked, so a bad file is the harness's clear error).
@@ -96,7 +81,7 @@ impl Job {
             argv,
             env: crate::session::guest_env(inv),
             interp,
-            ids: ids(inv.abi),
+            ids: crate::linux_abi::aux_ids(inv.abi),
         })
     }
 

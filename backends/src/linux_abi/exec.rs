@@ -45,18 +45,7 @@ impl Abi {
 
     /// uid, euid, gid, egid as the new program's auxiliary vector gives them.
     pub fn exec_ids(&self) -> [u64; 4] {
-        match self.policy {
-            // SAFETY: these calls have no preconditions.
-            Policy::Host => unsafe {
-                [
-                    u64::from(libc::getuid()),
-                    u64::from(libc::geteuid()),
-                    u64::from(libc::getgid()),
-                    u64::from(libc::getegid()),
-                ]
-            },
-            Policy::Confined => [0; 4],
-        }
+        aux_ids(self.policy)
     }
 
     /// After a successful exec: descriptors marked close-on-exec are closed, caught signals go
@@ -130,6 +119,23 @@ impl Abi {
 fn unsafe_zeroed_stat() -> libc::stat {
     // SAFETY: an all-zero stat is a valid value (plain integers).
     unsafe { std::mem::zeroed() }
+}
+
+/// uid, euid, gid, egid for a program's auxiliary vector under `policy`: the host's, or root
+/// of its own machine confined.
+pub fn aux_ids(policy: Policy) -> [u64; 4] {
+    match policy {
+        // SAFETY: these calls have no preconditions.
+        Policy::Host => unsafe {
+            [
+                u64::from(libc::getuid()),
+                u64::from(libc::geteuid()),
+                u64::from(libc::getgid()),
+                u64::from(libc::getegid()),
+            ]
+        },
+        Policy::Confined => [0; 4],
+    }
 }
 
 /// Parses a `#!` line: the interpreter and its one optional argument (everything after the

@@ -29,7 +29,7 @@ mod process;
 pub mod table;
 
 pub use errno::Errno;
-pub use exec::{shebang, ExecRequest};
+pub use exec::{aux_ids, shebang, ExecRequest};
 pub use process::terminates;
 pub use table::{Entry, Level};
 

@@ -683,13 +683,6 @@ pub(super) fn host_getppid(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
     Ok(i64::from(unsafe { libc::getppid() }))
 }
 
-/// getpgrp, getpgid, getsid, setpgid, setsid: the host's process groups and sessions, with
-/// the guest's integer arguments as they are.
-pub(super) fn host_ids(_: &mut Abi, _: &dyn GuestMem, nr: i64, a: A) -> Sys {
-    // SAFETY: these calls take only integers (process and group ids).
-    host(unsafe { libc::syscall(nr, a[0], a[1]) })
-}
-
 /// fork and vfork: the translator process forks, code cache and all. vfork is a fork (as in
 /// QEMU): the parent is not suspended and the child does not share its memory, which a
 /// program using vfork as POSIX allows (exec or _exit at once) cannot tell apart.
@@ -787,33 +780,21 @@ pub(super) fn waitid(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     host(unsafe { libc::syscall(libc::SYS_waitid, a[0], a[1], info, a[3], ru) })
 }
 
-/// kill(pid, sig): the host's, to the guest itself too: its process's dispositions and mask
-/// are the guest's (the backend mirrors them), so the signal is blocked, ignored, delivered to
-/// its handler or acted on by the kernel as natively.
-pub(super) fn host_kill(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
-    signal(a[1])?;
-    // SAFETY: kill takes integers.
-    host(i64::from(unsafe { libc::kill(a[0] as i32, a[1] as i32) })).map(Action::Return)
+/// kill(pid, sig), tkill(tid, sig) and tgkill(tgid, tid, sig): the host's, to the guest itself
+/// too: its process's dispositions and mask are the guest's (the backend mirrors them), so the
+/// signal is blocked, ignored, delivered to its handler or acted on by the kernel as natively.
+pub(super) fn host_signal(_: &mut Abi, _: &dyn GuestMem, nr: i64, a: A) -> Sys {
+    signal(if nr == libc::SYS_tgkill { a[2] } else { a[1] })?;
+    // SAFETY: these calls take integers only.
+    host(unsafe { libc::syscall(nr, a[0], a[1], a[2]) })
 }
 
-/// tkill(tid, sig): the host's (see [`host_kill`]).
-pub(super) fn host_tkill(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
-    signal(a[1])?;
-    // SAFETY: tkill takes integers.
-    host(unsafe { libc::syscall(libc::SYS_tkill, a[0], a[1]) }).map(Action::Return)
-}
-
-/// tgkill(tgid, tid, sig): the host's (see [`host_kill`]).
-pub(super) fn host_tgkill(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
-    signal(a[2])?;
-    // SAFETY: tgkill takes integers.
-    host(unsafe { libc::syscall(libc::SYS_tgkill, a[0], a[1], a[2]) }).map(Action::Return)
-}
-
-/// alarm: the host's timer; its SIGALRM comes to the guest as any asynchronous signal.
+/// Calls of the host that take integers only, passed as they are: alarm (its SIGALRM comes to
+/// the guest as any asynchronous signal), and getpgrp, getpgid, getsid, setpgid and setsid (the
+/// host's process groups and sessions).
 pub(super) fn host_ints(_: &mut Abi, _: &dyn GuestMem, nr: i64, a: A) -> Sys {
-    // SAFETY: a call that takes integers only.
-    host(unsafe { libc::syscall(nr, a[0]) })
+    // SAFETY: a call that takes integers only (extra arguments are ignored).
+    host(unsafe { libc::syscall(nr, a[0], a[1]) })
 }
 
 /// setitimer(which, new, old): the host's interval timers.
