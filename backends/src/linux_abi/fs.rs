@@ -429,8 +429,7 @@ fn readlinkat(abi: &mut Abi, mem: &dyn GuestMem, dirfd: u64, path: u64, buf: u64
         // the guest's program, not the translator running it
         let b = exe.as_os_str().as_encoded_bytes();
         let n = b.len().min(len as usize);
-        // SAFETY: `out` is `len` checked, writable guest bytes; n <= len.
-        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), out, n) };
+        mem.write(buf, &b[..n])?;
         return Ok(n as i64);
     }
     // SAFETY: a NUL-terminated path and `len` checked, writable guest bytes.

@@ -357,15 +357,21 @@ pub(super) fn ppoll(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let ts = opt_in(mem, a[2], 16)?;
     poll_fds(abi, mem, a[0], a[1], &|f| {
         // SAFETY: a valid pollfd array; `ts` is null or a checked guest timespec. The guest's
-        // signal mask is not applied to the host thread (its signals are not the host's).
-        i64::from(unsafe {
-            libc::ppoll(
+        // signal mask is not applied to the host thread (its signals are not the host's). The
+        // system call itself, not glibc's ppoll: that copies the timespec with a plain load,
+        // which is a SIGBUS where the guest's pointer is a file page past its end (the
+        // kernel's copy is EFAULT), and the kernel's update of the remaining time is what the
+        // guest's own ppoll sees natively.
+        unsafe {
+            libc::syscall(
+                libc::SYS_ppoll,
                 f.as_mut_ptr(),
                 f.len() as libc::nfds_t,
-                ts.cast(),
-                std::ptr::null(),
+                ts,
+                std::ptr::null::<libc::sigset_t>(),
+                8usize,
             )
-        })
+        }
     })
 }
 
@@ -722,8 +728,10 @@ fn select_sets(
 pub(super) fn select(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let tv = opt_out(mem, a[4], 16)?;
     select_sets(abi, mem, a, &|n, r, w, x| {
-        // SAFETY: valid fd_sets (or null); `tv` is null or a checked guest timeval.
-        i64::from(unsafe { libc::select(n, r, w, x, tv.cast()) })
+        // SAFETY: valid fd_sets (or null); `tv` is null or a checked guest timeval. The
+        // system call, not glibc's select, which converts the timeval with plain loads (see
+        // ppoll).
+        unsafe { libc::syscall(libc::SYS_select, n, r, w, x, tv) }
     })
 }
 
@@ -731,7 +739,9 @@ pub(super) fn pselect6(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let ts = opt_in(mem, a[4], 16)?;
     select_sets(abi, mem, a, &|n, r, w, x| {
         // SAFETY: valid fd_sets (or null); `ts` is null or a checked guest timespec. The guest's
-        // signal mask is not the host thread's: none is applied.
-        i64::from(unsafe { libc::pselect(n, r, w, x, ts.cast(), std::ptr::null()) })
+        // signal mask is not the host thread's: none is applied (a null sixth argument). The
+        // system call, not glibc's pselect, which copies the timespec with a plain load (see
+        // ppoll).
+        unsafe { libc::syscall(libc::SYS_pselect6, n, r, w, x, ts, std::ptr::null::<u8>()) }
     })
 }

@@ -62,9 +62,13 @@ impl Map {
         }
     }
 
-    /// Whether any mapping is of a file (whose pages past the file's end fault).
+    /// Whether any mapping has pages that may fault with SIGBUS: a file's (past the file's
+    /// end) or shared anonymous memory's (a shmem object, which mremap can grow past its
+    /// size).
     pub(super) fn has_files(&self) -> bool {
-        self.maps.values().any(|m| m.file.is_some())
+        self.maps
+            .values()
+            .any(|m| m.file.is_some() || m.flags & libc::MAP_SHARED != 0)
     }
 
     /// The mappings overlapping [a, end), cut to it: (start, mapping) pieces.

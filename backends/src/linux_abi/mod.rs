@@ -486,14 +486,17 @@ impl Abi {
     }
 
     fn cstring_max(mem: &dyn GuestMem, addr: u64, max: u64) -> Result<Vec<u8>, Errno> {
+        /// Bytes copied at a time: a path is seldom longer, and a chunk never crosses a page.
+        const CHUNK: u64 = 256;
         let mut at = addr;
         let mut out = Vec::new();
+        let mut chunk = [0u8; CHUNK as usize];
         while (at - addr) < max {
-            // as far as the end of this page, so a string near the end of memory is found
-            let room = (PAGE - at % PAGE).min(max - (at - addr));
-            let p = mem.host_range(at, room, false)?;
-            // SAFETY: host_range checked that `room` bytes at `p` are readable guest memory.
-            let s = unsafe { std::slice::from_raw_parts(p.cast_const(), room as usize) };
+            // never past the end of this page, so a string near the end of memory is found;
+            // copied through `read` (never plain loads), which is fault-safe where it must be
+            let room = (PAGE - at % PAGE).min(max - (at - addr)).min(CHUNK);
+            let s = &mut chunk[..room as usize];
+            mem.read(at, s)?;
             match s.iter().position(|c| *c == 0) {
                 Some(n) => {
                     out.extend_from_slice(&s[..n]);

@@ -350,8 +350,10 @@ pub(super) fn clock_gettime(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
 pub(super) fn clock_getres(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let clk = clock_id(a[0])?;
     let p = opt_out(mem, a[1], 16)?;
-    // SAFETY: `p` is null or a checked, writable timespec.
-    host(i64::from(unsafe { libc::clock_getres(clk, p.cast()) }))
+    // SAFETY: `p` is null or a checked, writable timespec. The system call, not glibc's
+    // clock_getres, whose vDSO stores with plain writes: a SIGBUS where the guest's pointer is
+    // a file page past its end, where the kernel's copy is EFAULT.
+    host(unsafe { libc::syscall(libc::SYS_clock_getres, clk, p) })
 }
 
 /// The host's wall clock, as CLOCK_REALTIME.
@@ -401,13 +403,8 @@ pub(super) fn clock_nanosleep(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let clk = clock_id(a[0])?;
     let req = buf_in_ts(mem, a[2])?;
     let rem = opt_out(mem, a[3], 16)?;
-    // SAFETY: as for nanosleep. clock_nanosleep returns the error number, not -1.
-    let rc = unsafe { libc::clock_nanosleep(clk, a[1] as i32, req.cast(), rem.cast()) };
-    if rc == 0 {
-        Ok(0)
-    } else {
-        Err(Errno(rc))
-    }
+    // SAFETY: as for nanosleep.
+    host(unsafe { libc::syscall(libc::SYS_clock_nanosleep, clk, a[1] as i32, req, rem) })
 }
 
 fn buf_in_ts(mem: &dyn GuestMem, addr: u64) -> Result<*const u8, Errno> {

@@ -504,6 +504,37 @@ fn a_file_mapping_past_the_end_of_its_file_is_efault_not_sigbus() {
         efault
     );
     assert_eq!(sys(&mut a, &m, libc::SYS_uname, &[shared]), efault);
+    // a path (read by vbench, a page at a time), and a ppoll timeout (which glibc's ppoll
+    // copies with a plain load: the layer makes the system call itself)
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_mkdirat, &[AT, shared + 100, 0o700]),
+        efault
+    );
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_ppoll, &[0x300, 0, shared, 0, 8]),
+        efault
+    );
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_clock_getres, &[1, shared]),
+        efault
+    );
+    // shared anonymous memory grown by mremap: its new pages lie past the end of its shmem
+    // object (the fuzzer found this one too)
+    let (mut a, m) = abi_with(Policy::Host, vec![]);
+    let anon = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+    let shm = sys(
+        &mut a,
+        &m,
+        libc::SYS_mmap,
+        &[0, 4096, RW, anon, u64::MAX, 0],
+    ) as u64;
+    let grown = sys(&mut a, &m, libc::SYS_mremap, &[shm, 4096, 8192, 1, 0]) as u64;
+    assert!(grown < 1 << 47, "mremap: {grown:#x}");
+    assert_eq!(sys(&mut a, &m, libc::SYS_uname, &[grown + 4096]), efault);
+    assert_eq!(
+        sys(&mut a, &m, libc::SYS_mkdirat, &[AT, grown + 4096, 0o700]),
+        efault
+    );
 }
 
 #[test]

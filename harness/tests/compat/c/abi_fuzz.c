@@ -207,8 +207,13 @@ static uint64_t mem_len(void) {
     }
 }
 
+/* Pointers no call can map: a timeout's garbage pointer must be EFAULT, never garbage that an
+ * earlier mmap put there (0xdeadbeef lies in bt's mapping area) and that means a long sleep. */
+static const uint64_t UNMAPPABLE[] = {0xffff800000000000ull, UINT64_MAX - 7,
+                                      0x8000000000000000ull, 0xdead000000000000ull};
+
 static uint64_t timespec(void) {
-    if (below(8) == 0) return garbage() | 1; /* never NULL: NULL means forever */
+    if (below(8) == 0) return UNMAPPABLE[below(4)] | 1; /* never NULL: NULL means forever */
     return (uint64_t)(uintptr_t)(SCR + (below(2) ? TS_AT : TS2_AT));
 }
 
