@@ -384,7 +384,8 @@ fn getpid_keeps_the_flags_and_sets_rcx_and_r11_as_syscall_does() {
         );
         assert_eq!(o.sample.exit, Exit::Code { code: 0b11_1101 }, "{l:?}");
         if l == Level::Bt {
-            assert_eq!(o.sample.counters.get("bt.syscalls_in_cache"), Some(&2));
+            // getpid only: gettid leaves the cache (each guest thread's is its own)
+            assert_eq!(o.sample.counters.get("bt.syscalls_in_cache"), Some(&1));
         }
     });
 }

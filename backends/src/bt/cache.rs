@@ -7,8 +7,8 @@ use super::dispatch::{crash, Stop};
 use super::signals;
 use super::space::Space;
 use super::translate::{
-    patch_link, trampolines, translate_n, xsave_mask, NoBlock, Tramps, CACHE_BASE, CACHE_SIZE,
-    CODE, CODE_END, EMPTY_KEY, TABLE, TABLE_ENTRIES, TRAMP,
+    link_target, patch_link, trampolines, translate_n, xsave_mask, NoBlock, Tramps, CACHE_BASE,
+    CACHE_SIZE, CODE, CODE_END, EMPTY_KEY, TABLE, TABLE_ENTRIES, TRAMP,
 };
 use super::{invalid, BackendError};
 use std::collections::{BTreeMap, HashMap};
@@ -31,9 +31,9 @@ pub(super) struct Translator {
     /// The next block is the one guest instruction that wrote to its own code: translated
     /// alone, without protecting its page, and not kept.
     pub(super) single: bool,
-    /// The link sites patched to jump straight to their target block (undone by
-    /// [`Translator::unlink_all`]).
-    linked: Vec<u64>,
+    /// The link sites patched to jump straight to their target block, with where each jumped
+    /// before (its slow stub), for [`Translator::unlink_all`].
+    linked: HashMap<u64, u64>,
 }
 
 /// A multiplicative hasher for u64 keys (guest addresses): the dispatcher's maps
@@ -97,7 +97,7 @@ impl Translator {
             decoded: HashMap::default(),
             generation: 0,
             single: false,
-            linked: Vec::new(),
+            linked: HashMap::new(),
         };
         let o = (TRAMP - CACHE_BASE) as usize;
         tr.cache()[o..o + tcode.len()].copy_from_slice(&tcode);
@@ -122,18 +122,34 @@ impl Translator {
 
     /// Links the exit at `site` to the block at `host`.
     pub(super) fn link(&mut self, site: u64, host: u64) {
+        // where it jumps unlinked: its slow stub, which is not always the next instruction
+        // (a jcc's taken site has its stub after the fall-through's)
+        let slow = link_target(self.cache(), site);
+        self.linked.entry(site).or_insert(slow);
         patch_link(self.cache(), site, host);
-        self.linked.push(site);
     }
 
     /// Undoes every link and empties the indirect-branch table, so that translated code leaves
     /// for the dispatcher at its next block boundary (an asynchronous signal is waiting); they
     /// are made again as the guest runs on.
     pub(super) fn unlink_all(&mut self) {
-        for site in std::mem::take(&mut self.linked) {
-            patch_link(self.cache(), site, site + 5);
+        for (site, slow) in std::mem::take(&mut self.linked) {
+            patch_link(self.cache(), site, slow);
         }
-        self.clear_table();
+        self.forget_keys();
+    }
+
+    /// Empties every entry of the indirect-branch table by its key only: the guest resumes in
+    /// the middle of translated code after an unlink, perhaps in a lookup that matched a key
+    /// already, whose next load is the entry's host address, which must still be there.
+    fn forget_keys(&mut self) {
+        let table =
+            &mut self.cache()[(TABLE - CACHE_BASE) as usize..][..(16 * TABLE_ENTRIES) as usize];
+        for e in table.chunks_exact_mut(16) {
+            if e[..8].iter().any(|b| *b != 0) {
+                e[..8].copy_from_slice(&EMPTY_KEY.to_le_bytes());
+            }
+        }
     }
 
     /// Empties the indirect-branch table: its pages go back to the kernel, and read as zero

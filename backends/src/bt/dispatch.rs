@@ -22,10 +22,21 @@ pub(super) enum Stop {
     },
     /// A fault the guest may handle itself (a handler installed with rt_sigaction).
     Fault(GuestFault),
-    Kicked,
+    /// Another guest thread waits to run: this one lets it (at a block boundary).
+    Yield,
     /// execve of a program the translator can load: the translator process replaces the
     /// guest's image with it.
     Exec(Box<super::loader::Job>),
+    /// Syscall `nr` (its `syscall` instruction ends at `next`) is to be made with nothing held
+    /// ([`crate::linux_abi::Action::Block`]).
+    Block {
+        nr: u64,
+        next: u64,
+    },
+    /// clone of a thread.
+    Spawn(Box<super::threads::Spawn>),
+    /// exit of the running thread.
+    ExitThread(i32),
 }
 
 /// The guest dies of `signal`.
@@ -71,8 +82,8 @@ enum Next {
     Stop(Stop),
 }
 
-/// Runs the guest until it stops; `kicked` is the watchdog's request to leave, `t0` the
-/// start of the run (for the start-up time).
+/// Runs the guest until it stops; `kicked`: another thread waits to run (the guest yields at
+/// its next block boundary); `t0` the start of the run (for the start-up time).
 pub(super) fn dispatch(m: &mut Machine, kicked: &AtomicBool, t0: Instant) -> (Stop, Tally) {
     // SAFETY: `enter` points at the entry trampoline written into the executable cache by
     // Translator::new; it follows the System V ABI (saves callee-saved registers, FS base and
@@ -83,8 +94,8 @@ pub(super) fn dispatch(m: &mut Machine, kicked: &AtomicBool, t0: Instant) -> (St
     // instruction boundary
     let mut resume: Option<u64> = None;
     let stop = loop {
-        if kicked.load(Ordering::Acquire) {
-            break Stop::Kicked;
+        if resume.is_none() && kicked.load(Ordering::Acquire) {
+            break Stop::Yield;
         }
         let pc = m.ctx.next;
         // the guest's trap flag: run one instruction, then deliver SIGTRAP
@@ -161,7 +172,8 @@ pub(super) fn dispatch(m: &mut Machine, kicked: &AtomicBool, t0: Instant) -> (St
 /// (a frame at `ctx.next`), or its default action when its disposition changed since the host
 /// took it (the host's own default action applies otherwise).
 fn deliver_async(m: &mut Machine) -> Result<(), Stop> {
-    let ready = signals::pending() & !m.abi.signals.mask;
+    let slot = m.ctx.in_cache[3];
+    let ready = signals::pending(slot) & !m.abi.signals.mask;
     if ready == 0 {
         if let Some(old) = m.abi.signals.saved_mask.take() {
             m.abi.signals.mask = old; // rt_sigsuspend woke for nothing the guest handles
@@ -170,7 +182,7 @@ fn deliver_async(m: &mut Machine) -> Result<(), Stop> {
         return Ok(());
     }
     let sig = ready.trailing_zeros() as i32 + 1;
-    let info = signals::take(sig);
+    let info = signals::take(sig, slot);
     let f = GuestFault {
         signal: sig,
         code: (info[1] & 0xffff_ffff) as u32 as i32,

@@ -11,7 +11,8 @@ use super::translate::{is_far, Ctx, GPRS};
 use crate::linux_abi::{Abi, Action, GuestMem};
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic as M, Register};
 
-/// The guest's virtual CPU state the dispatcher keeps beside the registers.
+/// The guest's virtual CPU state the dispatcher keeps beside the registers (a thread's own).
+#[derive(Debug, Clone)]
 pub(super) struct Vcpu {
     pub(super) vif: bool,
     pub(super) tsc0: u64,
@@ -169,11 +170,24 @@ fn syscall_in(
     next: u64,
 ) -> Result<(), Stop> {
     let g = &ctx.gpr;
-    let nr = g[0];
+    let (nr, args) = (g[0], [g[7], g[6], g[2], g[10], g[8], g[9]]);
+    let forks = [
+        libc::SYS_fork,
+        libc::SYS_vfork,
+        libc::SYS_clone,
+        libc::SYS_clone3,
+    ];
+    let action = if forks.contains(&(nr as i64)) {
+        super::threads::forking(|| abi.syscall(space, nr, args))
+    } else {
+        abi.syscall(space, nr, args)
+    };
     let mut deliver = None;
-    let r = match abi.syscall(space, nr, [g[7], g[6], g[2], g[10], g[8], g[9]]) {
+    let r = match action {
         Action::Return(v) => v,
         Action::Exit(code) => return Err(Stop::Exited(code & 0xff)),
+        Action::ExitThread(code) => return Err(Stop::ExitThread(code & 0xff)),
+        Action::Block => return Err(Stop::Block { nr, next }),
         Action::SetFs(base) => {
             ctx.guest_fs = base;
             0
@@ -198,9 +212,12 @@ fn syscall_in(
             None => crate::linux_abi::Errno::EFAULT.ret(),
         },
         Action::Child { stack, tls } => {
-            // the translator process forked: this is the child, with the guest's new pid
-            super::signals::forget_pending();
-            ctx.in_cache[0] = abi.pid() as u64;
+            // the translator process forked: this is the child, with the guest's new pid, and
+            // one thread
+            let pid = abi.pid();
+            ctx.in_cache[0] = pid as u64;
+            ctx.in_cache[2] = pid as u64;
+            ctx.in_cache[3] = super::signals::forget_pending(pid as i32);
             if stack != 0 {
                 ctx.gpr[4] = stack;
             }
@@ -209,22 +226,34 @@ fn syscall_in(
             }
             0
         }
-    };
-    if r == -i64::from(libc::EINTR) && RESTARTABLE.contains(&(nr as i64)) {
-        // a handled signal interrupted the host call: with SA_RESTART the guest makes it again
-        // when the handler returns (its frame is at the syscall instruction itself)
-        let ready = super::signals::pending() & !abi.signals.mask;
-        let sig = ready.trailing_zeros() as usize + 1;
-        if ready != 0 && abi.signals.actions[sig][1] & super::signals::SA_RESTART != 0 {
-            ctx.next = next - 2;
-            return Ok(());
+        Action::Thread(spec) => {
+            // the new thread's registers: the caller's, returning 0 from the syscall on its own
+            // stack, with its own TLS
+            let mut child = Box::new(ctx.clone());
+            let c = &mut *child;
+            c.gpr[0] = 0;
+            c.gpr[1] = next;
+            c.gpr[11] = c.rflags;
+            c.next = next;
+            c.info = 0;
+            c.hits = 0;
+            c.in_cache[1] = 0;
+            if spec.stack != 0 {
+                c.gpr[4] = spec.stack;
+            }
+            if let Some(fs) = spec.tls {
+                c.guest_fs = fs;
+            }
+            return Err(Stop::Spawn(Box::new(super::threads::Spawn {
+                ctx: child,
+                vcpu: vcpu.clone(),
+                spec,
+                nr,
+                next,
+            })));
         }
-    }
-    let g = &mut ctx.gpr;
-    g[0] = r as u64;
-    g[1] = next;
-    g[11] = ctx.rflags;
-    ctx.next = next;
+    };
+    finish_syscall(ctx, abi, nr, next, r)?;
     match deliver {
         // delivered by the dispatcher as a fault is, at the instruction after the syscall
         Some(signal) => Err(Stop::Fault(GuestFault {
@@ -237,6 +266,43 @@ fn syscall_in(
         })),
         None => Ok(()),
     }
+}
+
+/// The end of syscall `nr` (its instruction ends at `next`) with result `r`: rax, rcx and r11
+/// as sysret leaves them, or, when a signal interrupted the host's call (EINTR), the call again
+/// after the guest's handler if it asked for SA_RESTART, and at once if the signal was not the
+/// guest's (another thread's kick: natively nothing interrupts the call).
+pub(super) fn finish_syscall(
+    ctx: &mut Ctx,
+    abi: &Abi,
+    nr: u64,
+    next: u64,
+    r: i64,
+) -> Result<(), Stop> {
+    if r == -i64::from(libc::EINTR) {
+        let ready = super::signals::pending(ctx.in_cache[3]) & !abi.signals.mask;
+        let sig = ready.trailing_zeros() as usize + 1;
+        let restart = match ready {
+            // nothing the guest takes: a kick interrupted a call that waits (a pause or
+            // sigsuspend that ends with EINTR has the guest's signal pending)
+            0 => true,
+            _ => {
+                RESTARTABLE.contains(&(nr as i64))
+                    && abi.signals.actions[sig][1] & super::signals::SA_RESTART != 0
+            }
+        };
+        if restart {
+            // its frame is at the syscall instruction itself
+            ctx.next = next - 2;
+            return Ok(());
+        }
+    }
+    let g = &mut ctx.gpr;
+    g[0] = r as u64;
+    g[1] = next;
+    g[11] = ctx.rflags;
+    ctx.next = next;
+    Ok(())
 }
 
 /// `cpuid`: leaf eax, subleaf ecx; results in eax, ebx, ecx, edx (zero-extended).

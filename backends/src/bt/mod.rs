@@ -29,6 +29,7 @@ mod emulate;
 mod loader;
 mod signals;
 mod space;
+mod threads;
 pub mod translate;
 
 pub use emulate::virtual_cpuid;
@@ -37,7 +38,7 @@ use crate::linux_abi::{self, Abi};
 use crate::session::{self, forked};
 use crate::{Availability, Backend, BackendError, Invocation, Outcome};
 use cache::Translator;
-use dispatch::{Machine, Stop, Tally};
+use dispatch::{Stop, Tally};
 use emulate::Vcpu;
 use signals::Signals;
 use space::{Space, BRK_END, MMAP_HI, MMAP_LO, MMAP_NEAR};
@@ -143,8 +144,9 @@ impl Backend for BtBackend {
 
 /// The translator process (forked by [`BtBackend::run`]): loads the guest, translates and runs
 /// it until it exits, replacing its image at each execve, reports its counters, and ends as
-/// the guest ended (its exit status, or the signal it died of). Returns the exit status for
-/// the caller's `_exit`.
+/// the guest ended (its exit status, or the signal it died of). Its first thread runs the
+/// guest's first thread; each thread the guest starts is a host thread of its own
+/// ([`threads`]). Returns only when set-up fails: the exit status for the caller's `_exit`.
 fn translator_process(
     child: &mut forked::Child,
     job: &loader::Job,
@@ -159,9 +161,12 @@ fn translator_process(
         setup.layout.brk_start = guest.image_end;
         setup.layout.brk_limit = guest.brk_end;
         let signals = Signals::install()?;
-        Ok::<_, BackendError>((guest, tr, signals))
+        let report = child
+            .share()
+            .map_err(|e| invalid(format!("bt: the report file: {e}")))?;
+        Ok::<_, BackendError>((guest, tr, signals, report))
     })();
-    let (guest, mut tr, signals) = match prepared {
+    let (guest, tr, signals, report) = match prepared {
         Ok(p) => p,
         Err(e) => {
             child.report(&forked::Report {
@@ -171,72 +176,61 @@ fn translator_process(
             return 126;
         }
     };
-    let mut ctx = loader::initial_context(&guest, tr.xmask);
-    let mut abi = Abi::new(setup);
-    // translated code answers getpid and gettid itself (translate::IN_CACHE)
-    ctx.in_cache = [abi.pid() as u64, 0, 0, 0, 0, 0];
+    let ctx = loader::initial_context(&guest, tr.xmask);
+    let abi = Abi::new(setup);
+    // translated code answers getpid itself (translate::IN_CACHE); the thread's own ids
+    let pid = abi.pid() as u64;
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    ctx.in_cache = [pid, 0, tid as u64, signals::claim(tid), 0];
     signals::arm(&tr.tramps, CODE, tr.cursor);
-    let never = std::sync::atomic::AtomicBool::new(false);
-    let mut vcpu = Vcpu::new();
-    let mut total = dispatch::Tally::default();
-    let (mut hits, mut in_cache) = (0, 0);
-    let stop = loop {
-        let mut machine = Machine {
-            ctx,
-            space: &space,
-            abi: &mut abi,
-            vcpu: &mut vcpu,
-            tr: &mut tr,
-        };
-        let (stop, tally) = dispatch::dispatch(&mut machine, &never, t0);
-        total.add(&tally);
-        ctx = machine.ctx;
-        hits += std::mem::take(&mut ctx.hits);
-        in_cache += std::mem::take(&mut ctx.in_cache[1]);
-        let Stop::Exec(job) = stop else {
-            break stop;
-        };
-        // execve's point of no return: the old image goes, the new one must load
-        tr.flush();
-        space.clear_guest();
-        let guest = match loader::load(&mut space, &job) {
-            Ok(g) => g,
-            Err(e) => {
-                forked::child_note("bt", &format!("execve of {}: {e}", job.name));
-                forked::die_of(libc::SIGKILL);
-            }
-        };
-        abi.exec_done(
-            linux_abi::Layout {
-                brk_start: guest.image_end,
-                brk_limit: guest.brk_end,
-                ..layout
-            },
-            std::fs::canonicalize(&job.name).unwrap_or_else(|_| job.name.clone().into()),
-        );
-        signals::mirror_all(&abi.signals.actions);
-        ctx = loader::initial_context(&guest, tr.xmask);
-        vcpu = Vcpu::new();
+    let world = threads::World {
+        tr,
+        space,
+        abi,
+        total: Tally::default(),
+        hits: 0,
+        in_cache: 0,
+        report,
+        layout,
+        _signals: signals,
     };
+    let (sh, held) = threads::Shared::start(world);
+    let mut me = threads::GuestThread {
+        ctx: Box::new(ctx.clone()),
+        vcpu: Vcpu::new(),
+        state: linux_abi::ThreadState::default(),
+    };
+    threads::drive(sh, held, &mut me, t0);
+    // the guest's first thread exited and others run on: the process ends with the last
+    threads::park()
+}
+
+/// The process ends as its guest did (`stop`): the first process reports, and the translator
+/// exits with the guest's status or dies of its signal. Nothing is torn down (no unmapping of
+/// the guest's memory and the cache, no freeing of the translator's tables), which the kernel
+/// does at once at exit: a guest that forks and exits often (a shell) pays for that on every
+/// child.
+fn end_process(mut held: threads::Held, stop: Stop) -> ! {
+    let w = held.world();
     // only the guest's first process reports (its forked children share the report file)
-    if std::process::id() as i32 == child.pid {
-        let counters = counters(&tr, &total, (hits, in_cache), &abi, &space);
-        child.report(&forked::Report {
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } == w.report.pid {
+        let ctx = threads::ctx_page();
+        let own = (w.hits + ctx.hits, w.in_cache + ctx.in_cache[1]);
+        let counters = counters(&w.tr, &w.total, own, &w.abi, &w.space);
+        w.report.report(&forked::Report {
             counters,
-            startup_ns: total.startup.map(|d| d.as_nanos() as u64),
+            startup_ns: w.total.startup.map(|d| d.as_nanos() as u64),
             error: None,
         });
     }
-    if let Some(list) = abi.unsupported() {
+    if let Some(list) = w.abi.unsupported() {
         forked::child_note(
             "bt",
             &format!("unsupported syscalls answered with ENOSYS: {list}"),
         );
     }
-    // The process ends here: nothing is torn down (no unmapping of the guest's memory and the
-    // cache, no freeing of the translator's tables), which the kernel does at once at exit.
-    // A guest that forks and exits often (a shell) pays for that on every child.
-    let _keep = (signals, space, tr, abi);
     match stop {
         Stop::Exited(code) => forked::exit_now(code & 0xff),
         Stop::Crashed { signal, message }
@@ -248,8 +242,40 @@ fn translator_process(
             }
             forked::die_of(signal)
         }
-        Stop::Kicked | Stop::Exec(_) => forked::exit_now(125),
+        _ => forked::exit_now(125),
     }
+}
+
+/// execve's point of no return, in the process's one thread left: the old image goes, the
+/// new one must load.
+fn exec(
+    mut held: threads::Held,
+    me: &mut threads::GuestThread,
+    job: &loader::Job,
+) -> threads::Held {
+    let w = held.world();
+    w.tr.flush();
+    w.space.clear_guest();
+    let guest = match loader::load(&mut w.space, job) {
+        Ok(g) => g,
+        Err(e) => {
+            forked::child_note("bt", &format!("execve of {}: {e}", job.name));
+            forked::die_of(libc::SIGKILL);
+        }
+    };
+    w.abi.exec_done(
+        linux_abi::Layout {
+            brk_start: guest.image_end,
+            brk_limit: guest.brk_end,
+            ..w.layout
+        },
+        std::fs::canonicalize(&job.name).unwrap_or_else(|_| job.name.clone().into()),
+    );
+    signals::mirror_all(&w.abi.signals.actions);
+    // the thread's ids (in_cache) stay; everything else starts afresh
+    loader::initial_context(&guest, w.tr.xmask);
+    me.vcpu = Vcpu::new();
+    held
 }
 
 /// The run's counters, named: the translator's, the dispatcher's and the ABI's.

@@ -9,7 +9,7 @@ use super::space::Space;
 use super::translate::{Ctx, Tramps, CTX};
 use super::{os, BackendError};
 use crate::linux_abi::{GuestMem, SignalState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// Bounds of translated code while a run is active (0..0 otherwise), for the signal handler.
 static CODE_LO: AtomicU64 = AtomicU64::new(0);
@@ -45,29 +45,113 @@ pub(super) fn code_grew(code_hi: u64) {
 }
 
 /// Asynchronous signals the host handler took for the guest and the dispatcher has not yet
-/// delivered (bit n-1 = signal n).
-static PENDING: AtomicU64 = AtomicU64::new(0);
-/// The siginfo each pending signal came with (16 words per signal), as the handler saw it.
-static INFOS: [[AtomicU64; 16]; 65] = [const { [const { AtomicU64::new(0) }; 16] }; 65];
-
-/// The asynchronous signals taken and not yet delivered.
-pub(super) fn pending() -> u64 {
-    PENDING.load(Ordering::Acquire)
+/// delivered (bit n-1 = signal n), with the siginfo each came with (16 words per signal, as
+/// the handler saw it): one set for the process ([`PROCESS`]) and one per guest thread, for
+/// the signals sent to that thread (tgkill, tkill).
+struct Pending {
+    /// The host thread whose set this is (0: free).
+    tid: AtomicI32,
+    bits: AtomicU64,
+    infos: [[AtomicU64; 16]; 65],
 }
 
-/// Takes pending signal `sig` (its siginfo).
-pub(super) fn take(sig: i32) -> [u64; 16] {
-    PENDING.fetch_and(!(1u64 << (sig - 1)), Ordering::AcqRel);
-    let mut v = [0u64; 16];
-    for (i, w) in v.iter_mut().enumerate() {
-        *w = INFOS[sig as usize][i].load(Ordering::Relaxed);
+impl Pending {
+    const fn new() -> Pending {
+        Pending {
+            tid: AtomicI32::new(0),
+            bits: AtomicU64::new(0),
+            infos: [const { [const { AtomicU64::new(0) }; 16] }; 65],
+        }
     }
-    v
+
+    fn record(&self, sig: i32, info: *const u64) {
+        for (i, w) in self.infos[sig as usize].iter().enumerate() {
+            // SAFETY: the kernel's siginfo is 128 bytes (16 words).
+            w.store(unsafe { *info.add(i) }, Ordering::Relaxed);
+        }
+        self.bits.fetch_or(1u64 << (sig - 1), Ordering::AcqRel);
+    }
+
+    fn take(&self, sig: i32) -> [u64; 16] {
+        self.bits.fetch_and(!(1u64 << (sig - 1)), Ordering::AcqRel);
+        let mut v = [0u64; 16];
+        for (i, w) in v.iter_mut().enumerate() {
+            *w = self.infos[sig as usize][i].load(Ordering::Relaxed);
+        }
+        v
+    }
 }
 
-/// A forked child starts with no pending signal, as natively.
-pub(super) fn forget_pending() {
-    PENDING.store(0, Ordering::Release);
+/// Guest threads whose signals are kept apart (more share the process's set).
+const THREADS: usize = 64;
+static PROCESS: Pending = Pending::new();
+static PER_THREAD: [Pending; THREADS] = [const { Pending::new() }; THREADS];
+
+/// The set of the guest thread `slot` (see [`claim`]), if it has one.
+fn own(slot: u64) -> Option<&'static Pending> {
+    PER_THREAD.get(slot as usize)
+}
+
+/// A set for the signals sent to host thread `tid`; its slot ([`THREADS`]: none was free).
+pub(super) fn claim(tid: i32) -> u64 {
+    for (i, p) in PER_THREAD.iter().enumerate() {
+        if p.tid
+            .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            p.bits.store(0, Ordering::Release);
+            return i as u64;
+        }
+    }
+    THREADS as u64
+}
+
+/// The guest thread of `slot` is gone: its set is free again.
+pub(super) fn release(slot: u64) {
+    if let Some(p) = own(slot) {
+        p.bits.store(0, Ordering::Release);
+        p.tid.store(0, Ordering::Release);
+    }
+}
+
+/// The asynchronous signals taken for the process and for the thread of `slot`, not yet
+/// delivered.
+pub(super) fn pending(slot: u64) -> u64 {
+    PROCESS.bits.load(Ordering::Acquire) | own(slot).map_or(0, |p| p.bits.load(Ordering::Acquire))
+}
+
+/// Takes pending signal `sig` (its siginfo): the thread's own first.
+pub(super) fn take(sig: i32, slot: u64) -> [u64; 16] {
+    match own(slot) {
+        Some(p) if p.bits.load(Ordering::Acquire) & (1u64 << (sig - 1)) != 0 => p.take(sig),
+        _ => PROCESS.take(sig),
+    }
+}
+
+/// A forked child starts with no pending signal, as natively, and one thread (`tid`): its
+/// slot.
+pub(super) fn forget_pending(tid: i32) -> u64 {
+    PROCESS.bits.store(0, Ordering::Release);
+    for p in &PER_THREAD {
+        p.bits.store(0, Ordering::Release);
+        p.tid.store(0, Ordering::Release);
+    }
+    HOLDER.store(tid, Ordering::Release);
+    claim(tid)
+}
+
+/// The host thread that runs the guest now (holds [`super::threads`]' baton).
+static HOLDER: AtomicI32 = AtomicI32::new(0);
+
+/// Host thread `tid` runs the guest from now on.
+pub(super) fn set_holder(tid: i32) {
+    HOLDER.store(tid, Ordering::Release);
+}
+
+/// Makes host thread `tid` leave translated code (or its host call, with EINTR) at once.
+pub(super) fn kick(tid: i32) {
+    // SAFETY: tgkill takes integers only; a thread that is gone is ESRCH, ignored.
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, kick_signal()) };
 }
 
 /// Host handler of a signal the guest handles: records it and, when it interrupted translated
@@ -80,16 +164,31 @@ extern "C" fn on_async(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut li
     // stopped here.
     unsafe {
         let words = info as *const u64;
-        for (i, w) in INFOS[sig as usize].iter().enumerate() {
-            w.store(*words.add(i), Ordering::Relaxed);
-        }
-        PENDING.fetch_or(1u64 << (sig - 1), Ordering::AcqRel);
+        // sent to this thread (tgkill, tkill): its own set, when it has one
+        let tid = libc::syscall(libc::SYS_gettid) as i32;
+        let mine = if (*info).si_code == SI_TKILL {
+            PER_THREAD
+                .iter()
+                .find(|p| p.tid.load(Ordering::Acquire) == tid)
+        } else {
+            None
+        };
+        mine.unwrap_or(&PROCESS).record(sig, words);
         let uc = &mut *(uc as *mut libc::ucontext_t);
         let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
         if CODE_LO.load(Ordering::Acquire) <= rip && rip < CODE_HI.load(Ordering::Acquire) {
+            // translated code runs only on the thread that holds the baton: the context page
+            // is this thread's
             let ctx = CTX as *mut Ctx;
             (*ctx).fault_host_rip = rip;
             uc.uc_mcontext.gregs[libc::REG_RIP as usize] = KICK_EXIT.load(Ordering::Acquire) as i64;
+        } else if mine.is_none() {
+            // the process's signal, taken by a thread that waits: the one that runs the
+            // guest delivers it, now
+            let holder = HOLDER.load(Ordering::Acquire);
+            if holder != 0 && holder != tid {
+                kick(holder);
+            }
         }
     }
 }
@@ -131,9 +230,49 @@ pub(super) fn mirror_all(actions: &[[u64; 4]; 65]) {
 /// The host mask that stands for the guest's blocked mask, so a signal it blocks stays
 /// pending in the host kernel (and does not interrupt its calls) until it unblocks it.
 pub(super) fn mirror_mask(mask: u64) {
-    let set = crate::linux_abi::host_sigset(mask);
-    // SAFETY: a valid set for this (the translator's only) thread.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    let mut set = crate::linux_abi::host_sigset(mask);
+    // SAFETY: a valid set, for the calling thread (the guest thread's own); the kick is never
+    // blocked (a thread must leave translated code for the others to run).
+    unsafe {
+        libc::sigdelset(&mut set, kick_signal());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
+    };
+}
+
+/// The alternate signal stack of a guest thread's host thread (each needs its own: the
+/// handlers must never run on the guest's stack); removed on drop.
+pub(super) struct AltStack {
+    stack: Vec<u8>,
+}
+
+impl AltStack {
+    pub(super) fn new() -> Result<AltStack, BackendError> {
+        let mut stack = vec![0u8; 256 << 10];
+        let ss = libc::stack_t {
+            ss_sp: stack.as_mut_ptr().cast(),
+            ss_flags: 0,
+            ss_size: stack.len(),
+        };
+        // SAFETY: the buffer lives as long as the returned value, which disables the
+        // alternate stack before freeing it.
+        if unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } != 0 {
+            return Err(os("sigaltstack"));
+        }
+        Ok(AltStack { stack })
+    }
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        let ss = libc::stack_t {
+            ss_sp: std::ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        // SAFETY: disabling this thread's alternate stack before its buffer goes.
+        unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) };
+        let _ = self.stack.len();
+    }
 }
 
 /// Signal handler: redirects translated code that faulted (or was kicked) to an exit.
@@ -270,6 +409,8 @@ pub(super) fn segv(pc: u64, addr: u64) -> Stop {
 
 /// si_code of faults the kernel raises itself (#GP, int n, int3).
 pub(super) const SI_KERNEL: i32 = 0x80;
+/// si_code of a signal sent by tkill or tgkill.
+const SI_TKILL: i32 = -6;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_NODEFER: u64 = 0x4000_0000;

@@ -48,7 +48,9 @@ pub const INFO_FAULT: u64 = 3;
 /// The watchdog asked the guest to leave.
 pub const INFO_KICK: u64 = 4;
 
-/// The guest's machine state and the slots generated code uses, at [`CTX`].
+/// The guest's machine state and the slots generated code uses, at [`CTX`] (the running
+/// thread's; each guest thread keeps a copy while another runs).
+#[derive(Clone)]
 #[repr(C, align(64))]
 pub struct Ctx {
     /// RAX RCX RDX RBX RSP RBP RSI RDI R8..R15 (iced's register order).
@@ -65,8 +67,11 @@ pub struct Ctx {
     pub s_rcx: u64,
     /// Scratch: rdx in the lookup.
     pub s_rdx: u64,
-    /// Host address the entry (or a lookup hit) jumps to.
+    /// Host address the entry jumps to.
     pub s_tgt: u64,
+    /// Host address a lookup hit jumps to (not `s_tgt`: a kick between the lookup's store and
+    /// its jump resumes through the entry, which sets `s_tgt`).
+    pub l_tgt: u64,
     /// vbench's stack pointer while the guest runs.
     pub host_rsp: u64,
     /// vbench's FS base (its thread-local storage).
@@ -85,10 +90,11 @@ pub struct Ctx {
     pub s_tmp: u64,
     /// Components the trampolines save with XSAVE (x87, SSE, AVX, AVX-512 as enabled).
     pub xmask: u64,
-    /// The answers translated code gives itself: [0] the guest's pid (getpid and gettid are
-    /// answered in the cache, [`IN_CACHE`]), [1] how many such calls it answered; the rest is
-    /// padding that keeps the FXSAVE areas aligned.
-    pub in_cache: [u64; 6],
+    /// The answers translated code gives itself: [0] the guest's pid (getpid is answered in
+    /// the cache, [`IN_CACHE`]), [1] how many such calls it answered; and the thread's own
+    /// ids, for the dispatcher: [2] its host thread id, [3] its signal slot
+    /// (`signals::claim`); the rest is padding that keeps the FXSAVE areas aligned.
+    pub in_cache: [u64; 5],
     /// The kick exit's scratch: rax at the kick.
     pub k_rax: u64,
     /// The kick exit's copy of `s_rax` at the kick (live when the kick hit the middle of an
@@ -584,8 +590,9 @@ fn scan(pc: u64, code: &[u8], max: usize) -> Scan {
 }
 
 /// The system calls translated code answers itself, without leaving the cache (as kvm's guest
-/// kernel answers them inside the guest): getpid and gettid, whose answer never changes.
-pub const IN_CACHE: [i64; 2] = [libc::SYS_getpid, libc::SYS_gettid];
+/// kernel answers them inside the guest): getpid, whose answer is the same in every thread
+/// (gettid is not: each guest thread is a host thread).
+pub const IN_CACHE: [i64; 1] = [libc::SYS_getpid];
 
 /// Whether the CPU has BMI2 (pext/pdep, rorx: flag-free bit moves the in-cache answer needs).
 fn bmi2() -> bool {
@@ -849,14 +856,14 @@ fn lookup(e: &mut Emitter, t: &Tramps) -> Result<(), IcedError> {
         RDX,
         MemoryOperand::with_base_displ(RDX, 8),
     )?)?;
-    e.store(slot!(s_tgt), RDX)?;
+    e.store(slot!(l_tgt), RDX)?;
     e.load(RCX, slot!(hits))?;
     e.lea(RCX, MemoryOperand::with_base_displ(RCX, 1))?;
     e.store(slot!(hits), RCX)?;
     e.load(RCX, slot!(s_rcx))?;
     e.load(RDX, slot!(s_rdx))?;
     e.load(RAX, slot!(s_rax))?;
-    e.ins(Instruction::with1(Code::Jmp_rm64, rip(slot!(s_tgt)))?)
+    e.ins(Instruction::with1(Code::Jmp_rm64, rip(slot!(l_tgt)))?)
 }
 
 /// Leaves for the dispatcher with rax = guest target (the lookup's miss path).
@@ -899,6 +906,13 @@ pub fn patch_link(cache: &mut [u8], site: u64, target: u64) {
     let o = (site - CACHE_BASE) as usize;
     let rel = target.wrapping_sub(site + 5) as i64 as i32;
     cache[o + 1..o + 5].copy_from_slice(&rel.to_le_bytes());
+}
+
+/// Where the link site at `site` (inside `cache`) jumps now.
+pub fn link_target(cache: &[u8], site: u64) -> u64 {
+    let o = (site - CACHE_BASE) as usize;
+    let rel = i32::from_le_bytes(cache[o + 1..o + 5].try_into().expect("four bytes"));
+    (site + 5).wrapping_add(rel as i64 as u64)
 }
 
 #[cfg(test)]
@@ -944,6 +958,31 @@ mod tests {
             translate(0x1000, &[], CODE, &tramps()).unwrap_err(),
             NoBlock::NotExecutable
         );
+    }
+
+    #[test]
+    fn a_jcc_taken_site_unlinked_jumps_to_its_own_stub_not_the_next_instruction() {
+        // cmp eax, 0; je +0x10. Found with Go under threads: unlinking wrote site+5 back into
+        // the jcc's rel32, which is the fall-through's site, so a taken je fell through.
+        let code = [0x83, 0xf8, 0x00, 0x74, 0x10];
+        let b = translate(0x40_0000, &code, CODE, &tramps()).unwrap();
+        let mut cache = vec![0u8; (CODE - CACHE_BASE) as usize + b.bytes.len()];
+        cache[(CODE - CACHE_BASE) as usize..].copy_from_slice(&b.bytes);
+        let mut d = Decoder::with_ip(64, &b.bytes, CODE, DecoderOptions::NONE);
+        let jcc = d.iter().find(|i| i.is_jcc_near()).expect("a near jcc");
+        let site = jcc.ip() + 1;
+        let stub = link_target(&cache, site);
+        assert_ne!(stub, site + 5, "the fall-through site");
+        // the stub leaves with next = the branch's target
+        let at = (stub - CODE) as usize;
+        let mut d = Decoder::with_ip(64, &b.bytes[at..], stub, DecoderOptions::NONE);
+        let targets: Vec<u64> = d.iter().take(3).map(|i| i.immediate64()).collect();
+        assert!(targets.contains(&0x40_0015), "{targets:x?}");
+        // linking and unlinking as the translator does give the stub back
+        patch_link(&mut cache, site, CODE);
+        assert_eq!(link_target(&cache, site), CODE);
+        patch_link(&mut cache, site, stub);
+        assert_eq!(link_target(&cache, site), stub);
     }
 
     #[test]

@@ -262,11 +262,16 @@ fn syscall(st: &mut ExitState, mem: &dyn GuestMem, mut regs: kvm_regs) -> Step {
                 "signal handlers are not run in the micro-VM".into(),
             )
         }
-        // fork is a process of its own's (Setup::own_process), which the micro-VM is not
-        Action::Child { .. } | Action::Exec => {
+        // fork, threads and deferred calls are a process of its own's (Setup::own_process),
+        // which the micro-VM is not
+        Action::Child { .. }
+        | Action::Exec
+        | Action::Thread(_)
+        | Action::ExitThread(_)
+        | Action::Block => {
             return crashed(
                 libc::SIGSEGV,
-                "fork or execve in the micro-VM's own process".into(),
+                "fork, execve or a thread in the micro-VM's own process".into(),
             )
         }
     };

@@ -13,8 +13,8 @@ type Sys = Result<i64, Errno>;
 pub(super) fn read(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let fd = abi.fds.host(a[0])?;
     let p = buf_out(mem, a[1], a[2])?;
-    // SAFETY: `p` holds a[2] checked, writable guest bytes.
-    host(unsafe { libc::read(fd, p.cast(), a[2] as usize) } as i64)
+    // `p` holds a[2] checked, writable guest bytes
+    abi.host_call(libc::SYS_read, [fd as u64, p as u64, a[2], 0, 0, 0])
 }
 
 /// write: a captured output keeps the bytes; a host descriptor writes them, and a write to a
@@ -30,9 +30,10 @@ pub(super) fn write(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, E
             Ok(Action::Return(tmp.len() as i64))
         }
         Fd::Host(f) => {
-            // SAFETY: `p` holds a[2] checked, readable guest bytes.
-            let rc = unsafe { libc::write(f.as_raw_fd(), p.cast(), a[2] as usize) } as i64;
-            abi.written(rc)
+            // `p` holds a[2] checked, readable guest bytes
+            let fd = f.as_raw_fd() as u64;
+            let r = abi.host_call(libc::SYS_write, [fd, p as u64, a[2], 0, 0, 0]);
+            abi.written(r)
         }
     }
 }
@@ -40,8 +41,8 @@ pub(super) fn write(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, E
 impl Abi {
     /// The guest's view of a host write's result: EPIPE also raises SIGPIPE (a guest that is
     /// a host process of its own got the host's SIGPIPE already).
-    fn written(&mut self, rc: i64) -> Result<Action, Errno> {
-        match host(rc) {
+    fn written(&mut self, r: Sys) -> Result<Action, Errno> {
+        match r {
             Err(Errno::EPIPE) if !self.hosted_process() => {
                 Ok(self.raise(libc::SIGPIPE, Errno::EPIPE.ret()))
             }
@@ -53,16 +54,16 @@ impl Abi {
 pub(super) fn pread64(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let fd = abi.fds.host(a[0])?;
     let p = buf_out(mem, a[1], a[2])?;
-    // SAFETY: `p` holds a[2] checked, writable guest bytes.
-    host(unsafe { libc::pread(fd, p.cast(), a[2] as usize, a[3] as i64) } as i64)
+    // `p` holds a[2] checked, writable guest bytes
+    abi.host_call(libc::SYS_pread64, [fd as u64, p as u64, a[2], a[3], 0, 0])
 }
 
 pub(super) fn pwrite64(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
     let fd = abi.fds.host(a[0])?;
     let p = buf_in(mem, a[1], a[2])?;
-    // SAFETY: `p` holds a[2] checked, readable guest bytes.
-    let rc = unsafe { libc::pwrite(fd, p.cast(), a[2] as usize, a[3] as i64) } as i64;
-    abi.written(rc)
+    // `p` holds a[2] checked, readable guest bytes
+    let r = abi.host_call(libc::SYS_pwrite64, [fd as u64, p as u64, a[2], a[3], 0, 0]);
+    abi.written(r)
 }
 
 /// The guest's iovec array as host iovecs over checked guest buffers.
@@ -86,18 +87,27 @@ fn iovecs(mem: &dyn GuestMem, iov: u64, cnt: u64, write: bool) -> Result<Vec<lib
     Ok(v)
 }
 
+/// readv, preadv, writev and pwritev on host descriptor `fd`, over the iovecs `v` made of the
+/// guest's `a[1]`. With other guest threads the call is deferred, with the guest's own array
+/// (checked: its memory is at its own addresses then).
+fn iov_call(abi: &mut Abi, nr: i64, fd: i32, v: &[libc::iovec], a: A) -> Sys {
+    if abi.threads > 1 {
+        return abi.host_call(nr, [fd as u64, a[1], a[2], a[3], 0, 0]);
+    }
+    // SAFETY: every iovec covers checked guest memory, writable where the call writes.
+    host(unsafe { libc::syscall(nr, fd, v.as_ptr(), v.len(), a[3], 0) })
+}
+
 pub(super) fn readv(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let fd = abi.fds.host(a[0])?;
     let v = iovecs(mem, a[1], a[2], true)?;
-    // SAFETY: every iovec covers checked, writable guest memory.
-    host(unsafe { libc::readv(fd, v.as_ptr(), v.len() as i32) } as i64)
+    iov_call(abi, libc::SYS_readv, fd, &v, a)
 }
 
 pub(super) fn preadv(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let fd = abi.fds.host(a[0])?;
     let v = iovecs(mem, a[1], a[2], true)?;
-    // SAFETY: every iovec covers checked, writable guest memory.
-    host(unsafe { libc::preadv(fd, v.as_ptr(), v.len() as i32, a[3] as i64) } as i64)
+    iov_call(abi, libc::SYS_preadv, fd, &v, a)
 }
 
 pub(super) fn writev(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
@@ -116,9 +126,9 @@ pub(super) fn writev(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, 
             Ok(Action::Return(n as i64))
         }
         Fd::Host(f) => {
-            // SAFETY: every iovec covers checked, readable guest memory.
-            let rc = unsafe { libc::writev(f.as_raw_fd(), v.as_ptr(), v.len() as i32) } as i64;
-            abi.written(rc)
+            let fd = f.as_raw_fd();
+            let r = iov_call(abi, libc::SYS_writev, fd, &v, a);
+            abi.written(r)
         }
     }
 }
@@ -126,9 +136,8 @@ pub(super) fn writev(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, 
 pub(super) fn pwritev(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
     let fd = abi.fds.host(a[0])?;
     let v = iovecs(mem, a[1], a[2], false)?;
-    // SAFETY: every iovec covers checked, readable guest memory.
-    let rc = unsafe { libc::pwritev(fd, v.as_ptr(), v.len() as i32, a[3] as i64) } as i64;
-    abi.written(rc)
+    let r = iov_call(abi, libc::SYS_pwritev, fd, &v, a);
+    abi.written(r)
 }
 
 pub(super) fn lseek(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
@@ -384,7 +393,7 @@ pub(super) fn sendfile(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action
         Fd::Host(f) => {
             // SAFETY: `off` is null or a checked, writable guest off_t.
             let rc = unsafe { libc::sendfile(f.as_raw_fd(), inp, off.cast(), a[3] as usize) };
-            abi.written(rc as i64)
+            abi.written(host(rc as i64))
         }
         Fd::Out(i) => {
             let i = *i;
@@ -505,17 +514,19 @@ pub(super) fn sendto(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, 
     let fd = abi.fds.host(a[0])?;
     let buf = buf_in(mem, a[1], a[2])?;
     let sa = opt_in(mem, a[4], a[5])?;
-    // SAFETY: checked guest buffers of the lengths given.
-    let rc = unsafe { libc::syscall(libc::SYS_sendto, fd, buf, a[2], a[3], sa, a[5]) };
-    abi.written(rc)
+    // checked guest buffers of the lengths given
+    let args = [fd as u64, buf as u64, a[2], a[3], sa as u64, a[5]];
+    let r = abi.host_call(libc::SYS_sendto, args);
+    abi.written(r)
 }
 
 pub(super) fn recvfrom(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let fd = abi.fds.host(a[0])?;
     let buf = buf_out(mem, a[1], a[2])?;
     let (sa, len) = sockaddr_out(mem, a[4], a[5])?;
-    // SAFETY: checked guest buffers of the lengths given.
-    host(unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf, a[2], a[3], sa, len) })
+    // checked guest buffers of the lengths given
+    let args = [fd as u64, buf as u64, a[2], a[3], sa as u64, len as u64];
+    abi.host_call(libc::SYS_recvfrom, args)
 }
 
 pub(super) fn setsockopt(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
@@ -608,8 +619,9 @@ pub(super) fn epoll_wait(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
         return Err(Errno::EINVAL);
     }
     let evs = buf_out(mem, a[1], max as u64 * 12)?;
-    // SAFETY: `evs` has room for `max` 12-byte events of the guest.
-    host(unsafe { libc::syscall(libc::SYS_epoll_wait, ep, evs, max, a[3] as i32) })
+    // `evs` has room for `max` 12-byte events of the guest
+    let args = [ep as u64, evs as u64, max as u64, a[3] & 0xffff_ffff, 0, 0];
+    abi.host_call(libc::SYS_epoll_wait, args)
 }
 
 /// timerfd_settime(fd, flags, new, old) and timerfd_gettime(fd, cur).

@@ -166,6 +166,85 @@ pub enum Action {
         /// CLONE_SETTLS's FS base.
         tls: Option<u64>,
     },
+    /// clone (or clone3) of a thread: the backend starts one; the call returns its id.
+    Thread(ThreadSpec),
+    /// exit of one thread (not exit_group): the process ends only with its last thread.
+    ExitThread(i32),
+    /// A call that may block, which the backend makes itself ([`Abi::take_deferred`]) without
+    /// holding what the guest's other threads need.
+    Block,
+}
+
+/// A new thread, as clone asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadSpec {
+    /// clone's flags.
+    pub flags: u64,
+    /// Its stack pointer (0: the parent's).
+    pub stack: u64,
+    /// CLONE_PARENT_SETTID's word (0: none).
+    pub parent_tid: u64,
+    /// CLONE_CHILD_SETTID's word (0: none).
+    pub child_tid: u64,
+    /// CLONE_CHILD_CLEARTID's word: zeroed and woken at the thread's exit (0: none).
+    pub clear_tid: u64,
+    /// CLONE_SETTLS's FS base.
+    pub tls: Option<u64>,
+}
+
+/// A host call a handler checked and prepared, to be made by the backend with no lock held
+/// (a guest thread waiting in it must not stop the others): its number and arguments, all of
+/// them already host values, and the memory its pointers may point into.
+#[derive(Debug)]
+pub struct Deferred {
+    /// The host system call.
+    pub nr: i64,
+    /// Its arguments.
+    pub args: [u64; 6],
+    /// Room for a value the call reads (an argument may point here: a Box keeps it in place).
+    pub scratch: [u64; 2],
+}
+
+impl Deferred {
+    /// Makes the call: its result, or -errno.
+    pub fn call(&self) -> i64 {
+        let a = self.args;
+        // SAFETY: the handler that prepared the call checked every pointer among its
+        // arguments, as for a call of its own; `scratch` lives with `self`.
+        let rc = unsafe { libc::syscall(self.nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+        match errno::host(rc) {
+            Ok(v) => v,
+            Err(e) => e.ret(),
+        }
+    }
+}
+
+/// What of the ABI's state is a thread's own: its signal mask, the mask rt_sigsuspend replaced,
+/// its alternate signal stack, and the word its exit clears (set_tid_address). The backend
+/// swaps it in when the thread runs ([`Abi::switch_thread`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadState {
+    /// Blocked signals.
+    pub mask: u64,
+    /// rt_sigsuspend's saved mask.
+    pub saved_mask: Option<u64>,
+    /// sigaltstack: sp, flags, size.
+    pub altstack: [u64; 3],
+    /// CLONE_CHILD_CLEARTID / set_tid_address.
+    pub clear_tid: u64,
+}
+
+impl ThreadState {
+    /// A new thread's: the mask of the thread that made it, no alternate stack (Linux disables
+    /// it for a thread), `clear_tid` from clone.
+    pub fn new_thread(parent_mask: u64, clear_tid: u64) -> ThreadState {
+        ThreadState {
+            mask: parent_mask,
+            saved_mask: None,
+            altstack: [0, 2, 0], // SS_DISABLE
+            clear_tid,
+        }
+    }
 }
 
 /// Where guest stdout/stderr go.
@@ -322,7 +401,17 @@ pub struct Abi {
     unsupported: BTreeMap<u64, u64>,
     /// Paths refused by the confinement.
     denied_path: u64,
+    /// The guest's threads: above one, calls that may block are deferred ([`Action::Block`]).
+    threads: usize,
+    /// The call a handler deferred, until the backend takes it.
+    deferred: Option<Box<Deferred>>,
+    /// The running thread's set_tid_address word (its [`ThreadState::clear_tid`]).
+    clear_tid: u64,
 }
+
+/// The marker a handler returns when it deferred its host call ([`Abi::host_call`]); never
+/// seen by the guest.
+pub(crate) const DEFERRED: Errno = Errno(100_000);
 
 /// A confined guest's process id: it is the first process of its own machine. (Under the host
 /// policy a guest has the host process's pid, as natively a program never is pid 1: sash, for
@@ -383,7 +472,68 @@ impl Abi {
             calls: Box::new([0; COUNTED_NRS]),
             unsupported: BTreeMap::new(),
             denied_path: 0,
+            threads: 1,
+            deferred: None,
+            clear_tid: 0,
         }
+    }
+
+    /// How many threads the guest has now (the backend says so as they come and go).
+    pub fn set_threads(&mut self, n: usize) {
+        self.threads = n.max(1);
+    }
+
+    /// Makes host call `nr` now, or, when the guest has other threads, defers it to the
+    /// backend ([`Action::Block`]): a handler's way to make a call that may block. Its
+    /// pointer arguments must be checked, and hold for the guest's own memory as it is
+    /// (the backends with threads map guest memory at its own addresses).
+    fn host_call(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, Errno> {
+        self.host_call_with(nr, args, [0; 2], None)
+    }
+
+    /// [`Abi::host_call`] with a value the call reads: argument `at` becomes a pointer to
+    /// `scratch` (kept in place with the deferred call).
+    fn host_call_with(
+        &mut self,
+        nr: i64,
+        args: [u64; 6],
+        scratch: [u64; 2],
+        at: Option<usize>,
+    ) -> Result<i64, Errno> {
+        let mut d = Box::new(Deferred { nr, args, scratch });
+        if let Some(i) = at {
+            d.args[i] = d.scratch.as_ptr() as u64;
+        }
+        if self.threads > 1 {
+            self.deferred = Some(d);
+            return Err(DEFERRED);
+        }
+        let r = d.call();
+        if r < 0 {
+            Err(Errno(-r as i32))
+        } else {
+            Ok(r)
+        }
+    }
+
+    /// The call [`Action::Block`] asked the backend to make.
+    pub fn take_deferred(&mut self) -> Option<Box<Deferred>> {
+        self.deferred.take()
+    }
+
+    /// Swaps the running thread's own state ([`ThreadState`]) with `t`: the backend puts the
+    /// thread that runs next in, and keeps the one that stops.
+    pub fn switch_thread(&mut self, t: &mut ThreadState) {
+        let s = &mut self.signals;
+        std::mem::swap(&mut s.mask, &mut t.mask);
+        std::mem::swap(&mut s.saved_mask, &mut t.saved_mask);
+        std::mem::swap(&mut s.altstack, &mut t.altstack);
+        std::mem::swap(&mut self.clear_tid, &mut t.clear_tid);
+    }
+
+    /// The running thread's set_tid_address word.
+    pub fn clear_tid(&self) -> u64 {
+        self.clear_tid
     }
 
     /// The guest's process id (getpid, gettid).
@@ -418,8 +568,11 @@ impl Abi {
         } else {
             mem
         };
-        e.call(self, mem, a)
-            .unwrap_or_else(|err| Action::Return(err.ret()))
+        match e.call(self, mem, a) {
+            Ok(act) => act,
+            Err(DEFERRED) => Action::Block,
+            Err(err) => Action::Return(err.ret()),
+        }
     }
 
     pub(crate) fn refuse(&mut self, nr: u64) -> Action {

@@ -2,7 +2,7 @@
 //! clocks and sleeps, system information, exit.
 
 use super::errno::host;
-use super::{buf_out, get, opt_out, put, Abi, Action, Errno, GuestMem, Policy};
+use super::{buf_out, get, opt_out, put, Abi, Action, Errno, GuestMem, Policy, ThreadSpec};
 
 type A = [u64; 6];
 type Sys = Result<i64, Errno>;
@@ -109,6 +109,72 @@ pub(super) fn wait(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
 
 pub(super) fn exit(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
     Ok(Action::Exit(a[0] as i32))
+}
+
+/// exit of a guest that is a host process of its own: the calling thread's (exit_group ends
+/// them all).
+pub(super) fn host_exit(_: &mut Abi, _: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    Ok(Action::ExitThread(a[0] as i32))
+}
+
+/// gettid: the host thread's id (each guest thread is one).
+pub(super) fn host_gettid(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    // SAFETY: gettid has no preconditions.
+    Ok(i64::from(unsafe { libc::gettid() }))
+}
+
+/// set_tid_address(word): the word the thread's exit clears and wakes; its id.
+pub(super) fn host_set_tid_address(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    abi.clear_tid = a[0];
+    // SAFETY: gettid has no preconditions.
+    Ok(i64::from(unsafe { libc::gettid() }))
+}
+
+/// set_robust_list(head, len): the host's, for the thread's host thread, so that the kernel
+/// releases the guest's robust mutexes when the thread dies, as natively.
+pub(super) fn host_set_robust_list(_: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+    // SAFETY: the kernel only records the pointer (it reads the list, fault-safe, at the
+    // thread's exit).
+    host(unsafe { libc::syscall(libc::SYS_set_robust_list, a[0], a[1]) })
+}
+
+/// sched_yield: the host's, and, with other guest threads, a chance for them to run.
+pub(super) fn host_sched_yield(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    abi.host_call(libc::SYS_sched_yield, [0; 6])
+}
+
+/// futex of a guest that is a host process of its own: the host's, on the guest's words
+/// (shared with its other threads, and with other processes through shared mappings). The
+/// waits are deferred when the guest has other threads.
+pub(super) fn host_futex(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    let cmd = a[1] as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
+    mem.host_range(a[0], 4, false)?;
+    // which commands take a timeout (a[3] a pointer) and which a second word (a[4])
+    let (timeout, second) = match cmd {
+        libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET | libc::FUTEX_LOCK_PI | 13 => (true, false),
+        libc::FUTEX_WAIT_REQUEUE_PI => (true, true),
+        libc::FUTEX_REQUEUE
+        | libc::FUTEX_CMP_REQUEUE
+        | libc::FUTEX_WAKE_OP
+        | libc::FUTEX_CMP_REQUEUE_PI => (false, true),
+        libc::FUTEX_WAKE
+        | libc::FUTEX_WAKE_BITSET
+        | libc::FUTEX_UNLOCK_PI
+        | libc::FUTEX_TRYLOCK_PI => (false, false),
+        _ => return Err(Errno::ENOSYS),
+    };
+    if timeout && a[3] != 0 {
+        mem.host_range(a[3], 16, false)?;
+    }
+    if second {
+        mem.host_range(a[4], 4, false)?;
+    }
+    if timeout {
+        abi.host_call(libc::SYS_futex, a)
+    } else {
+        // SAFETY: the words (and any timeout) are checked guest memory.
+        host(unsafe { libc::syscall(libc::SYS_futex, a[0], a[1], a[2], a[3], a[4], a[5]) })
+    }
 }
 
 /// set_tid_address: the thread's id.
@@ -391,20 +457,19 @@ pub(super) fn time(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
 
 /// nanosleep(req, rem): a real sleep. The watchdog's kick interrupts it (EINTR), so a timed
 /// out or cancelled guest stops promptly.
-pub(super) fn nanosleep(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+pub(super) fn nanosleep(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let req = buf_in_ts(mem, a[0])?;
     let rem = opt_out(mem, a[1], 16)?;
-    // SAFETY: `req` is a checked, readable timespec; `rem` null or a checked, writable one.
-    host(unsafe { libc::syscall(libc::SYS_nanosleep, req, rem) })
+    abi.host_call(libc::SYS_nanosleep, [req as u64, rem as u64, 0, 0, 0, 0])
 }
 
 /// clock_nanosleep(clock, flags, req, rem): a real sleep, relative or absolute.
-pub(super) fn clock_nanosleep(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+pub(super) fn clock_nanosleep(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let clk = clock_id(a[0])?;
     let req = buf_in_ts(mem, a[2])?;
     let rem = opt_out(mem, a[3], 16)?;
-    // SAFETY: as for nanosleep.
-    host(unsafe { libc::syscall(libc::SYS_clock_nanosleep, clk, a[1] as i32, req, rem) })
+    let args = [clk as u64, a[1] & 0xffff_ffff, req as u64, rem as u64, 0, 0];
+    abi.host_call(libc::SYS_clock_nanosleep, args)
 }
 
 fn buf_in_ts(mem: &dyn GuestMem, addr: u64) -> Result<*const u8, Errno> {
@@ -421,17 +486,18 @@ pub(super) fn host_sigsuspend(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let new: u64 = get(mem, a[0])?;
     let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
     let set = super::host_sigset(new);
-    // SAFETY: a valid signal set; sigsuspend returns when a handler has run.
-    unsafe { libc::sigsuspend(&set) };
     abi.signals.saved_mask = Some(abi.signals.mask);
     abi.signals.mask = new & !never;
-    Err(Errno::EINTR)
+    // SAFETY: sigset_t's first 8 bytes are the kernel's 64-signal set.
+    let kernel_set: u64 = unsafe { std::ptr::read((&set as *const libc::sigset_t).cast()) };
+    // returns when a handler has run: EINTR, always
+    let args = [0, 8, 0, 0, 0, 0];
+    abi.host_call_with(libc::SYS_rt_sigsuspend, args, [kernel_set, 0], Some(0))
 }
 
-/// pause and rt_sigsuspend: wait for a signal; only the watchdog's kick comes (EINTR).
-pub(super) fn pause(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
-    // SAFETY: pause has no preconditions; the kick interrupts it.
-    unsafe { libc::pause() };
+/// pause and rt_sigsuspend: wait for a signal (EINTR).
+pub(super) fn pause(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
+    abi.host_call(libc::SYS_pause, [0; 6])?;
     Err(Errno::EINTR)
 }
 
@@ -687,33 +753,118 @@ pub(super) fn fork(abi: &mut Abi, mem: &dyn GuestMem, _: A) -> Result<Action, Er
     abi.fork_process(mem, 0, [0; 3], None)
 }
 
-/// clone of a new process (no CLONE_THREAD): a fork, with clone's stack, TLS and tid
-/// pointers honoured. A thread (CLONE_VM without CLONE_VFORK, or CLONE_THREAD) is refused.
+/// clone(flags, stack, parent_tid, child_tid, tls): a new process (a fork, with clone's stack,
+/// TLS and tid words honoured) or a new thread ([`Action::Thread`]).
 pub(super) fn clone(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
-    let flags = a[0] as i32;
-    let (vm, vfork) = (flags & libc::CLONE_VM != 0, flags & libc::CLONE_VFORK != 0);
-    if flags & (libc::CLONE_THREAD | libc::CLONE_SIGHAND) != 0 || (vm && !vfork) {
-        return Ok(abi.refuse(libc::SYS_clone as u64));
-    }
-    let namespaces = libc::CLONE_NEWNS
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWCGROUP;
-    if flags & namespaces != 0 || flags & 0xff != libc::SIGCHLD && flags & 0xff != 0 {
+    let c = CloneArgs {
+        flags: a[0],
+        stack: a[1],
+        parent_tid: a[2],
+        child_tid: a[3],
+        tls: a[4],
+    };
+    c.start(abi, mem, libc::SYS_clone as u64)
+}
+
+/// clone3(args, size): clone with its arguments in a struct. What it adds to clone (pidfds, a
+/// chosen tid, a cgroup) is refused with ENOSYS, so that libc falls back to clone.
+pub(super) fn clone3(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    const VER0: u64 = 64; // CLONE_ARGS_SIZE_VER0
+    if a[1] < VER0 || a[1] > 4096 {
         return Err(Errno::EINVAL);
     }
-    let tls = (flags & libc::CLONE_SETTLS != 0).then_some(a[4]);
-    let mut tids = [0u64; 3];
-    if flags & libc::CLONE_PARENT_SETTID != 0 {
-        tids[0] = a[2];
+    let w: [u64; 8] = get(mem, a[0])?;
+    let [flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls] = w;
+    // set_tid and cgroup (version 1 and 2 of the struct) must be unused
+    if a[1] > VER0 {
+        let mut rest = vec![0u8; (a[1] - VER0) as usize];
+        mem.read(a[0] + VER0, &mut rest)?;
+        if rest.iter().any(|b| *b != 0) {
+            return Ok(abi.refuse(libc::SYS_clone3 as u64));
+        }
     }
-    if flags & libc::CLONE_CHILD_SETTID != 0 {
-        tids[1] = a[3];
+    // (the pidfd word means something only with CLONE_PIDFD: glibc fills it in always)
+    let _ = pidfd;
+    if flags & (libc::CLONE_PIDFD as u64) != 0 || exit_signal > 64 {
+        return Ok(abi.refuse(libc::SYS_clone3 as u64));
     }
-    abi.fork_process(mem, a[1], tids, tls)
+    if flags & 0xff != 0 {
+        return Err(Errno::EINVAL); // the exit signal has a field of its own
+    }
+    let c = CloneArgs {
+        flags: flags | exit_signal,
+        // clone3's stack is the lowest address of the area, clone's its top
+        stack: if stack == 0 { 0 } else { stack + stack_size },
+        parent_tid,
+        child_tid,
+        tls,
+    };
+    c.start(abi, mem, libc::SYS_clone3 as u64)
+}
+
+/// clone's arguments.
+struct CloneArgs {
+    flags: u64,
+    stack: u64,
+    parent_tid: u64,
+    child_tid: u64,
+    tls: u64,
+}
+
+impl CloneArgs {
+    fn start(&self, abi: &mut Abi, mem: &dyn GuestMem, nr: u64) -> Result<Action, Errno> {
+        let flags = self.flags as i32;
+        let has = |f: i32| flags & f != 0;
+        let namespaces = libc::CLONE_NEWNS
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUSER
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWCGROUP;
+        // as the kernel checks them: a thread shares the handlers, which share the memory
+        if (has(libc::CLONE_THREAD) && !has(libc::CLONE_SIGHAND))
+            || (has(libc::CLONE_SIGHAND) && !has(libc::CLONE_VM))
+        {
+            return Err(Errno::EINVAL);
+        }
+        if has(namespaces) && (has(libc::CLONE_THREAD) || has(libc::CLONE_VM)) {
+            return Err(Errno::EINVAL);
+        }
+        if has(namespaces) {
+            return Ok(abi.refuse(nr)); // new namespaces: the container's business
+        }
+        let tls = has(libc::CLONE_SETTLS).then_some(self.tls);
+        let word = |f: i32, p: u64| if has(f) { p } else { 0 };
+        if has(libc::CLONE_THREAD) {
+            for p in [self.parent_tid, self.child_tid] {
+                if p != 0 {
+                    mem.host_range(p, 4, true)?;
+                }
+            }
+            return Ok(Action::Thread(ThreadSpec {
+                flags: self.flags,
+                stack: self.stack,
+                parent_tid: word(libc::CLONE_PARENT_SETTID, self.parent_tid),
+                child_tid: word(libc::CLONE_CHILD_SETTID, self.child_tid),
+                clear_tid: word(libc::CLONE_CHILD_CLEARTID, self.child_tid),
+                tls,
+            }));
+        }
+        if (has(libc::CLONE_VM) && !has(libc::CLONE_VFORK)) || has(libc::CLONE_SIGHAND) {
+            // a process sharing its parent's memory or handlers: not a thread, not a fork
+            return Ok(abi.refuse(nr));
+        }
+        if flags & 0xff != libc::SIGCHLD && flags & 0xff != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let tids = [
+            word(libc::CLONE_PARENT_SETTID, self.parent_tid),
+            word(libc::CLONE_CHILD_SETTID, self.child_tid),
+            0,
+        ];
+        abi.fork_process(mem, self.stack, tids, tls)
+    }
 }
 
 impl Abi {
@@ -759,22 +910,22 @@ impl Abi {
 }
 
 /// wait4(pid, status, options, rusage): the host's, into the guest's memory.
-pub(super) fn wait4(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+pub(super) fn wait4(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let status = opt_out(mem, a[1], 4)?;
     let ru = opt_out(mem, a[3], std::mem::size_of::<libc::rusage>() as u64)?;
-    // SAFETY: the out-pointers are checked guest memory of the right sizes, or null.
-    host(i64::from(unsafe {
-        libc::wait4(a[0] as i32, status.cast(), a[2] as i32, ru.cast())
-    }))
+    let args = [a[0], status as u64, a[2], ru as u64, 0, 0];
+    abi.host_call(libc::SYS_wait4, args)
 }
 
 /// waitid(idtype, id, infop, options, rusage): the host's, into the guest's memory.
-pub(super) fn waitid(_: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+pub(super) fn waitid(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let info = opt_out(mem, a[2], std::mem::size_of::<libc::siginfo_t>() as u64)?;
     let ru = opt_out(mem, a[4], std::mem::size_of::<libc::rusage>() as u64)?;
-    // SAFETY: the raw call (its fifth argument, rusage, is not in libc's waitid) with checked
-    // guest pointers of the right sizes, or null.
-    host(unsafe { libc::syscall(libc::SYS_waitid, a[0], a[1], info, a[3], ru) })
+    // the raw call: its fifth argument, rusage, is not in libc's waitid
+    abi.host_call(
+        libc::SYS_waitid,
+        [a[0], a[1], info as u64, a[3], ru as u64, 0],
+    )
 }
 
 /// kill(pid, sig), tkill(tid, sig) and tgkill(tgid, tid, sig): the host's, to the guest itself

@@ -85,6 +85,15 @@ pub struct Child {
 }
 
 impl Child {
+    /// Another handle on the same report (for a thread of the child that may end it).
+    pub fn share(&self) -> std::io::Result<Child> {
+        Ok(Child {
+            report: self.report.try_clone()?,
+            t0: self.t0,
+            pid: self.pid,
+        })
+    }
+
     /// Writes the report (once; a second call replaces the first).
     pub fn report(&mut self, r: &Report) {
         let _ = self.report.set_len(0);
