@@ -283,7 +283,7 @@ pub(super) fn run(sh: &'static Shared, mut held: Held, me: &mut GuestThread, t0:
                 drop(held);
                 // a signal the guest takes already waits: the call is not made, as the kernel
                 // checks for signals before it sleeps
-                let r = match d {
+                let r = match &d {
                     _ if signals::pending(slot) & !me.state.mask != 0 => Errno::EINTR.ret(),
                     Some(d) => d.call(),
                     None => Errno::EFAULT.ret(),
@@ -293,6 +293,10 @@ pub(super) fn run(sh: &'static Shared, mut held: Held, me: &mut GuestThread, t0:
                 };
                 held = h;
                 let w = held.world();
+                let r = match d {
+                    Some(d) => w.abi.complete(&w.space, *d, r),
+                    None => r,
+                };
                 if let Err(s) = finish_syscall(ctx_page(), &w.abi, nr, next, r) {
                     return End::Process(held, s);
                 }

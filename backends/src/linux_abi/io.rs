@@ -286,18 +286,13 @@ pub(super) fn pipe(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
 }
 
 /// poll and ppoll: the guest's pollfd array with its descriptors translated (a captured
-/// output is always writable).
-fn poll_fds(
-    abi: &mut Abi,
-    mem: &dyn GuestMem,
-    fds: u64,
-    n: u64,
-    wait: &dyn Fn(&mut [libc::pollfd]) -> i64,
-) -> Sys {
+/// output is always writable). `nr` and `rest` are the host call that waits, after its first
+/// two arguments (the host array and its length).
+fn poll_fds(abi: &mut Abi, mem: &dyn GuestMem, fds: u64, n: u64, nr: i64, rest: [u64; 4]) -> Sys {
     if n > super::fd::MAX_FDS as u64 {
         return Err(Errno::EINVAL);
     }
-    let mut guest: Vec<[i32; 2]> = (0..n)
+    let guest: Vec<[i32; 2]> = (0..n)
         .map(|i| get(mem, fds + 8 * i))
         .collect::<Result<_, _>>()?;
     buf_out(mem, fds, n * 8)?;
@@ -323,65 +318,61 @@ fn poll_fds(
             revents: 0,
         });
     }
-    let rc = if ready_out > 0 {
-        // SAFETY: a valid pollfd array; a zero timeout.
-        i64::from(unsafe { libc::poll(hostfds.as_mut_ptr(), n, 0) })
+    let at = hostfds.as_mut_ptr() as u64;
+    // something is ready now (a captured output): poll the rest without waiting
+    let (nr, args) = if ready_out > 0 {
+        (libc::SYS_poll, [at, n, 0, 0, 0, 0])
     } else {
-        wait(&mut hostfds)
+        (nr, [at, n, rest[0], rest[1], rest[2], rest[3]])
     };
-    let mut ready = host(rc)?;
-    for (g, h) in guest.iter_mut().zip(&hostfds) {
-        let fd = g[0];
-        let mut rev = h.revents;
-        if fd >= 0 {
-            match abi.fds.get(fd as u64) {
-                Ok(Fd::Out(_)) => {
-                    rev = (g[1] as i16) & libc::POLLOUT;
-                    ready += i64::from(rev != 0);
+    let post: super::Post = Box::new(move |abi, mem, rc| {
+        let mut ready = host_ret(rc)?;
+        let mut guest = guest;
+        for (g, h) in guest.iter_mut().zip(&hostfds) {
+            let fd = g[0];
+            let mut rev = h.revents;
+            if fd >= 0 {
+                match abi.fds.get(fd as u64) {
+                    Ok(Fd::Out(_)) => {
+                        rev = (g[1] as i16) & libc::POLLOUT;
+                        ready += i64::from(rev != 0);
+                    }
+                    Err(_) => {
+                        rev = libc::POLLNVAL;
+                        ready += 1;
+                    }
+                    Ok(Fd::Host(_)) => {}
                 }
-                Err(_) => {
-                    rev = libc::POLLNVAL;
-                    ready += 1;
-                }
-                Ok(Fd::Host(_)) => {}
             }
+            g[1] = (g[1] & 0xffff) | (i32::from(rev as u16) << 16);
         }
-        g[1] = (g[1] & 0xffff) | (i32::from(rev as u16) << 16);
-    }
-    for (i, g) in guest.iter().enumerate() {
-        put(mem, fds + 8 * i as u64, g)?;
-    }
-    Ok(ready)
+        for (i, g) in guest.iter().enumerate() {
+            put(mem, fds + 8 * i as u64, g)?;
+        }
+        Ok(ready)
+    });
+    abi.host_call_then(nr, args, Box::new(()), post, mem)
 }
 
 pub(super) fn poll(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
-    let timeout = a[2] as i32;
-    poll_fds(abi, mem, a[0], a[1], &|f| {
-        // SAFETY: a valid pollfd array of the given length.
-        i64::from(unsafe { libc::poll(f.as_mut_ptr(), f.len() as libc::nfds_t, timeout) })
-    })
+    poll_fds(
+        abi,
+        mem,
+        a[0],
+        a[1],
+        libc::SYS_poll,
+        [a[2] & 0xffff_ffff, 0, 0, 0],
+    )
 }
 
+/// ppoll: the system call itself, not glibc's ppoll, which copies the timespec with a plain
+/// load (a SIGBUS where the guest's pointer is a file page past its end, which the kernel's
+/// copy makes EFAULT); the kernel's update of the remaining time is what the guest's own ppoll
+/// sees natively. The guest's signal mask is not applied to the host thread (its signals are
+/// not the host's).
 pub(super) fn ppoll(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let ts = opt_in(mem, a[2], 16)?;
-    poll_fds(abi, mem, a[0], a[1], &|f| {
-        // SAFETY: a valid pollfd array; `ts` is null or a checked guest timespec. The guest's
-        // signal mask is not applied to the host thread (its signals are not the host's). The
-        // system call itself, not glibc's ppoll: that copies the timespec with a plain load,
-        // which is a SIGBUS where the guest's pointer is a file page past its end (the
-        // kernel's copy is EFAULT), and the kernel's update of the remaining time is what the
-        // guest's own ppoll sees natively.
-        unsafe {
-            libc::syscall(
-                libc::SYS_ppoll,
-                f.as_mut_ptr(),
-                f.len() as libc::nfds_t,
-                ts,
-                std::ptr::null::<libc::sigset_t>(),
-                8usize,
-            )
-        }
-    })
+    poll_fds(abi, mem, a[0], a[1], libc::SYS_ppoll, [ts as u64, 0, 8, 0])
 }
 
 /// sendfile(out, in, offset, count): in the host, or through a bounce buffer to a captured
@@ -468,6 +459,10 @@ pub(super) fn socketpair(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
 pub(super) fn sockaddr_in(abi: &mut Abi, mem: &dyn GuestMem, nr: i64, a: A) -> Sys {
     let fd = abi.fds.host(a[0])?;
     let sa = buf_in(mem, a[1], a[2])?;
+    if nr == libc::SYS_connect {
+        // may wait for the peer
+        return abi.host_call(nr, [fd as u64, sa as u64, a[2], 0, 0, 0]);
+    }
     // SAFETY: `sa` holds a[2] checked, readable guest bytes.
     host(unsafe { libc::syscall(nr, fd, sa, a[2]) })
 }
@@ -493,17 +488,23 @@ pub(super) fn accept4(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let fd = abi.fds.host(a[0])?;
     let (sa, len) = sockaddr_out(mem, a[1], a[2])?;
     let cloexec = a[3] as i32 & libc::SOCK_CLOEXEC != 0;
-    // SAFETY: checked guest buffers; the result is a fresh descriptor.
-    let n = host(unsafe {
-        libc::syscall(
-            libc::SYS_accept4,
-            fd,
-            sa,
-            len,
-            a[3] as i32 | libc::SOCK_CLOEXEC,
-        )
-    })?;
-    abi.fds.install_new(n, cloexec)
+    // checked guest buffers; the result is a fresh descriptor, the guest's lowest free one
+    let flags = (a[3] as i32 | libc::SOCK_CLOEXEC) as u64;
+    let args = [fd as u64, sa as u64, len as u64, flags, 0, 0];
+    let post: super::Post = Box::new(move |abi, _, n| {
+        let n = host_ret(n)?;
+        abi.fds.install_new(n, cloexec)
+    });
+    abi.host_call_then(libc::SYS_accept4, args, Box::new(()), post, mem)
+}
+
+/// A raw call's result (or -errno) as the guest's.
+fn host_ret(r: i64) -> Sys {
+    if r < 0 {
+        Err(Errno(-r as i32))
+    } else {
+        Ok(r)
+    }
 }
 
 pub(super) fn accept(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
@@ -559,6 +560,11 @@ pub(super) fn msg(abi: &mut Abi, mem: &dyn GuestMem, nr: i64, a: A) -> Sys {
         opt_in(mem, m[0], namelen)?.cast_mut()
     };
     let mut iov = iovecs(mem, m[2], m[3], recv)?;
+    if abi.threads > 1 {
+        // deferred, with the guest's own header (checked: its memory is at its own addresses
+        // then), which the kernel updates as natively
+        return abi.host_call(nr, [fd as u64, a[1], a[2], 0, 0, 0]);
+    }
     // SAFETY: a zeroed msghdr is valid; its buffers are checked guest memory.
     let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
     h.msg_name = name.cast();
@@ -641,12 +647,7 @@ pub(super) fn timerfd_gettime(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
 
 /// select and pselect6: the guest's fd_sets (up to `nfds` bits) translated to host descriptor
 /// sets and back; a captured output is always writable.
-fn select_sets(
-    abi: &mut Abi,
-    mem: &dyn GuestMem,
-    a: A,
-    wait: &dyn Fn(i32, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set) -> i64,
-) -> Sys {
+fn select_sets(abi: &mut Abi, mem: &dyn GuestMem, a: A, nr: i64, timeout: u64, sixth: u64) -> Sys {
     let nfds = a[0] as i32;
     if !(0..=super::fd::MAX_FDS as i32).contains(&nfds) {
         return Err(Errno::EINVAL);
@@ -660,8 +661,10 @@ fn select_sets(
         }
     }
     let bit = |s: &[u8], i: usize| s.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);
+    // the host's sets and a zero timeout, in a box the call's pointers point into
     // SAFETY: zeroed fd_sets are empty sets.
-    let mut hs: [libc::fd_set; 3] = unsafe { std::mem::zeroed() };
+    let mut hs: Box<([libc::fd_set; 3], [i64; 2])> =
+        Box::new((unsafe { std::mem::zeroed() }, [0; 2]));
     let mut map: Vec<(usize, i32)> = Vec::new(); // guest fd -> host fd
     let mut hmax = -1;
     let mut out_ready: Vec<usize> = Vec::new();
@@ -679,81 +682,72 @@ fn select_sets(
                 }
                 for k in &wanted {
                     // SAFETY: `h` is below FD_SETSIZE.
-                    unsafe { libc::FD_SET(h, &mut hs[*k]) };
+                    unsafe { libc::FD_SET(h, &mut hs.0[*k]) };
                 }
                 map.push((g, h));
                 hmax = hmax.max(h);
             }
         }
     }
-    let ptr = |k: usize, hs: &mut [libc::fd_set; 3]| -> *mut libc::fd_set {
-        if a[1 + k] == 0 {
-            std::ptr::null_mut()
-        } else {
-            &mut hs[k]
-        }
-    };
-    let [r, w, x] = {
-        let p0 = ptr(0, &mut hs);
-        let p1 = ptr(1, &mut hs);
-        let p2 = ptr(2, &mut hs);
-        [p0, p1, p2]
-    };
-    let rc = if out_ready.iter().any(|g| bit(&guest[1], *g)) {
+    let sets: Vec<u64> = (0..3)
+        .map(|k| {
+            if a[1 + k] == 0 {
+                0
+            } else {
+                &mut hs.0[k] as *mut libc::fd_set as u64
+            }
+        })
+        .collect();
+    let n = (hmax + 1) as u64;
+    let (nr, args) = if out_ready.iter().any(|g| bit(&guest[1], *g)) {
         // something is ready now: poll the rest without waiting
-        let mut tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        };
-        // SAFETY: valid fd_sets (or null) and a valid timeval.
-        i64::from(unsafe { libc::select(hmax + 1, r, w, x, &mut tv) })
+        let zero = hs.1.as_ptr() as u64;
+        (libc::SYS_select, [n, sets[0], sets[1], sets[2], zero, 0])
     } else {
-        wait(hmax + 1, r, w, x)
+        (nr, [n, sets[0], sets[1], sets[2], timeout, sixth])
     };
-    host(rc)?;
-    let mut ready = 0;
-    for set in guest.iter_mut() {
-        set.iter_mut().for_each(|b| *b = 0);
-    }
-    for (k, set) in guest.iter_mut().enumerate() {
-        if a[1 + k] == 0 {
-            continue;
+    let post: super::Post = Box::new(move |_, mem, rc| {
+        host_ret(rc)?;
+        let (hs, mut guest) = (hs, guest);
+        let mut ready = 0;
+        for set in guest.iter_mut() {
+            set.iter_mut().for_each(|b| *b = 0);
         }
-        for &(g, h) in &map {
-            // SAFETY: `h` is below FD_SETSIZE.
-            if unsafe { libc::FD_ISSET(h, &hs[k]) } {
-                set[g / 8] |= 1 << (g % 8);
-                ready += 1;
+        for (k, set) in guest.iter_mut().enumerate() {
+            if a[1 + k] == 0 {
+                continue;
             }
-        }
-        if k == 1 {
-            for &g in &out_ready {
-                set[g / 8] |= 1 << (g % 8);
-                ready += 1;
+            for &(g, h) in &map {
+                // SAFETY: `h` is below FD_SETSIZE.
+                if unsafe { libc::FD_ISSET(h, &hs.0[k]) } {
+                    set[g / 8] |= 1 << (g % 8);
+                    ready += 1;
+                }
             }
+            if k == 1 {
+                for &g in &out_ready {
+                    set[g / 8] |= 1 << (g % 8);
+                    ready += 1;
+                }
+            }
+            mem.write(a[1 + k], set)?;
         }
-        mem.write(a[1 + k], set)?;
-    }
-    Ok(ready)
+        Ok(ready)
+    });
+    abi.host_call_then(nr, args, Box::new(()), post, mem)
 }
 
 pub(super) fn select(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    // the system call, not glibc's select, which converts the timeval with plain loads (see
+    // ppoll)
     let tv = opt_out(mem, a[4], 16)?;
-    select_sets(abi, mem, a, &|n, r, w, x| {
-        // SAFETY: valid fd_sets (or null); `tv` is null or a checked guest timeval. The
-        // system call, not glibc's select, which converts the timeval with plain loads (see
-        // ppoll).
-        unsafe { libc::syscall(libc::SYS_select, n, r, w, x, tv) }
-    })
+    select_sets(abi, mem, a, libc::SYS_select, tv as u64, 0)
 }
 
 pub(super) fn pselect6(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    // the guest's signal mask is not the host thread's: none is applied (a null sixth
+    // argument); the system call, not glibc's pselect, which copies the timespec with a
+    // plain load (see ppoll)
     let ts = opt_in(mem, a[4], 16)?;
-    select_sets(abi, mem, a, &|n, r, w, x| {
-        // SAFETY: valid fd_sets (or null); `ts` is null or a checked guest timespec. The guest's
-        // signal mask is not the host thread's: none is applied (a null sixth argument). The
-        // system call, not glibc's pselect, which copies the timespec with a plain load (see
-        // ppoll).
-        unsafe { libc::syscall(libc::SYS_pselect6, n, r, w, x, ts, std::ptr::null::<u8>()) }
-    })
+    select_sets(abi, mem, a, libc::SYS_pselect6, ts as u64, 0)
 }

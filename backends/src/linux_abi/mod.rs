@@ -192,10 +192,13 @@ pub struct ThreadSpec {
     pub tls: Option<u64>,
 }
 
+/// What a deferred call's handler does with its result, back in the guest's state: the
+/// guest's value (a new descriptor installed, results copied back into guest memory).
+pub type Post = Box<dyn FnOnce(&mut Abi, &dyn GuestMem, i64) -> Result<i64, Errno> + Send>;
+
 /// A host call a handler checked and prepared, to be made by the backend with no lock held
 /// (a guest thread waiting in it must not stop the others): its number and arguments, all of
 /// them already host values, and the memory its pointers may point into.
-#[derive(Debug)]
 pub struct Deferred {
     /// The host system call.
     pub nr: i64,
@@ -203,6 +206,16 @@ pub struct Deferred {
     pub args: [u64; 6],
     /// Room for a value the call reads (an argument may point here: a Box keeps it in place).
     pub scratch: [u64; 2],
+    /// Host memory the call's pointers point into (heap buffers, which moving does not move).
+    keep: Option<Box<dyn std::any::Any + Send>>,
+    /// What becomes of the result ([`Abi::complete`]).
+    post: Option<Post>,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Deferred({}, {:x?})", self.nr, self.args)
+    }
 }
 
 impl Deferred {
@@ -491,6 +504,60 @@ impl Abi {
         self.host_call_with(nr, args, [0; 2], None)
     }
 
+    /// [`Abi::host_call`] of a call whose pointers point into `keep` (host buffers the handler
+    /// made), with `post` to turn its result into the guest's (run at once, or by
+    /// [`Abi::complete`] when deferred).
+    fn host_call_then(
+        &mut self,
+        nr: i64,
+        args: [u64; 6],
+        keep: Box<dyn std::any::Any + Send>,
+        post: Post,
+        mem: &dyn GuestMem,
+    ) -> Result<i64, Errno> {
+        let d = Box::new(Deferred {
+            nr,
+            args,
+            scratch: [0; 2],
+            keep: Some(keep),
+            post: Some(post),
+        });
+        if self.threads > 1 {
+            self.deferred = Some(d);
+            return Err(DEFERRED);
+        }
+        let r = d.call();
+        let Deferred { post, keep, .. } = *d;
+        let out = match post {
+            Some(p) => p(self, mem, r),
+            None if r < 0 => Err(Errno(-r as i32)),
+            None => Ok(r),
+        };
+        drop(keep);
+        out
+    }
+
+    /// The guest's value of deferred call `d`, which returned `r`: what its handler makes of it.
+    pub fn complete(&mut self, mem: &dyn GuestMem, d: Deferred, r: i64) -> i64 {
+        let Deferred { post, keep, .. } = d;
+        let Some(post) = post else {
+            return r;
+        };
+        let safe;
+        let mem: &dyn GuestMem = if self.mem.has_files() {
+            safe = FaultSafe(mem);
+            &safe
+        } else {
+            mem
+        };
+        let out = post(self, mem, r);
+        drop(keep);
+        match out {
+            Ok(v) => v,
+            Err(e) => e.ret(),
+        }
+    }
+
     /// [`Abi::host_call`] with a value the call reads: argument `at` becomes a pointer to
     /// `scratch` (kept in place with the deferred call).
     fn host_call_with(
@@ -500,7 +567,13 @@ impl Abi {
         scratch: [u64; 2],
         at: Option<usize>,
     ) -> Result<i64, Errno> {
-        let mut d = Box::new(Deferred { nr, args, scratch });
+        let mut d = Box::new(Deferred {
+            nr,
+            args,
+            scratch,
+            keep: None,
+            post: None,
+        });
         if let Some(i) = at {
             d.args[i] = d.scratch.as_ptr() as u64;
         }
