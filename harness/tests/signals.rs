@@ -6,14 +6,16 @@
 //! (SIGSEGV, an abort, a panic), and leave nothing behind: no process (this test process is a
 //! child subreaper, so anything vbench leaves running is re-parented to it and found), no
 //! cgroup `vbench-<pid>-*` under /sys/fs/cgroup, and for `run` a results file that says
-//! `"status": "interrupted"`.
+//! `"status": "interrupted"`. The bt guests are a single-threaded busy one and a
+//! multi-threaded one (`compat/c/busy_threads.c`: threads computing, waiting in a futex and
+//! sleeping).
 //!
-//! The exit status: vbench maps every cancellation (SIGINT, SIGTERM, SIGHUP) to 130
-//! (`harness/src/cmd/exec.rs` and `run.rs`), so 130 is required once vbench has installed its
-//! handlers. A signal that arrives before that (vbench still starting) takes its default
-//! action: vbench dies of that very signal, which a shell reports as 130, 143 or 129 (128+N).
-//! That is accepted only when `/proc/PID/status` showed the signal not yet caught just before
-//! it was sent; any other signal death is a crash.
+//! The exit status: vbench exits 128+N when signal N cancelled it (130 for SIGINT, 143 for
+//! SIGTERM, 129 for SIGHUP: `harness/src/cmd/common.rs`), as a shell reports a program that
+//! signal ended, so that status is required once vbench has installed its handlers. A signal
+//! that arrives before that (vbench still starting) takes its default action: vbench dies of
+//! that very signal. That is accepted only when `/proc/PID/status` showed the signal not yet
+//! caught just before it was sent; any other signal death is a crash.
 //!
 //! The seed is `VBENCH_SIGNALS_SEED` (a number) or a fixed one; a failure names the seed, the
 //! try, the signal and the delay so that it can be replayed.
@@ -31,12 +33,14 @@ use vbench_backends::bt::BtBackend;
 use vbench_backends::Backend;
 use vbench_results::RunStatus;
 
-/// Tries of `vbench exec --backend bt` (the issue asks for 200).
+/// Tries of `vbench exec --backend bt` (the issue asks for 200), for each of the two guests.
 const EXEC_TRIES: usize = 200;
 /// Tries of `vbench run --backend all --quick`, each interrupted mid-run.
 const RUN_TRIES: usize = 20;
-/// The exit status vbench gives an interrupted run, whichever of the three signals it was.
-const EXIT_INTERRUPTED: i32 = 130;
+/// The exit status vbench gives a run that signal `sig` interrupted.
+fn exit_interrupted(sig: libc::c_int) -> i32 {
+    128 + sig
+}
 /// How long vbench may take to stop after the signal before the try counts as hung.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
 const DEFAULT_SEED: u64 = 0x5167_4e41_4c53;
@@ -227,7 +231,7 @@ struct Shot {
     in_guest: bool,
 }
 
-/// Checks how a try ended: exit 130, or (only when the signal came before vbench caught it)
+/// Checks how a try ended: exit 128+N, or (only when the signal came before vbench caught it)
 /// death by that very signal; never another signal, never a panic message.
 fn judge(shot: &Shot, status: ExitStatus, stderr: &str, what: &str) {
     let ctx = format!(
@@ -236,7 +240,7 @@ fn judge(shot: &Shot, status: ExitStatus, stderr: &str, what: &str) {
     );
     assert!(!stderr.contains("panicked"), "{ctx}: a panic: {stderr}");
     match (status.code(), status.signal()) {
-        (Some(EXIT_INTERRUPTED), _) => {}
+        (Some(c), _) if c == exit_interrupted(shot.sig) => {}
         (None, Some(s)) if s == shot.sig && !shot.caught => {}
         (None, Some(s)) => panic!(
             "{ctx}: vbench died of signal {s}{}; stderr: {stderr}",
@@ -246,7 +250,10 @@ fn judge(shot: &Shot, status: ExitStatus, stderr: &str, what: &str) {
                 ""
             }
         ),
-        (c, _) => panic!("{ctx}: exit status {c:?}, want {EXIT_INTERRUPTED}; stderr: {stderr}"),
+        (c, _) => panic!(
+            "{ctx}: exit status {c:?}, want {}; stderr: {stderr}",
+            exit_interrupted(shot.sig)
+        ),
     }
 }
 
@@ -262,20 +269,50 @@ fn busy_guest(dir: &Path) -> PathBuf {
     elf
 }
 
+/// The multi-threaded busy guest, built with gcc.
+fn busy_threads(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/c/busy_threads.c");
+    let bin = dir.join("signals-busy-threads");
+    let o = Command::new("gcc")
+        .args(["-static", "-O2", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc");
+    assert!(
+        o.status.success(),
+        "gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    bin
+}
+
 #[test]
-fn signals_while_a_bt_guest_runs_end_vbench_with_130_and_leave_nothing() {
+fn signals_while_a_bt_guest_runs_end_vbench_interrupted_and_leave_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let have = BtBackend.availability().into_result();
     if !vbench_testkit::require_or_skip("the bt backend", have) {
         return;
     }
     become_subreaper();
-    let seed = seed();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let guest = busy_guest(dir.path());
+    let single = busy_guest(dir.path());
+    exec_tries(
+        dir.path(),
+        &single,
+        &["intmix", "iters=100000000000"],
+        seed(),
+    );
+    let threads = busy_threads(dir.path());
+    exec_tries(dir.path(), &threads, &[], seed() ^ 0x7468);
+}
+
+/// EXEC_TRIES tries of `vbench exec --backend bt -- GUEST ARGS`, each sent a random signal.
+fn exec_tries(dir: &Path, guest: &Path, args: &[&str], seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let needle = guest.to_string_lossy().into_owned();
-    let errfile = dir.path().join("stderr");
+    let errfile = dir.join("stderr");
     let (mut in_guest, mut early, mut by_signal) = (0, 0, [0usize; 3]);
     let t0 = Instant::now();
     for i in 0..EXEC_TRIES {
@@ -284,9 +321,8 @@ fn signals_while_a_bt_guest_runs_end_vbench_with_130_and_leave_nothing() {
         let delay_ms = rng.gen_range(0..=300);
         let mut child = vbench()
             .args(["exec", "--backend", "bt", "--timeout", "60", "--"])
-            .arg(&guest)
-            .arg("intmix")
-            .arg("iters=100000000000")
+            .arg(guest)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&errfile).unwrap())
@@ -312,10 +348,11 @@ fn signals_while_a_bt_guest_runs_end_vbench_with_130_and_leave_nothing() {
         by_signal[k] += 1;
     }
     eprintln!(
-        "signals: {EXEC_TRIES}/{EXEC_TRIES} bt exec tries ended as interrupted, 0 crashes: \
-         {} exited 130, {early} died of the signal itself, sent before vbench caught it \
+        "signals: {EXEC_TRIES}/{EXEC_TRIES} bt exec tries of {} ended as interrupted, 0 crashes: \
+         {} exited 128+N, {early} died of the signal itself, sent before vbench caught it \
          (SIGINT {}, SIGTERM {}, SIGHUP {}; {in_guest} landed while the guest ran), seed {seed}, \
          {:.1} s",
+        guest.display(),
         EXEC_TRIES - early,
         by_signal[0],
         by_signal[1],
@@ -399,7 +436,7 @@ fn signals_mid_run_mark_the_results_interrupted_and_leave_nothing() {
         in_guest += usize::from(shot.in_guest);
     }
     eprintln!(
-        "signals: {RUN_TRIES}/{RUN_TRIES} `run --backend all --quick` tries exited 130 with the \
+        "signals: {RUN_TRIES}/{RUN_TRIES} `run --backend all --quick` tries exited 128+N with the \
          results marked interrupted, 0 crashes, nothing left ({in_guest} while a bt/kvm guest \
          ran), seed {seed}, {:.1} s",
         t0.elapsed().as_secs_f64()

@@ -84,17 +84,36 @@ pub fn writer_gone(doc: &Document) -> bool {
     rebooted || !registry::alive(w.pid, w.start_ticks)
 }
 
-/// A flag set by SIGINT, SIGTERM and SIGHUP.
+/// The signal that cancelled the run (0: none yet).
+static CANCELLED_BY: std::sync::OnceLock<Arc<std::sync::atomic::AtomicUsize>> =
+    std::sync::OnceLock::new();
+
+/// A flag set by SIGINT, SIGTERM and SIGHUP (which of them is kept for [`interrupted_exit`]).
 pub fn install_cancel() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
+    let by = CANCELLED_BY.get_or_init(|| Arc::new(std::sync::atomic::AtomicUsize::new(0)));
     for sig in [
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
+        signal_hook::flag::register_usize(sig, by.clone(), sig as usize)
+            .context("installing signal handler")?;
         signal_hook::flag::register(sig, flag.clone()).context("installing signal handler")?;
     }
     Ok(flag)
+}
+
+/// The exit status of a cancelled vbench: 128 + the signal that cancelled it, as a shell
+/// reports a program that signal ended (130 for ^C, 143 for SIGTERM, 129 for SIGHUP).
+pub fn interrupted_exit() -> u8 {
+    let sig = CANCELLED_BY
+        .get()
+        .map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed));
+    match sig {
+        0 => 130,
+        s => (128 + s.min(127)) as u8,
+    }
 }
 
 /// Index of the backend named `name` (clap restricts the names to the registry's).

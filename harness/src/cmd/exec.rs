@@ -56,6 +56,6 @@ pub fn exec(a: ExecArgs) -> Result<ExitCode> {
             vbench_backends::session::write_stderr(line.as_bytes());
             124
         }
-        Exit::Interrupted => 130,
+        Exit::Interrupted => crate::cmd::common::interrupted_exit(),
     }))
 }

@@ -156,10 +156,11 @@ fn subject(a: &RunArgs) -> Result<Subject> {
     })
 }
 
-/// 130 when interrupted, 3 on a checksum mismatch, 1 on any other failure, else 0.
+/// 128 + the signal when interrupted (130 for ^C), 3 on a checksum mismatch, 1 on any other
+/// failure, else 0.
 fn exit_status(doc: &Document) -> ExitCode {
     if doc.status == RunStatus::Interrupted {
-        ExitCode::from(130)
+        ExitCode::from(crate::cmd::common::interrupted_exit())
     } else if doc
         .failures
         .iter()

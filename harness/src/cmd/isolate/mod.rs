@@ -229,7 +229,7 @@ fn finish(
         .filter(|c| c.verdict.fails())
         .count();
     Ok(if interrupted {
-        ExitCode::from(130)
+        ExitCode::from(crate::cmd::common::interrupted_exit())
     } else if failed > 0 {
         eprintln!("vbench isolate: {failed} cell(s) escaped where they must be contained or are broken probes");
         ExitCode::from(1)
