@@ -86,6 +86,8 @@ impl Pending {
 const THREADS: usize = 64;
 static PROCESS: Pending = Pending::new();
 static PER_THREAD: [Pending; THREADS] = [const { Pending::new() }; THREADS];
+/// How many of [`PER_THREAD`]'s sets were ever claimed (the rest are pages never touched).
+static USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The set of the guest thread `slot` (see [`claim`]), if it has one.
 fn own(slot: u64) -> Option<&'static Pending> {
@@ -100,6 +102,7 @@ pub(super) fn claim(tid: i32) -> u64 {
             .is_ok()
         {
             p.bits.store(0, Ordering::Release);
+            USED.fetch_max(i + 1, Ordering::AcqRel);
             return i as u64;
         }
     }
@@ -132,9 +135,13 @@ pub(super) fn take(sig: i32, slot: u64) -> [u64; 16] {
 /// slot.
 pub(super) fn forget_pending(tid: i32) -> u64 {
     PROCESS.bits.store(0, Ordering::Release);
-    for p in &PER_THREAD {
-        p.bits.store(0, Ordering::Release);
-        p.tid.store(0, Ordering::Release);
+    // the sets ever claimed, written only where set: a store to each set's page would copy it
+    // in every forked child
+    for p in &PER_THREAD[..USED.load(Ordering::Acquire)] {
+        if p.tid.load(Ordering::Acquire) != 0 || p.bits.load(Ordering::Acquire) != 0 {
+            p.bits.store(0, Ordering::Release);
+            p.tid.store(0, Ordering::Release);
+        }
     }
     HOLDER.store(tid, Ordering::Release);
     claim(tid)
