@@ -82,8 +82,10 @@ impl Pending {
     }
 }
 
-/// Guest threads whose signals are kept apart (more share the process's set).
-const THREADS: usize = 64;
+/// Guest threads whose signals are kept apart (more share the process's set, where two
+/// threads' signals of one number merge into one). 8 KiB of zeroed static memory each, touched
+/// only as threads come.
+const THREADS: usize = 1024;
 static PROCESS: Pending = Pending::new();
 static PER_THREAD: [Pending; THREADS] = [const { Pending::new() }; THREADS];
 /// How many of [`PER_THREAD`]'s sets were ever claimed (the rest are pages never touched).
@@ -174,7 +176,7 @@ extern "C" fn on_async(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut li
         // sent to this thread (tgkill, tkill): its own set, when it has one
         let tid = libc::syscall(libc::SYS_gettid) as i32;
         let mine = if (*info).si_code == SI_TKILL {
-            PER_THREAD
+            PER_THREAD[..USED.load(Ordering::Acquire)]
                 .iter()
                 .find(|p| p.tid.load(Ordering::Acquire) == tid)
         } else {
