@@ -163,6 +163,59 @@ fn own_program_is_benchmarked_by_wall_time_and_output_digest() {
 }
 
 #[test]
+fn a_threaded_program_under_bt_reports_its_threads() {
+    let have = vbench_backends::Backend::availability(&vbench_backends::bt::BtBackend);
+    if !vbench_testkit::require_or_skip("the bt backend", have.into_result()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/c/manythreads.c");
+    let bin = dir.path().join("manythreads");
+    let cc = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = dir.path().join("r.json");
+    vbench()
+        .args([
+            "run",
+            "--backend",
+            "bt",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--")
+        .arg(&bin)
+        .assert()
+        .success();
+    let doc = load(&out).unwrap();
+    let bt = doc
+        .samples
+        .iter()
+        .find(|r| doc.plan.cells[r.cell].backend == "bt")
+        .expect("a bt sample");
+    let c = &bt.sample.counters;
+    // its 200 threads, each woken from a futex wait (deferred calls) at least once
+    assert_eq!(c.get("bt.threads_started"), Some(&200), "{c:?}");
+    assert!(
+        c.get("bt.calls_deferred").is_some_and(|n| *n >= 200),
+        "{c:?}"
+    );
+    assert!(bt.sample.stdout_bytes > 0);
+}
+
+#[test]
 fn failing_program_is_recorded_as_failure() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");

@@ -191,6 +191,9 @@ fn translator_process(
         total: Tally::default(),
         hits: 0,
         in_cache: 0,
+        threads_started: 0,
+        yields: 0,
+        deferred: 0,
         report,
         layout,
         _signals: signals,
@@ -218,7 +221,16 @@ fn end_process(mut held: threads::Held, stop: Stop) -> ! {
     if unsafe { libc::getpid() } == w.report.pid {
         let ctx = threads::ctx_page();
         let own = (w.hits + ctx.hits, w.in_cache + ctx.in_cache[1]);
-        let counters = counters(&w.tr, &w.total, own, &w.abi, &w.space);
+        let mut counters = counters(&w.tr, &w.total, own, &w.abi, &w.space);
+        for (k, v) in [
+            ("bt.threads_started", w.threads_started),
+            ("bt.baton_yields", w.yields),
+            ("bt.calls_deferred", w.deferred),
+        ] {
+            if v > 0 {
+                counters.insert(k.into(), v);
+            }
+        }
         w.report.report(&forked::Report {
             counters,
             startup_ns: w.total.startup.map(|d| d.as_nanos() as u64),

@@ -53,6 +53,11 @@ pub(super) struct World {
     pub(super) total: Tally,
     pub(super) hits: u64,
     pub(super) in_cache: u64,
+    /// Threads the guest started, yields of the baton to a waiting thread, calls made with it
+    /// released (`bt.threads_started`, `bt.baton_yields`, `bt.calls_deferred`).
+    pub(super) threads_started: u64,
+    pub(super) yields: u64,
+    pub(super) deferred: u64,
     /// Where the process's report goes.
     pub(super) report: crate::session::forked::Child,
     /// The guest's memory layout as the run began (an execve's new image gets it again).
@@ -269,6 +274,7 @@ pub(super) fn run(sh: &'static Shared, mut held: Held, me: &mut GuestThread, t0:
         w.total.add(&tally);
         match stop {
             Stop::Yield => {
+                w.yields += 1;
                 switch_out(w, me);
                 drop(held);
                 let Some(h) = rejoin(sh, me) else {
@@ -278,6 +284,7 @@ pub(super) fn run(sh: &'static Shared, mut held: Held, me: &mut GuestThread, t0:
             }
             Stop::Block { nr, next } => {
                 let d = w.abi.take_deferred();
+                w.deferred += 1;
                 let slot = ctx_page().in_cache[3];
                 switch_out(w, me);
                 drop(held);
@@ -311,6 +318,7 @@ pub(super) fn run(sh: &'static Shared, mut held: Held, me: &mut GuestThread, t0:
                 } = *s;
                 let r = match spawn(sh, w, ctx, vcpu, spec, t0) {
                     Ok(tid) => {
+                        w.threads_started += 1;
                         // from now on this thread's calls that may block are deferred too
                         w.abi.set_threads(sh.threads());
                         for p in [spec.parent_tid, spec.child_tid] {

@@ -543,14 +543,7 @@ impl Abi {
         let Some(post) = post else {
             return r;
         };
-        let safe;
-        let mem: &dyn GuestMem = if self.mem.has_files() {
-            safe = FaultSafe(mem);
-            &safe
-        } else {
-            mem
-        };
-        let out = post(self, mem, r);
+        let out = self.guarded(mem, |abi, mem| post(abi, mem, r));
         drop(keep);
         match out {
             Ok(v) => v,
@@ -586,6 +579,20 @@ impl Abi {
             Err(Errno(-r as i32))
         } else {
             Ok(r)
+        }
+    }
+
+    /// Runs `f` on guest memory `mem`, made fault-safe ([`FaultSafe`]) while the guest has
+    /// mappings whose pages may fault.
+    fn guarded<R>(
+        &mut self,
+        mem: &dyn GuestMem,
+        f: impl FnOnce(&mut Abi, &dyn GuestMem) -> R,
+    ) -> R {
+        if self.mem.has_files() {
+            f(self, &FaultSafe(mem))
+        } else {
+            f(self, mem)
         }
     }
 
@@ -634,14 +641,7 @@ impl Abi {
         if matches!(e.level_in(self.policy, self.own_process), Level::Refused(_)) {
             return self.refuse(nr);
         }
-        let safe;
-        let mem: &dyn GuestMem = if self.mem.has_files() {
-            safe = FaultSafe(mem);
-            &safe
-        } else {
-            mem
-        };
-        match e.call(self, mem, a) {
+        match self.guarded(mem, |abi, mem| e.call(abi, mem, a)) {
             Ok(act) => act,
             Err(DEFERRED) => Action::Block,
             Err(err) => Action::Return(err.ret()),
