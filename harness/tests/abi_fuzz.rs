@@ -27,18 +27,7 @@ const PARALLEL: usize = 2;
 
 fn build(bin: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/c/abi_fuzz.c");
-    let o = Command::new("gcc")
-        .args(["-static", "-O2", "-Wall", "-o"])
-        .arg(bin)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "gcc {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    vbench_testkit::gcc_static(&src, bin);
 }
 
 /// Each entry of `dir` (not recursive): name -> (mode, mtime, size).

@@ -171,17 +171,7 @@ fn a_threaded_program_under_bt_reports_its_threads() {
     let dir = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/c/manythreads.c");
     let bin = dir.path().join("manythreads");
-    let cc = std::process::Command::new("gcc")
-        .args(["-static", "-O2", "-pthread", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    vbench_testkit::gcc_static(&src, &bin);
     let out = dir.path().join("r.json");
     vbench()
         .args([

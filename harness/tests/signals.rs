@@ -273,18 +273,7 @@ fn busy_guest(dir: &Path) -> PathBuf {
 fn busy_threads(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/c/busy_threads.c");
     let bin = dir.join("signals-busy-threads");
-    let o = Command::new("gcc")
-        .args(["-static", "-O2", "-pthread", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("gcc");
-    assert!(
-        o.status.success(),
-        "gcc {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    vbench_testkit::gcc_static(&src, &bin);
     bin
 }
 

@@ -77,6 +77,23 @@ extern "C" {
     fn geteuid() -> u32;
 }
 
+/// Builds the C program `src` with `gcc -static -O2 -Wall -pthread` into `out`; panics with
+/// gcc's messages when it fails (a test's own program that does not build is the test's bug).
+pub fn gcc_static(src: &std::path::Path, out: &std::path::Path) {
+    let o = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-Wall", "-pthread", "-o"])
+        .arg(out)
+        .arg(src)
+        .output()
+        .unwrap_or_else(|e| panic!("gcc for {}: {e}", src.display()));
+    assert!(
+        o.status.success(),
+        "gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
