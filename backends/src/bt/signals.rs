@@ -17,7 +17,8 @@ static CODE_HI: AtomicU64 = AtomicU64::new(0);
 static FAULT_EXIT: AtomicU64 = AtomicU64::new(0);
 static KICK_EXIT: AtomicU64 = AtomicU64::new(0);
 
-/// The signal the watchdog sends to make the guest leave translated code.
+/// The signal that makes a guest thread leave translated code: sent by a thread that waits for
+/// the baton ([`super::threads`]) or has taken a signal the running thread must deliver.
 pub(super) fn kick_signal() -> libc::c_int {
     libc::SIGRTMIN() + 5
 }
@@ -159,8 +160,24 @@ pub(super) fn set_holder(tid: i32) {
 
 /// Makes host thread `tid` leave translated code (or its host call, with EINTR) at once.
 pub(super) fn kick(tid: i32) {
-    // SAFETY: tgkill takes integers only; a thread that is gone is ESRCH, ignored.
-    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, kick_signal()) };
+    let (nr, pid, sig) = (libc::SYS_tgkill, std::process::id(), kick_signal());
+    // The system call itself, not libc's syscall(): on_async kicks from a signal handler
+    // that may have interrupted a trampoline while the guest's FS base is loaded, and libc
+    // would store a failure (ESRCH: the thread is gone, which is ignored) in errno, through FS.
+    // SAFETY: tgkill takes integers only and touches no memory of this process; syscall
+    // clobbers rcx and r11 and returns in rax.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => _,
+            in("rdi") pid,
+            in("rsi") tid,
+            in("rdx") sig,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        )
+    };
 }
 
 /// Host handler of a signal the guest handles: records it and, when it interrupted translated

@@ -153,8 +153,9 @@ impl Shared {
         (sh, Held { sh })
     }
 
-    /// Waits for the baton (kicking a holder that keeps it for more than a slice).
-    fn acquire(&'static self) -> Held {
+    /// Waits for the baton (kicking a holder that keeps it for more than a slice); with it,
+    /// how many threads the guest has and whether they must leave (an execve).
+    fn acquire(&'static self) -> (Held, usize, bool) {
         let me = gettid();
         let mut b = lock(&self.baton);
         let ticket = b.next;
@@ -172,24 +173,19 @@ impl Shared {
             }
         }
         b.holder = me;
+        let (threads, leaving) = (b.threads.len(), b.leaving);
         drop(b);
         signals::set_holder(me);
-        Held { sh: self }
+        (Held { sh: self }, threads, leaving)
     }
 
     fn threads(&self) -> usize {
         lock(&self.baton).threads.len()
     }
 
-    fn leaving(&self) -> bool {
-        lock(&self.baton).leaving
-    }
-
-    /// Host thread `tid` is gone; the threads left.
-    fn remove(&self, tid: i32) -> usize {
-        let mut b = lock(&self.baton);
-        b.threads.retain(|t| *t != tid);
-        b.threads.len()
+    /// Host thread `tid` is gone.
+    fn remove(&self, tid: i32) {
+        lock(&self.baton).threads.retain(|t| *t != tid);
     }
 }
 
@@ -353,10 +349,9 @@ pub(super) fn run(sh: &'static Shared, mut held: Held, me: &mut GuestThread, t0:
 /// Waits for the baton again and switches `me` in; None: the thread must leave (another
 /// made an execve), and has.
 fn rejoin(sh: &'static Shared, me: &mut GuestThread) -> Option<Held> {
-    let mut held = sh.acquire();
-    let threads = sh.threads();
+    let (mut held, threads, leaving) = sh.acquire();
     switch_in(held.world(), me, threads);
-    if sh.leaving() {
+    if leaving {
         leave(sh, held, me);
         return None;
     }
@@ -373,9 +368,8 @@ fn leave(sh: &'static Shared, mut held: Held, me: &mut GuestThread) {
         unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, 1, 0, 0, 0) };
     }
     signals::release(ctx_page().in_cache[3]);
-    switch_out(w, me);
-    let left = sh.remove(gettid());
-    w.abi.set_threads(left);
+    switch_out(w, me); // the next thread's switch_in gives the ABI the new count
+    sh.remove(gettid());
     drop(held);
 }
 
@@ -400,9 +394,9 @@ fn evict_others(sh: &'static Shared, mut held: Held, me: &mut GuestThread) -> He
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let mut held = sh.acquire();
+    let (mut held, threads, _) = sh.acquire();
     lock(&sh.baton).leaving = false;
-    switch_in(held.world(), me, 1);
+    switch_in(held.world(), me, threads);
     held
 }
 

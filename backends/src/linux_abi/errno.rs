@@ -64,6 +64,15 @@ impl Errno {
     }
 }
 
+/// A raw system call's result (`-errno` on failure, as the kernel returns it) as a Result.
+pub fn raw(r: i64) -> Result<i64, Errno> {
+    if r < 0 {
+        Err(Errno(-r as i32))
+    } else {
+        Ok(r)
+    }
+}
+
 /// A host call's result as the guest gets it: `rc` unless it is -1, then errno.
 pub fn host(rc: i64) -> Result<i64, Errno> {
     if rc == -1 {

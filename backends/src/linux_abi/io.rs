@@ -326,7 +326,7 @@ fn poll_fds(abi: &mut Abi, mem: &dyn GuestMem, fds: u64, n: u64, nr: i64, rest: 
         (nr, [at, n, rest[0], rest[1], rest[2], rest[3]])
     };
     let post: super::Post = Box::new(move |abi, mem, rc| {
-        let mut ready = host_ret(rc)?;
+        let mut ready = super::errno::raw(rc)?;
         let mut guest = guest;
         for (g, h) in guest.iter_mut().zip(&hostfds) {
             let fd = g[0];
@@ -351,7 +351,7 @@ fn poll_fds(abi: &mut Abi, mem: &dyn GuestMem, fds: u64, n: u64, nr: i64, rest: 
         }
         Ok(ready)
     });
-    abi.host_call_then(nr, args, Box::new(()), post, mem)
+    abi.host_call_then(nr, args, post, mem)
 }
 
 pub(super) fn poll(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
@@ -492,19 +492,10 @@ pub(super) fn accept4(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let flags = (a[3] as i32 | libc::SOCK_CLOEXEC) as u64;
     let args = [fd as u64, sa as u64, len as u64, flags, 0, 0];
     let post: super::Post = Box::new(move |abi, _, n| {
-        let n = host_ret(n)?;
+        let n = super::errno::raw(n)?;
         abi.fds.install_new(n, cloexec)
     });
-    abi.host_call_then(libc::SYS_accept4, args, Box::new(()), post, mem)
-}
-
-/// A raw call's result (or -errno) as the guest's.
-fn host_ret(r: i64) -> Sys {
-    if r < 0 {
-        Err(Errno(-r as i32))
-    } else {
-        Ok(r)
-    }
+    abi.host_call_then(libc::SYS_accept4, args, post, mem)
 }
 
 pub(super) fn accept(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
@@ -707,7 +698,7 @@ fn select_sets(abi: &mut Abi, mem: &dyn GuestMem, a: A, nr: i64, timeout: u64, s
         (nr, [n, sets[0], sets[1], sets[2], timeout, sixth])
     };
     let post: super::Post = Box::new(move |_, mem, rc| {
-        host_ret(rc)?;
+        super::errno::raw(rc)?;
         let (hs, mut guest) = (hs, guest);
         let mut ready = 0;
         for set in guest.iter_mut() {
@@ -734,7 +725,7 @@ fn select_sets(abi: &mut Abi, mem: &dyn GuestMem, a: A, nr: i64, timeout: u64, s
         }
         Ok(ready)
     });
-    abi.host_call_then(nr, args, Box::new(()), post, mem)
+    abi.host_call_then(nr, args, post, mem)
 }
 
 pub(super) fn select(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {

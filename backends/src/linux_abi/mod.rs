@@ -198,7 +198,8 @@ pub type Post = Box<dyn FnOnce(&mut Abi, &dyn GuestMem, i64) -> Result<i64, Errn
 
 /// A host call a handler checked and prepared, to be made by the backend with no lock held
 /// (a guest thread waiting in it must not stop the others): its number and arguments, all of
-/// them already host values, and the memory its pointers may point into.
+/// them already host values. Host buffers its pointers point into are owned by `post` (heap
+/// buffers, which moving does not move).
 pub struct Deferred {
     /// The host system call.
     pub nr: i64,
@@ -206,8 +207,6 @@ pub struct Deferred {
     pub args: [u64; 6],
     /// Room for a value the call reads (an argument may point here: a Box keeps it in place).
     pub scratch: [u64; 2],
-    /// Host memory the call's pointers point into (heap buffers, which moving does not move).
-    keep: Option<Box<dyn std::any::Any + Send>>,
     /// What becomes of the result ([`Abi::complete`]).
     post: Option<Post>,
 }
@@ -504,53 +503,6 @@ impl Abi {
         self.host_call_with(nr, args, [0; 2], None)
     }
 
-    /// [`Abi::host_call`] of a call whose pointers point into `keep` (host buffers the handler
-    /// made), with `post` to turn its result into the guest's (run at once, or by
-    /// [`Abi::complete`] when deferred).
-    fn host_call_then(
-        &mut self,
-        nr: i64,
-        args: [u64; 6],
-        keep: Box<dyn std::any::Any + Send>,
-        post: Post,
-        mem: &dyn GuestMem,
-    ) -> Result<i64, Errno> {
-        let d = Box::new(Deferred {
-            nr,
-            args,
-            scratch: [0; 2],
-            keep: Some(keep),
-            post: Some(post),
-        });
-        if self.threads > 1 {
-            self.deferred = Some(d);
-            return Err(DEFERRED);
-        }
-        let r = d.call();
-        let Deferred { post, keep, .. } = *d;
-        let out = match post {
-            Some(p) => p(self, mem, r),
-            None if r < 0 => Err(Errno(-r as i32)),
-            None => Ok(r),
-        };
-        drop(keep);
-        out
-    }
-
-    /// The guest's value of deferred call `d`, which returned `r`: what its handler makes of it.
-    pub fn complete(&mut self, mem: &dyn GuestMem, d: Deferred, r: i64) -> i64 {
-        let Deferred { post, keep, .. } = d;
-        let Some(post) = post else {
-            return r;
-        };
-        let out = self.guarded(mem, |abi, mem| post(abi, mem, r));
-        drop(keep);
-        match out {
-            Ok(v) => v,
-            Err(e) => e.ret(),
-        }
-    }
-
     /// [`Abi::host_call`] with a value the call reads: argument `at` becomes a pointer to
     /// `scratch` (kept in place with the deferred call).
     fn host_call_with(
@@ -564,21 +516,58 @@ impl Abi {
             nr,
             args,
             scratch,
-            keep: None,
             post: None,
         });
         if let Some(i) = at {
             d.args[i] = d.scratch.as_ptr() as u64;
         }
+        let (r, _) = self.defer_or_call(d)?;
+        errno::raw(r)
+    }
+
+    /// [`Abi::host_call`] of a call with `post` to turn its result into the guest's (run at
+    /// once, or by [`Abi::complete`] when deferred); `post` owns the host buffers the call's
+    /// pointers point into.
+    fn host_call_then(
+        &mut self,
+        nr: i64,
+        args: [u64; 6],
+        post: Post,
+        mem: &dyn GuestMem,
+    ) -> Result<i64, Errno> {
+        let d = Box::new(Deferred {
+            nr,
+            args,
+            scratch: [0; 2],
+            post: Some(post),
+        });
+        let (r, d) = self.defer_or_call(d)?;
+        self.finish(*d, mem, r)
+    }
+
+    /// Defers `d` when the guest has other threads ([`DEFERRED`]); else makes it: its raw
+    /// result (or -errno), and `d` back.
+    fn defer_or_call(&mut self, d: Box<Deferred>) -> Result<(i64, Box<Deferred>), Errno> {
         if self.threads > 1 {
             self.deferred = Some(d);
             return Err(DEFERRED);
         }
-        let r = d.call();
-        if r < 0 {
-            Err(Errno(-r as i32))
-        } else {
-            Ok(r)
+        Ok((d.call(), d))
+    }
+
+    /// What call `d`'s handler makes of its raw result `r`.
+    fn finish(&mut self, d: Deferred, mem: &dyn GuestMem, r: i64) -> Result<i64, Errno> {
+        match d.post {
+            Some(post) => post(self, mem, r),
+            None => errno::raw(r),
+        }
+    }
+
+    /// The guest's value of deferred call `d`, which returned `r`: what its handler makes of it.
+    pub fn complete(&mut self, mem: &dyn GuestMem, d: Deferred, r: i64) -> i64 {
+        match self.guarded(mem, |abi, mem| abi.finish(d, mem, r)) {
+            Ok(v) => v,
+            Err(e) => e.ret(),
         }
     }
 

@@ -124,10 +124,9 @@ pub(super) fn host_gettid(_: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
 }
 
 /// set_tid_address(word): the word the thread's exit clears and wakes; its id.
-pub(super) fn host_set_tid_address(abi: &mut Abi, _: &dyn GuestMem, a: A) -> Sys {
+pub(super) fn host_set_tid_address(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     abi.clear_tid = a[0];
-    // SAFETY: gettid has no preconditions.
-    Ok(i64::from(unsafe { libc::gettid() }))
+    host_gettid(abi, mem, a)
 }
 
 /// set_robust_list(head, len): the host's, for the thread's host thread, so that the kernel
@@ -143,6 +142,9 @@ pub(super) fn host_sched_yield(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
     abi.host_call(libc::SYS_sched_yield, [0; 6])
 }
 
+/// FUTEX_LOCK_PI2 (Linux 5.14; not in libc).
+const FUTEX_LOCK_PI2: i32 = 13;
+
 /// futex of a guest that is a host process of its own: the host's, on the guest's words
 /// (shared with its other threads, and with other processes through shared mappings). The
 /// waits are deferred when the guest has other threads.
@@ -151,7 +153,9 @@ pub(super) fn host_futex(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     mem.host_range(a[0], 4, false)?;
     // which commands take a timeout (a[3] a pointer) and which a second word (a[4])
     let (timeout, second) = match cmd {
-        libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET | libc::FUTEX_LOCK_PI | 13 => (true, false),
+        libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET | libc::FUTEX_LOCK_PI | FUTEX_LOCK_PI2 => {
+            (true, false)
+        }
         libc::FUTEX_WAIT_REQUEUE_PI => (true, true),
         libc::FUTEX_REQUEUE
         | libc::FUTEX_CMP_REQUEUE
