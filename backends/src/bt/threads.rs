@@ -167,7 +167,9 @@ impl Shared {
                 .wait_timeout(b, SLICE)
                 .unwrap_or_else(|e| e.into_inner());
             b = g;
-            if to.timed_out() && b.serving == serving {
+            // only the next in line kicks: every waiter's kick would be queued (the kick is a
+            // real-time signal) and delivered to the holder in one burst
+            if to.timed_out() && b.serving == serving && ticket == serving + 1 {
                 self.wanted.store(true, Ordering::Release);
                 signals::kick(holder);
             }
