@@ -13,6 +13,7 @@ use vbench_backends::container::cgroup::Limits;
 use vbench_backends::container::{
     parse_bytes, parse_namespaces, ContainerConfig, Namespace, DEFAULT_PIDS,
 };
+use vbench_backends::container::{Rootfs, Volume};
 use vbench_backends::kvm::{Console, KvmConfig};
 
 #[derive(Parser)]
@@ -141,6 +142,12 @@ pub struct RunArgs {
     pub abi: Option<vbench_backends::AbiPolicy>,
     #[command(flatten)]
     pub container: ContainerOpts,
+    #[command(flatten)]
+    pub files: ContainerFiles,
+    /// The container's working directory (Docker's -w; here -w is --workload). Default: the
+    /// current directory with the host root, / otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
     /// Your own static binary and its arguments, instead of the workloads.
     #[arg(last = true)]
     pub program: Vec<OsString>,
@@ -206,6 +213,70 @@ impl ContainerOpts {
             },
         }
     }
+}
+
+/// What the container shows of files, and its environment: Docker's -v and -e, and the root.
+#[derive(Args, Clone, Default)]
+pub struct ContainerFiles {
+    /// The container's root: `minimal` (a tmpfs with only the program, /proc, /dev/null, zero,
+    /// urandom, /tmp), `host` (the minimal root plus the host's /usr, /bin, /sbin, /lib*, /etc
+    /// read-only, the current directory read-write as the working directory, and the paths named
+    /// on the command line), or a directory holding a root file system (its entries read-only).
+    /// Default: host for a program of yours, minimal for vbench's workloads.
+    #[arg(long, value_name = "minimal|host|DIR", value_parser = Rootfs::parse)]
+    pub rootfs: Option<Rootfs>,
+    /// Bind a host path into the container: HOST[:CONTAINER][:ro|:rw] (Docker's syntax;
+    /// CONTAINER defaults to HOST); repeatable.
+    #[arg(long = "volume", short = 'v', value_name = "HOST[:CONTAINER][:ro|:rw]", value_parser = Volume::parse)]
+    pub volumes: Vec<Volume>,
+    /// Set KEY=VALUE in the container's environment, or pass KEY through from vbench's;
+    /// repeatable. A program of yours gets vbench's environment with these on top, as natively.
+    #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<OsString>,
+}
+
+impl ContainerFiles {
+    /// Whether any option was given.
+    pub fn given(&self, workdir: &Option<PathBuf>) -> bool {
+        self.rootfs.is_some()
+            || !self.volumes.is_empty()
+            || !self.env.is_empty()
+            || workdir.is_some()
+    }
+
+    /// Applies the options to `cfg`: for a program of the user's (`user`: the host root and
+    /// vbench's environment by default) or for vbench's workloads (the minimal root).
+    pub fn apply(&self, cfg: &mut vbench_backends::Config, workdir: &Option<PathBuf>, user: bool) {
+        let c = &mut cfg.container;
+        c.rootfs = self
+            .rootfs
+            .clone()
+            .unwrap_or(if user { Rootfs::Host } else { Rootfs::Minimal });
+        c.volumes = self.volumes.clone();
+        c.env = self.env.clone();
+        c.workdir = workdir.clone();
+        c.inherit_env = user;
+    }
+}
+
+/// `KEY=VALUE`, or `KEY` (vbench's value passed through; left unset when vbench has none).
+fn parse_env(s: &str) -> Result<OsString, String> {
+    let key = s.split_once('=').map_or(s, |(k, _)| k);
+    if key.is_empty() || key.bytes().any(|b| b == 0) {
+        return Err(format!("{s:?} is not KEY=VALUE or KEY"));
+    }
+    if s.contains('=') {
+        return Ok(s.into());
+    }
+    Ok(match std::env::var_os(key) {
+        Some(v) => {
+            let mut kv = OsString::from(format!("{key}="));
+            kv.push(v);
+            kv
+        }
+        // no '=': nothing to set
+        None => OsString::from(key),
+    })
 }
 
 /// A parsed `--container-ns` list.
@@ -316,6 +387,12 @@ pub struct ExecArgs {
     pub abi: Option<vbench_backends::AbiPolicy>,
     #[command(flatten)]
     pub container: ContainerOpts,
+    #[command(flatten)]
+    pub files: ContainerFiles,
+    /// The container's working directory. Default: the current directory with the host root,
+    /// / otherwise.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub program: Vec<OsString>,

@@ -302,3 +302,204 @@ fn harness_killed_mid_run_leaves_nothing_after_the_next_start() {
         .collect();
     assert!(temps.len() <= 1, "{temps:?}");
 }
+
+/// Mount points of this (the host's) mount namespace.
+fn host_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn volumes_workdir_env_and_the_host_root_work_as_docker_users_expect() {
+    if !privileged() {
+        return;
+    }
+    let before = host_mounts();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, work) = (dir.path().join("data"), dir.path().join("work"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(data.join("in.txt"), "from the host\n").unwrap();
+    std::fs::write(work.join("here.txt"), "in the current directory\n").unwrap();
+    // the host root (exec's default): the current directory read-write and the working
+    // directory, the host's tools, a dynamically linked program (/bin/ls), vbench's environment
+    // plus -e, a read-only and a read-write volume
+    let script = "pwd; cat here.txt; cat /in/in.txt; echo new > made.txt; \
+                  { echo no > /in/x; } 2>/dev/null || echo read-only; echo out > /out/w.txt; \
+                  /bin/ls /in; echo \"$VBENCH_T $SET $PASSED\"; id -un";
+    vbench()
+        .current_dir(&work)
+        .env("VBENCH_T", "inherited")
+        .env("PASSED", "through")
+        .args(["exec", "--backend", "container", "-e", "SET=by-e", "-e", "PASSED"])
+        .arg("-v")
+        .arg(format!("{}:/in:ro", data.display()))
+        .arg("-v")
+        .arg(format!("{}:/out", data.display()))
+        .args(["--", "/bin/sh", "-c", script])
+        .assert()
+        .success()
+        .stdout(format!(
+            "{}\nin the current directory\nfrom the host\nread-only\nin.txt\nw.txt\ninherited by-e through\nroot\n",
+            work.display()
+        ));
+    assert_eq!(
+        std::fs::read_to_string(work.join("made.txt")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("w.txt")).unwrap(),
+        "out\n"
+    );
+    // -w, and the minimal root: only the program, root named in /etc/passwd; a program of the
+    // user's gets vbench's environment whatever the root
+    vbench()
+        .current_dir(&work)
+        .env("VBENCH_T", "kept")
+        .args([
+            "exec",
+            "--backend",
+            "container",
+            "--rootfs",
+            "minimal",
+            "-w",
+            "/tmp",
+        ])
+        .args([
+            "--",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "pwd; ls /; id -un; echo $VBENCH_T",
+        ])
+        .assert()
+        .success()
+        .stdout("/tmp\nbusybox\ndev\netc\nproc\ntmp\nroot\nkept\n");
+    // a root directory of the user's, read-only, its own programs
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    vbench()
+        .args(["exec", "--backend", "container", "--rootfs"])
+        .arg(&root)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "ls /bin; { echo x > /bin/y; } 2>/dev/null || echo read-only",
+        ])
+        .assert()
+        .success()
+        .stdout("busybox\nsh\nread-only\n");
+    // the errors name the problem
+    vbench()
+        .args([
+            "exec",
+            "--backend",
+            "container",
+            "-v",
+            "/no/such/dir:/d",
+            "--",
+            BUSYBOX,
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("host path /no/such/dir"));
+    vbench()
+        .args([
+            "exec",
+            "--backend",
+            "container",
+            "-w",
+            "/no/such/dir",
+            "--",
+            BUSYBOX,
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "the working directory /no/such/dir in the container",
+        ));
+    vbench()
+        .args([
+            "exec",
+            "--backend",
+            "container",
+            "--rootfs",
+            "minimal",
+            "--",
+            "/bin/ls",
+        ])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("ELF interpreter")
+                .and(predicate::str::contains("--rootfs host")),
+        );
+    vbench()
+        .args([
+            "exec",
+            "--backend",
+            "native",
+            "-e",
+            "A=b",
+            "--",
+            BUSYBOX,
+            "true",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("set up the container backend"));
+    vbench()
+        .args([
+            "exec",
+            "--backend",
+            "container",
+            "--container-ns",
+            "pid,user",
+            "-v",
+        ])
+        .arg(&data)
+        .args(["--", BUSYBOX, "true"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("mount namespace"));
+    // nothing of it is mounted on the host
+    assert_eq!(host_mounts(), before);
+}
+
+#[test]
+fn a_killed_harness_leaves_no_volume_mounted() {
+    if !privileged() {
+        return;
+    }
+    let before = host_mounts();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("vbench");
+    let mut child = std::process::Command::new(&bin)
+        .current_dir(dir.path())
+        .args(["exec", "--backend", "container", "-v"])
+        .arg(format!("{}:/vol", dir.path().display()))
+        .args(["--", "/bin/sh", "-c", "touch /vol/started; exec sleep 60"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    // the mounts lived in the container's mount namespace only, which dies with its processes
+    assert_eq!(host_mounts(), before);
+    // the next start removes its cgroup
+    vbench()
+        .args(["exec", "--backend", "container", "--", BUSYBOX, "true"])
+        .assert()
+        .success();
+    assert_eq!(cgroups_of(child.id()), Vec::<PathBuf>::new());
+}

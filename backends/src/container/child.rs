@@ -2,6 +2,7 @@
 //! raw `clone` and therefore never allocates, never takes a lock, and never returns: every
 //! string and table it needs is prepared in [`Spec`] before the clone.
 
+use super::root::{self, Planned, Step};
 use super::{ContainerConfig, Fd, Namespace, CLONE_NEWTIME};
 use crate::BackendError;
 use seccompiler::{
@@ -11,10 +12,11 @@ use seccompiler::{
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Where the new root's tmpfs is mounted before pivot_root (inside the private mount namespace).
-const STAGE: &str = "/tmp";
+/// Where the new root's tmpfs is mounted before pivot_root (inside the private mount namespace),
+/// unless the root's plan chose another place ([`root::plan`]).
+const STAGE: &str = root::STAGES[0];
 
 /// Capabilities the payload keeps: Docker's default set.
 const KEEP_CAPS: [u32; 14] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
@@ -116,6 +118,8 @@ pub fn seccomp_programs() -> Result<[BpfProgram; 2], BackendError> {
 pub struct SpecInput<'a> {
     pub cfg: &'a ContainerConfig,
     pub program_name: &'a str,
+    /// The program on the host (None: only in memory).
+    pub program_path: Option<&'a Path>,
     pub exec_fallback: PathBuf,
     pub bytes: &'a [u8],
     pub args: &'a [OsString],
@@ -137,6 +141,7 @@ pub struct Spec {
     mount: bool,
     pid: bool,
     uts: bool,
+    net: bool,
     cgroup: bool,
     time: bool,
     go: Fd,
@@ -151,7 +156,10 @@ pub struct Spec {
     dirs: [CString; 4],
     dev_targets: [CString; 3],
     dev_sources: [CString; 3],
-    prog_staged: CString,
+    prog_staged: Option<CString>,
+    steps: Vec<Planned>,
+    workdir: Option<CString>,
+    workdir_what: String,
     old_root: CString,
     old_proc: CString,
     proc_: CString,
@@ -184,33 +192,75 @@ impl Spec {
             .map(|n| n.as_bytes().to_vec())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| b"program".to_vec());
-        let mut prog_in_root = b"/".to_vec();
-        prog_in_root.extend_from_slice(&base);
-        let staged = |p: &str| c(format!("{STAGE}{p}"));
-        let mut argv_c = vec![c(base.clone())?];
+        let has = |n| cfg.namespaces.contains(&n);
+        let plan = if has(Namespace::Mount) {
+            Some(root::plan(&root::Input {
+                rootfs: &cfg.rootfs,
+                volumes: &cfg.volumes,
+                workdir: cfg.workdir.as_deref(),
+                program: i.program_path,
+                base: &base,
+                args: i.args,
+            })?)
+        } else {
+            if !cfg.volumes.is_empty() || matches!(cfg.rootfs, root::Rootfs::Dir(_)) {
+                return Err(BackendError::Invalid(
+                    "volumes (-v) and --rootfs DIR need the container's own mount namespace (add mnt to --container-ns)".into(),
+                ));
+            }
+            None
+        };
+        let prog_in_root = match &plan {
+            Some(p) => p.exec_path.as_os_str().as_bytes().to_vec(),
+            None => [b"/".as_slice(), &base].concat(),
+        };
+        let stage = plan
+            .as_ref()
+            .map_or(STAGE, |p| p.stage.as_str())
+            .to_string();
+        let staged = |p: &str| c(format!("{stage}{p}"));
+        // argv[0]: the name the user gave (as natively) where the program is at its own path
+        let argv0 = match &plan {
+            Some(p) if !p.copy_program && matches!(cfg.rootfs, root::Rootfs::Dir(_)) => {
+                p.exec_path.as_os_str().as_bytes().to_vec()
+            }
+            Some(p) if !p.copy_program => i.program_name.as_bytes().to_vec(),
+            _ => base.clone(),
+        };
+        let mut argv_c = vec![c(argv0)?];
         for a in i.args {
             argv_c.push(c(a.as_bytes())?);
         }
-        let envp_c = vec![c("PATH=/usr/bin:/bin")?, c("HOME=/")?];
+        let envp_c = environment(cfg)?;
         let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
             v.iter()
                 .map(|s| s.as_ptr())
                 .chain(std::iter::once(std::ptr::null()))
                 .collect()
         };
-        let mut prog_staged = STAGE.as_bytes().to_vec();
+        let mut prog_staged = stage.as_bytes().to_vec();
         prog_staged.extend_from_slice(&prog_in_root);
+        let copy = plan.as_ref().is_none_or(|p| p.copy_program);
+        let workdir = match (&plan, &cfg.workdir) {
+            (Some(p), _) => Some(p.workdir.clone()),
+            (None, w) => w.clone(),
+        };
+        let workdir_what = match &workdir {
+            Some(w) => format!("the working directory {} in the container", w.display()),
+            None => String::new(),
+        };
+        let steps = plan.map(|p| p.steps).unwrap_or_default();
         let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40);
-        let has = |n| cfg.namespaces.contains(&n);
         Ok(Spec {
             cpu: i.cpu,
             user: has(Namespace::User),
             mount: has(Namespace::Mount),
             pid: has(Namespace::Pid),
             uts: has(Namespace::Uts),
+            net: has(Namespace::Net),
             cgroup: has(Namespace::Cgroup),
             time: has(Namespace::Time),
             go: i.go,
@@ -220,7 +270,7 @@ impl Spec {
             stdout: i.stdout,
             stderr: i.stderr,
             close_in_child: i.close_in_child,
-            stage: c(STAGE)?,
+            stage: c(stage.as_str())?,
             stage_opts: c(format!(
                 "mode=755,size={}",
                 (i.bytes.len() as u64 + (64 << 20))
@@ -237,7 +287,10 @@ impl Spec {
                 staged("/dev/urandom")?,
             ],
             dev_sources: [c("/dev/null")?, c("/dev/zero")?, c("/dev/urandom")?],
-            prog_staged: c(prog_staged)?,
+            prog_staged: copy.then(|| c(prog_staged)).transpose()?,
+            steps,
+            workdir: workdir.map(|w| c(w.as_os_str().as_bytes())).transpose()?,
+            workdir_what,
             old_root: c("/old_root")?,
             old_proc: c("/old_root/proc")?,
             proc_: c("/proc")?,
@@ -382,6 +435,12 @@ pub unsafe fn init(s: &Spec) -> ! {
         if s.mount {
             build_root(s);
         }
+        if s.net {
+            loopback_up(s);
+        }
+        if let Some(w) = &s.workdir {
+            check!(s, libc::chdir(w.as_ptr()), &s.workdir_what);
+        }
         if s.uts {
             check!(
                 s,
@@ -488,19 +547,24 @@ unsafe fn build_root(s: &Spec) {
                 "binding a /dev node"
             );
         }
-        let fd = libc::open(
-            s.prog_staged.as_ptr(),
-            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-            0o755,
-        );
-        check!(s, fd, "creating the program in the new root");
-        let mut off = 0;
-        while off < s.bytes_len {
-            let n = libc::write(fd, s.bytes_ptr.add(off).cast(), s.bytes_len - off);
-            check!(s, n as i32, "writing the program into the new root");
-            off += n as usize;
+        if let Some(prog) = &s.prog_staged {
+            let fd = libc::open(
+                prog.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o755,
+            );
+            check!(s, fd, "creating the program in the new root");
+            let mut off = 0;
+            while off < s.bytes_len {
+                let n = libc::write(fd, s.bytes_ptr.add(off).cast(), s.bytes_len - off);
+                check!(s, n as i32, "writing the program into the new root");
+                off += n as usize;
+            }
+            libc::close(fd);
         }
-        libc::close(fd);
+        for p in &s.steps {
+            run_step(s, p);
+        }
         check!(s, libc::chdir(s.stage.as_ptr()), "chdir to the new root");
         check!(
             s,
@@ -541,6 +605,121 @@ unsafe fn build_root(s: &Spec) {
         );
         check!(s, libc::rmdir(s.old_root.as_ptr()), "removing /old_root");
     }
+}
+
+/// Brings the new network namespace's loopback interface up, as Docker does: a program may
+/// talk to itself over 127.0.0.1 (the namespace has no other interface).
+unsafe fn loopback_up(s: &Spec) {
+    // SAFETY: (whole function) a socket and two ioctls on a zeroed ifreq on this stack.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        check!(s, fd, "a socket to bring up the loopback interface");
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, b) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *b as libc::c_char;
+        }
+        check!(
+            s,
+            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr),
+            "reading the loopback interface's flags"
+        );
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        check!(
+            s,
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr),
+            "bringing the loopback interface up"
+        );
+        libc::close(fd);
+    }
+}
+
+/// Carries out one step of the root's plan ([`root::plan`]).
+unsafe fn run_step(s: &Spec, p: &Planned) {
+    // SAFETY: (whole function) as in `init`.
+    unsafe {
+        let exists = || *libc::__errno_location() == libc::EEXIST;
+        match &p.step {
+            Step::Dir { path, mode } => {
+                if libc::mkdir(path.as_ptr(), *mode) < 0 && !exists() {
+                    fail(s, &p.what);
+                }
+            }
+            Step::File { path } => {
+                if libc::mknod(path.as_ptr(), libc::S_IFREG | 0o644, 0) < 0 && !exists() {
+                    fail(s, &p.what);
+                }
+            }
+            Step::Symlink { target, path } => {
+                check!(s, libc::symlink(target.as_ptr(), path.as_ptr()), &p.what);
+            }
+            Step::Write { path, data } => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                check!(s, fd, &p.what);
+                if libc::write(fd, data.as_ptr().cast(), data.len()) != data.len() as isize {
+                    fail(s, &p.what);
+                }
+                libc::close(fd);
+            }
+            Step::Bind { src, dst, ro } => {
+                let null = std::ptr::null::<libc::c_char>();
+                check!(
+                    s,
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        null,
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null()
+                    ),
+                    &p.what
+                );
+                if let Some(keep) = ro {
+                    check!(
+                        s,
+                        libc::mount(
+                            null,
+                            dst.as_ptr(),
+                            null,
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
+                            std::ptr::null()
+                        ),
+                        &p.what
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The payload's environment: vbench's own (a user's program, as natively) or a fixed one
+/// (vbench's workloads), then the `-e` settings.
+fn environment(cfg: &ContainerConfig) -> Result<Vec<CString>, BackendError> {
+    let mut env: Vec<(OsString, OsString)> = if cfg.inherit_env {
+        std::env::vars_os().collect()
+    } else {
+        vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("HOME".into(), "/".into()),
+        ]
+    };
+    for kv in &cfg.env {
+        let (k, v) = match kv.as_bytes().iter().position(|b| *b == b'=') {
+            Some(i) => (
+                OsString::from(std::ffi::OsStr::from_bytes(&kv.as_bytes()[..i])),
+                OsString::from(std::ffi::OsStr::from_bytes(&kv.as_bytes()[i + 1..])),
+            ),
+            None => continue,
+        };
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    env.into_iter()
+        .map(|(k, v)| c([k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect()
 }
 
 /// The payload: drop privileges, install seccomp, exec. Never returns.

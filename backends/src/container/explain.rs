@@ -2,6 +2,7 @@
 //! interpreter or script interpreter (the minimal root holds only the program), a 32-bit
 //! program stopped by the seccomp filter, a kill by the memory limit.
 
+use super::Rootfs;
 use vbench_results::Exit;
 
 /// What kind of executable the bytes are, as far as starting it in a container matters.
@@ -81,15 +82,24 @@ fn elf64_interp(b: &[u8]) -> Option<Option<String>> {
 
 /// Why `execve` of the program failed with `errno` inside the container, when the program's
 /// kind explains it better than the errno's text does.
-pub fn exec_failure(program: &str, bytes: &[u8], errno: i32) -> Option<String> {
+/// `root` is the container's root (`--rootfs`).
+pub fn exec_failure(program: &str, bytes: &[u8], errno: i32, root: &Rootfs) -> Option<String> {
+    let why = match root {
+        Rootfs::Minimal => {
+            " (the minimal root holds only the program): use --rootfs host, which shows the \
+             host's system directories, or a static build"
+                .to_string()
+        }
+        Rootfs::Host => " (the host root shows the host's /usr, /bin, /sbin, /lib*, /etc)".into(),
+        Rootfs::Dir(d) => format!(" (the root directory {})", d.display()),
+    };
     match (kind(bytes), errno) {
         (ProgramKind::Dynamic(interp), libc::ENOENT) => Some(format!(
             "{program} is dynamically linked and its ELF interpreter {interp} is not in the \
-             container's root (the minimal root holds only the program): use a static build"
+             container's root{why}"
         )),
         (ProgramKind::Script(interp), libc::ENOENT) => Some(format!(
-            "{program} is a script whose interpreter {interp} is not in the container's root \
-             (the minimal root holds only the program)"
+            "{program} is a script whose interpreter {interp} is not in the container's root{why}"
         )),
         (ProgramKind::Script(interp), libc::ENOEXEC) if interp.is_empty() => Some(format!(
             "{program} is a script whose #! line names no interpreter"
@@ -172,14 +182,24 @@ mod tests {
     #[test]
     fn exec_failures_name_the_missing_interpreter() {
         let ld = "/lib64/ld-linux-x86-64.so.2";
-        let m = exec_failure("/usr/bin/id", &elf64(Some(ld)), libc::ENOENT).unwrap();
+        let m = exec_failure(
+            "/usr/bin/id",
+            &elf64(Some(ld)),
+            libc::ENOENT,
+            &Rootfs::Minimal,
+        )
+        .unwrap();
         assert!(m.contains("dynamically linked") && m.contains(ld), "{m}");
-        let m = exec_failure("x.sh", b"#!/usr/bin/python3\n", libc::ENOENT).unwrap();
+        assert!(m.contains("--rootfs host"), "{m}");
+        let m = exec_failure("x.sh", b"#!/usr/bin/python3\n", libc::ENOENT, &Rootfs::Host).unwrap();
         assert!(
             m.contains("script") && m.contains("/usr/bin/python3"),
             "{m}"
         );
-        assert_eq!(exec_failure("p", &elf64(None), libc::ENOENT), None);
+        assert_eq!(
+            exec_failure("p", &elf64(None), libc::ENOENT, &Rootfs::Minimal),
+            None
+        );
     }
 
     #[test]

@@ -28,10 +28,12 @@
 pub mod cgroup;
 mod child;
 pub mod explain;
+pub mod root;
 
 use crate::session::process::{supervise, Pipes};
 use crate::{Availability, Backend, BackendError, Invocation, Outcome, Stdio};
 use cgroup::{Layout, Limits};
+pub use root::{Rootfs, Volume};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -163,6 +165,18 @@ pub struct ContainerConfig {
     pub time_offset_secs: i64,
     /// Host name inside the uts namespace.
     pub hostname: String,
+    /// The root file system (with the mnt namespace).
+    pub rootfs: Rootfs,
+    /// Bind mounts (`-v`).
+    pub volumes: Vec<Volume>,
+    /// The program's working directory (`-w`); default: the current directory with the
+    /// `host` root, `/` otherwise.
+    pub workdir: Option<std::path::PathBuf>,
+    /// The program gets vbench's environment (a user's program, as natively) instead of a
+    /// fixed PATH and HOME (vbench's workloads).
+    pub inherit_env: bool,
+    /// `KEY=VALUE` settings on top (`-e`).
+    pub env: Vec<std::ffi::OsString>,
 }
 
 /// Default memory limit of a run.
@@ -183,6 +197,11 @@ impl Default for ContainerConfig {
             id_base: 100_000,
             time_offset_secs: 1_000_000,
             hostname: "vbench".into(),
+            rootfs: Rootfs::Minimal,
+            volumes: Vec::new(),
+            workdir: None,
+            inherit_env: false,
+            env: Vec::new(),
         }
     }
 }
@@ -313,6 +332,7 @@ impl Backend for Container {
         let spec = child::Spec::new(child::SpecInput {
             cfg,
             program_name: &inv.program.name(),
+            program_path: inv.program.path(),
             exec_fallback: inv.program.exec_path(),
             bytes: &bytes,
             args: &inv.args,
@@ -391,7 +411,7 @@ impl Backend for Container {
         let mut counters: BTreeMap<String, u64> = cg.stats();
         drop(cg.remove());
         let (exit, startup_ns) = read_report(&report, sup.exit, clone_ns, |errno| {
-            explain::exec_failure(&inv.program.name(), &bytes, errno)
+            explain::exec_failure(&inv.program.name(), &bytes, errno, &cfg.rootfs)
         })?;
         if let Some(d) = startup_ns {
             counters.insert("container.clone_to_exec_ns".into(), d);
@@ -435,14 +455,24 @@ fn release(
     go_w: &OwnedFd,
 ) -> Result<(), BackendError> {
     if cfg.has(Namespace::User) {
-        let map = format!("0 {} 65536\n", cfg.id_base);
+        // With the minimal root, container root is an unused host uid. Where the container
+        // shows host files (the host root, a root directory, volumes), its root is vbench's
+        // own user, as rootless podman makes it: the files it creates in the current directory
+        // are yours, and it reads what you can read.
+        let map = |own: u32| {
+            if cfg.rootfs == Rootfs::Minimal && cfg.volumes.is_empty() {
+                format!("0 {} 65536\n", cfg.id_base)
+            } else {
+                format!("0 {own} 1\n1 {} 65535\n", cfg.id_base + 1)
+            }
+        };
         let w = |f: &str, v: &str| {
             std::fs::write(format!("/proc/{pid}/{f}"), v)
                 .map_err(os("writing the user namespace's id maps"))
         };
         w("setgroups", "deny")?;
-        w("uid_map", &map)?;
-        w("gid_map", &map)?;
+        w("uid_map", &map(nix::unistd::geteuid().as_raw()))?;
+        w("gid_map", &map(nix::unistd::getegid().as_raw()))?;
     }
     cg.add(pid).map_err(|e| BackendError::Os {
         what: "moving the container into its cgroup".into(),

@@ -14,8 +14,16 @@ use vbench_results::{Document, FailureKind, RunStatus};
 
 /// Runs `vbench run`.
 pub fn run(a: RunArgs) -> Result<ExitCode> {
-    let all = vbench_backends::all_with(&a.container.config());
+    let mut cfg = a.container.config();
+    a.files.apply(&mut cfg, &a.workdir, !a.program.is_empty());
+    let all = vbench_backends::all_with(&cfg);
     let requested = requested_backends(&all, &a.backends);
+    if a.files.given(&a.workdir) && !requested.iter().any(|&i| all[i].name() == "container") {
+        return Err(UsageError(
+            "--rootfs, -v/--volume, -e/--env and --workdir set up the container backend, which this run does not include (add --backend container)".into(),
+        )
+        .into());
+    }
     let subject = subject(&a)?;
     // checked (and a default file reserved) before anything runs
     if a.baseline.is_some() {
