@@ -166,9 +166,13 @@ pub struct Expectations {
 impl Expectations {
     /// The expectation on the backend called `backend`.
     pub fn get(&self, backend: &str) -> Expect {
-        self.on
-            .iter()
-            .find_map(|&(b, e)| (b == backend).then_some(e))
+        let named = |name: &str| self.on.iter().find_map(|&(b, e)| (b == name).then_some(e));
+        named(backend)
+            .or_else(|| {
+                (backend == CONTAINER_HOST)
+                    .then(|| named("container"))
+                    .flatten()
+            })
             .unwrap_or(self.default)
     }
 }
@@ -327,6 +331,10 @@ impl Probe {
 pub const BT_HOST: &str = "bt/host";
 /// kvm's column under the host policy; the column named `kvm` is the confined policy.
 pub const KVM_HOST: &str = "kvm/host";
+/// The container's column with the host root (`--rootfs host`, what `exec` and `run -- PROGRAM`
+/// use); the column named `container` has the minimal root. Where a probe names no expectation
+/// of its own for it, the container's holds.
+pub const CONTAINER_HOST: &str = "container/host";
 
 /// An escape that the host policy makes as the program would natively: bt and kvm guests under
 /// it act on the host with the host process's identity (its files, sockets, /proc, uid and
@@ -605,11 +613,24 @@ pub const PROBES: &[Probe] = &[
         },
         ..privilege("raw_socket", "open an AF_INET raw socket", &[])
     },
-    privilege(
-        "host_file",
-        "read a host file by its path",
-        &[arg("path", HostFile), arg("magic", Magic)],
-    ),
+    // the host root binds the paths named on the command line, as the user asked: the file
+    // is the program's by design there
+    Probe {
+        expect: Expectations {
+            default: Expect::Contained,
+            on: &[
+                (CONTROL, Expect::Escapes),
+                (BT_HOST, Expect::Escapes),
+                (KVM_HOST, Expect::Escapes),
+                (CONTAINER_HOST, Expect::Escapes),
+            ],
+        },
+        ..privilege(
+            "host_file",
+            "read a host file by its path",
+            &[arg("path", HostFile), arg("magic", Magic)],
+        )
+    },
     privilege(
         "proc_root",
         "read a host file through /proc/<host pid>/root",
@@ -702,6 +723,12 @@ pub const PROBES: &[Probe] = &[
                 (CONTROL, Expect::Escapes),
                 (BT_HOST, NO_HOST_FILE_LIMIT),
                 (KVM_HOST, NO_HOST_FILE_LIMIT),
+                (
+                    CONTAINER_HOST,
+                    Expect::NotApplicable(
+                        "the host root binds the current directory read-write: what the program writes there (in /tmp when run from /tmp) is the host's disk, which only the container's own tmpfs limits",
+                    ),
+                ),
             ],
         },
         ..escape(
@@ -962,6 +989,28 @@ mod tests {
             find("time_ns").unwrap().expect("kvm"),
             Expect::NotApplicable(_)
         ));
+    }
+
+    #[test]
+    fn the_containers_host_root_column_is_the_containers_but_for_named_files() {
+        assert_eq!(
+            find("host_file").unwrap().expect(CONTAINER_HOST),
+            Expect::Escapes
+        );
+        assert!(matches!(
+            find("file_size").unwrap().expect(CONTAINER_HOST),
+            Expect::NotApplicable(_)
+        ));
+        for p in PROBES {
+            if !["host_file", "file_size"].contains(&p.name) {
+                assert_eq!(
+                    p.expect(CONTAINER_HOST),
+                    p.expect("container"),
+                    "{}",
+                    p.name
+                );
+            }
+        }
     }
 
     #[test]

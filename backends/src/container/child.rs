@@ -157,6 +157,9 @@ pub struct Spec {
     dev_targets: [CString; 3],
     dev_sources: [CString; 3],
     prog_staged: Option<CString>,
+    /// /proc paths made read-only and hidden ([`PROC_READONLY`], [`PROC_MASKED`]).
+    proc_readonly: Vec<CString>,
+    proc_masked: Vec<CString>,
     steps: Vec<Planned>,
     workdir: Option<CString>,
     workdir_what: String,
@@ -250,6 +253,15 @@ impl Spec {
             None => String::new(),
         };
         let steps = plan.map(|p| p.steps).unwrap_or_default();
+        // only where container root is vbench's own uid: the minimal root stays as it was
+        let own_uid = cfg.root_is_own_uid();
+        let protected = |paths: &[&str]| -> Result<Vec<CString>, BackendError> {
+            if own_uid && has(Namespace::Mount) {
+                paths.iter().map(|p| c(*p)).collect()
+            } else {
+                Ok(Vec::new())
+            }
+        };
         let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -288,6 +300,8 @@ impl Spec {
             ],
             dev_sources: [c("/dev/null")?, c("/dev/zero")?, c("/dev/urandom")?],
             prog_staged: copy.then(|| c(prog_staged)).transpose()?,
+            proc_readonly: protected(&PROC_READONLY)?,
+            proc_masked: protected(&PROC_MASKED)?,
             steps,
             workdir: workdir.map(|w| c(w.as_os_str().as_bytes())).transpose()?,
             workdir_what,
@@ -377,6 +391,14 @@ macro_rules! check {
     };
 }
 
+/// Reports that init reached phase `tag` of the start-up now (CLOCK_MONOTONIC, ns; init itself
+/// stays in vbench's time namespace).
+unsafe fn stamp(s: &Spec, tag: &[u8]) {
+    let mut buf = [0u8; 24];
+    // SAFETY: see `say`.
+    unsafe { say(s, &[tag, fmt_u64(monotonic_ns(), &mut buf), b"\n"]) };
+}
+
 /// CLOCK_MONOTONIC now, nanoseconds (in the caller's time namespace).
 pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -401,11 +423,13 @@ pub unsafe fn init(s: &Spec) -> ! {
         }
         libc::close(s.go_w);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        stamp(s, b"C");
         let mut b = 0u8;
         if libc::read(s.go, (&mut b as *mut u8).cast(), 1) != 1 {
             libc::_exit(1); // vbench gave up on us (or died)
         }
         libc::close(s.go);
+        stamp(s, b"G");
         if s.user {
             // Become the namespace's root (host uid `id_base`): files we create must be owned
             // by an id that is mapped in the namespace.
@@ -456,6 +480,7 @@ pub unsafe fn init(s: &Spec) -> ! {
             check!(s, n as i32, "writing the time namespace's offsets");
             libc::close(fd);
         }
+        stamp(s, b"R");
         for (from, to) in [(s.stdin, 0), (s.stdout, 1), (s.stderr, 2)] {
             if let Some(fd) = from {
                 check!(s, libc::dup2(fd, to), "dup2");
@@ -604,6 +629,91 @@ unsafe fn build_root(s: &Spec) {
             "detaching the old root"
         );
         check!(s, libc::rmdir(s.old_root.as_ptr()), "removing /old_root");
+        for p in &s.proc_readonly {
+            protect(s, p, false);
+        }
+        for p in &s.proc_masked {
+            protect(s, p, true);
+        }
+    }
+}
+
+/// What Docker makes read-only in /proc: the kernel's global settings. Where the container's
+/// root is vbench's own user (the host root, a root directory, volumes), a writable
+/// /proc/sys/kernel/core_pattern would let the program run a command of its choice on the
+/// host; elsewhere container root is an unused host uid, which may not write them anyway.
+const PROC_READONLY: [&str; 6] = [
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/asound",
+];
+
+/// What Docker hides in /proc (an empty read-only tmpfs over a directory, /dev/null over a
+/// file): what the kernel shows of itself.
+const PROC_MASKED: [&str; 7] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/latency_stats",
+];
+
+/// Makes `path` read-only (bound over itself) or hides it; a path this kernel lacks is fine.
+unsafe fn protect(s: &Spec, path: &CString, mask: bool) {
+    // SAFETY: (whole function) as in `init`.
+    unsafe {
+        let null = std::ptr::null::<libc::c_char>();
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::stat(path.as_ptr(), &mut st) < 0 {
+            return;
+        }
+        let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let keep = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let r = if mask && dir {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                path.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_RDONLY | keep,
+                c"size=0".as_ptr().cast(),
+            )
+        } else if mask {
+            libc::mount(
+                c"/dev/null".as_ptr(),
+                path.as_ptr(),
+                null,
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        } else {
+            let r = libc::mount(
+                path.as_ptr(),
+                path.as_ptr(),
+                null,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            );
+            if r < 0 {
+                r
+            } else {
+                libc::mount(
+                    null,
+                    path.as_ptr(),
+                    null,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
+                    std::ptr::null(),
+                )
+            }
+        };
+        if r < 0 {
+            say(s, &[b"Eprotecting ", path.as_bytes(), b"\n"]);
+            libc::_exit(127);
+        }
     }
 }
 

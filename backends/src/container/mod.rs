@@ -210,6 +210,12 @@ impl ContainerConfig {
     fn has(&self, n: Namespace) -> bool {
         self.namespaces.contains(&n)
     }
+
+    /// Whether container root is vbench's own uid (the container shows host files: the host
+    /// root, a root directory, volumes) rather than an unused host uid (the minimal root).
+    pub fn root_is_own_uid(&self) -> bool {
+        self.rootfs != Rootfs::Minimal || !self.volumes.is_empty()
+    }
 }
 
 /// The container backend.
@@ -415,6 +421,7 @@ impl Backend for Container {
         })?;
         if let Some(d) = startup_ns {
             counters.insert("container.clone_to_exec_ns".into(), d);
+            counters.extend(phases(&report, clone_ns));
         }
         let mut stderr_tail = String::from_utf8_lossy(&sup.stderr_tail).into_owned();
         let oom_kills = counters
@@ -460,7 +467,7 @@ fn release(
         // own user, as rootless podman makes it: the files it creates in the current directory
         // are yours, and it reads what you can read.
         let map = |own: u32| {
-            if cfg.rootfs == Rootfs::Minimal && cfg.volumes.is_empty() {
+            if !cfg.root_is_own_uid() {
                 format!("0 {} 65536\n", cfg.id_base)
             } else {
                 format!("0 {own} 1\n1 {} 65535\n", cfg.id_base + 1)
@@ -536,6 +543,32 @@ fn read_report(
     Ok((exit, startup_ns))
 }
 
+/// The start-up's phases from init's stamps (`C` running after the clone, `G` released by
+/// vbench, `R` its namespaces and root made; `S` the program's exec), as counters.
+fn phases(report: &str, clone_ns: u64) -> Vec<(String, u64)> {
+    let at = |tag: char| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(tag)?.parse::<u64>().ok())
+    };
+    let mut out = Vec::new();
+    let mut prev = clone_ns;
+    for (tag, name) in [
+        ('C', "clone"),
+        ('G', "release"),
+        ('R', "namespaces_and_root"),
+        ('S', "payload_to_exec"),
+    ] {
+        let Some(t) = at(tag) else { break };
+        out.push((
+            format!("container.startup.{name}_ns"),
+            t.saturating_sub(prev),
+        ));
+        prev = t;
+    }
+    out
+}
+
 /// Raw fd helper for the child module.
 pub(crate) type Fd = RawFd;
 
@@ -563,6 +596,21 @@ mod tests {
         assert_eq!(e.to_string(), "explained");
         let e = read_report("", Exit::Code { code: 1 }, 0, none).unwrap_err();
         assert!(e.to_string().contains("before the program started"), "{e}");
+    }
+
+    #[test]
+    fn start_up_phases_are_read_from_the_stamps() {
+        let p = phases("C1100\nG1500\nR4500\nS5000\nX0\n", 1000);
+        assert_eq!(
+            p,
+            [
+                ("container.startup.clone_ns".to_string(), 100),
+                ("container.startup.release_ns".to_string(), 400),
+                ("container.startup.namespaces_and_root_ns".to_string(), 3000),
+                ("container.startup.payload_to_exec_ns".to_string(), 500),
+            ]
+        );
+        assert_eq!(phases("C1100\n", 1000).len(), 1);
     }
 
     #[test]

@@ -394,7 +394,7 @@ mod tests {
     /// The probe's arguments on the matrix column called `column`.
     fn args(ctx: &Ctx<'_>, probe: &str, column: &str) -> Vec<String> {
         let p = find(probe).unwrap();
-        ctx.args(p, column == CONTROL || column.ends_with("/host"))
+        ctx.args(p, [CONTROL, "bt/host", "kvm/host"].contains(&column))
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()

@@ -90,7 +90,7 @@ pub(super) fn judge(
         return c;
     }
     (c.verdict, c.note) = by_line(expect, backend, l.outcome, l.detail);
-    if c.verdict == ProbeVerdict::Contained && backend == LIMITED {
+    if c.verdict == ProbeVerdict::Contained && backend.split('/').next() == Some(LIMITED) {
         if let Some(note) = accuracy(p.accuracy, &c.detail, ctx) {
             c.note = note;
         }
@@ -98,7 +98,7 @@ pub(super) fn judge(
     c
 }
 
-/// The backend the limits (`--memory`, `--cpus`, `--pids`) are set on.
+/// The backend the limits (`--memory`, `--cpus`, `--pids`) are set on (both its columns).
 const LIMITED: &str = "container";
 
 /// A probe that floods stdout with `bytes` after its line: contained when the harness kept a

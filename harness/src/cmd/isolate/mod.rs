@@ -28,7 +28,9 @@ use vbench_results::{
     BackendStatus, Document, IsolationMatrix, Plan, ProbeCell, ProbeRow, ProbeVerdict, RunStatus,
     Tool,
 };
-use vbench_workloads::probes::{Expect, Judge, Kind, Probe, Source, CONTROL, PROBES};
+use vbench_workloads::probes::{
+    Expect, Judge, Kind, Probe, Source, CONTAINER_HOST, CONTROL, PROBES,
+};
 
 /// `--backend` of isolate: vbench's own levels from the registry (probes judge containment, so
 /// the peers are not among them), and `all`.
@@ -124,8 +126,15 @@ fn probe_all(
         limits: limits.clone(),
         ..ContainerConfig::default()
     };
-    cfg.container = container;
-    let all = vbench_backends::all_with(&cfg);
+    cfg.container = container.clone();
+    let mut all = vbench_backends::all_with(&cfg);
+    // the container's second column: the host root that a user's program gets
+    all.push(Box::new(vbench_backends::container::Container::new(
+        ContainerConfig {
+            rootfs: vbench_backends::container::Rootfs::Host,
+            ..container
+        },
+    )));
     let cols = columns(&all, &a.backends);
     let statuses: Vec<BackendStatus> = cols.iter().map(|c| status(&*all[c.index], c)).collect();
     let cancel = crate::cmd::common::install_cancel()?;
@@ -280,11 +289,16 @@ struct Column {
     index: usize,
     backend: &'static str,
     abi: AbiPolicy,
+    /// The container with the host root (the last backend of `all`).
+    host_root: bool,
 }
 
 impl Column {
     /// The column's name: in the matrix, in every cell, and the key of its expectations.
     fn name(&self) -> String {
+        if self.host_root {
+            return CONTAINER_HOST.to_string();
+        }
         match self.abi {
             AbiPolicy::Confined => self.backend.to_string(),
             p => format!("{}/{}", self.backend, p.name()),
@@ -313,19 +327,41 @@ fn columns(all: &[Box<dyn Backend>], names: &[String]) -> Vec<Column> {
             }
         }
     }
+    let host_root = all.len() - 1;
     idx.into_iter()
+        .filter(|&i| i != host_root)
         .flat_map(|index| {
             let backend = all[index].name();
+            if backend == "container" {
+                return vec![
+                    Column {
+                        index,
+                        backend,
+                        abi: AbiPolicy::Confined,
+                        host_root: false,
+                    },
+                    Column {
+                        index: host_root,
+                        backend,
+                        abi: AbiPolicy::Confined,
+                        host_root: true,
+                    },
+                ];
+            }
             let policies: &[AbiPolicy] = if ABI_BACKENDS.contains(&backend) {
                 &[AbiPolicy::Confined, AbiPolicy::Host]
             } else {
                 &[AbiPolicy::Confined]
             };
-            policies.iter().map(move |&abi| Column {
-                index,
-                backend,
-                abi,
-            })
+            policies
+                .iter()
+                .map(move |&abi| Column {
+                    index,
+                    backend,
+                    abi,
+                    host_root: false,
+                })
+                .collect()
         })
         .collect()
 }
@@ -335,7 +371,7 @@ fn columns(all: &[Box<dyn Backend>], names: &[String]) -> Vec<Column> {
 fn status(b: &dyn Backend, col: &Column) -> BackendStatus {
     let av = b.availability();
     if let Availability::Unavailable(r) = &av {
-        if col.abi == AbiPolicy::Confined {
+        if col.abi == AbiPolicy::Confined && !col.host_root {
             eprintln!("{}: unavailable: {r}", b.name());
         }
     }
@@ -475,21 +511,36 @@ mod tests {
 
     #[test]
     fn bt_and_kvm_get_a_column_per_policy() {
-        let all = vbench_backends::all_with(&vbench_backends::Config::default());
+        let mut all = vbench_backends::all_with(&vbench_backends::Config::default());
+        all.push(Box::new(vbench_backends::container::Container::new(
+            ContainerConfig::default(),
+        )));
         let names = |sel: &[&str]| -> Vec<String> {
             let sel: Vec<String> = sel.iter().map(|s| s.to_string()).collect();
             columns(&all, &sel).iter().map(Column::name).collect()
         };
         assert_eq!(names(&["bt"]), ["native", "bt", "bt/host"]);
-        assert_eq!(names(&["container"]), ["native", "container"]);
+        assert_eq!(
+            names(&["container"]),
+            ["native", "container", "container/host"]
+        );
         let every = names(&["all"]);
-        for n in ["native", "container", "bt", "bt/host", "kvm", "kvm/host"] {
+        for n in [
+            "native",
+            "container",
+            "container/host",
+            "bt",
+            "bt/host",
+            "kvm",
+            "kvm/host",
+        ] {
             assert!(every.iter().any(|c| c == n), "{n} in {every:?}");
         }
         // each host column right after its confined one
         let at = |n: &str| every.iter().position(|c| c == n).unwrap();
         assert_eq!(at("bt/host"), at("bt") + 1);
         assert_eq!(at("kvm/host"), at("kvm") + 1);
+        assert_eq!(at("container/host"), at("container") + 1);
         let cols = columns(&all, &["kvm".to_string()]);
         assert!(cols[2].host_fs() && !cols[1].host_fs() && cols[0].host_fs());
         assert_eq!(cols[2].abi, AbiPolicy::Host);
