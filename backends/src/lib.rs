@@ -4,6 +4,7 @@
 
 pub mod bt;
 pub mod container;
+pub mod crun;
 pub mod elf;
 pub mod kvm;
 pub mod linux_abi;

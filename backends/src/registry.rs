@@ -2,7 +2,7 @@
 //! choices, `all`), the isolation matrix's columns, and the report colours all come from here,
 //! so a new backend is one module plus one line below.
 
-use crate::{bt, container, kvm, native, peer, Backend, Config};
+use crate::{bt, container, crun, kvm, native, peer, Backend, Config};
 
 /// One backend: its name, whether it is a peer tool, its colour in reports, how to make it.
 #[derive(Clone, Copy)]
@@ -64,6 +64,12 @@ pub const REGISTRY: &[Entry] = &[
         peer: true,
         colour: "#b07aa1",
         make: |_| Box::new(peer::Peer(peer::PeerKind::Valgrind)),
+    },
+    Entry {
+        name: "crun",
+        peer: true,
+        colour: "#76b7b2",
+        make: |c| Box::new(crun::Crun::new(c.container.limits.clone())),
     },
 ];
 

@@ -84,7 +84,7 @@ fn one_backend() -> clap::builder::PossibleValuesParser {
 #[derive(Args)]
 pub struct RunArgs {
     /// Backend to run on; repeat for several, or `all` (vbench's four). Native is always added
-    /// as the control. The peers `qemu-user` and `valgrind` are measured only when named.
+    /// as the control. The peers `qemu-user`, `valgrind` (beside bt) and `crun` (beside the container) are measured only when named.
     #[arg(long = "backend", short = 'b', value_parser = backend_choices(), default_value = "native")]
     pub backends: Vec<String>,
     /// Workload to run (see `vbench list`); repeatable. Default: every workload.
@@ -368,7 +368,7 @@ fn parse_workload(s: &str) -> Result<String, String> {
 
 #[derive(Args)]
 pub struct ExecArgs {
-    /// Backend to run on (or a peer: qemu-user, valgrind).
+    /// Backend to run on (or a peer: qemu-user, valgrind, crun).
     #[arg(long = "backend", short = 'b', value_parser = one_backend(), default_value = "native")]
     pub backend: String,
     /// Kill the program after this many seconds (exit status 124).

@@ -129,3 +129,73 @@ fn all_means_vbench_s_own_backends() {
     let names: Vec<&str> = doc.plan.backends.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["native", "container", "bt", "kvm"]);
 }
+
+/// crun beside the container: the same checksums, a Peers table grouping it with the container,
+/// stdio and status through `exec`, and nothing left in crun's state directory or the cgroups.
+#[test]
+fn crun_runs_the_workloads_beside_the_container() {
+    if !installed("crun") || !vbench_testkit::require_or_skip("root (crun)", vbench_testkit::root())
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("crun.json");
+    let o = vbench()
+        .args(["run", "--backend", "container", "--backend", "crun"])
+        .args(["--workload", "intmix", "--workload", "getpid", "--quick"])
+        .args(["--rounds", "3", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let doc = load(&out).unwrap();
+    for w in ["intmix", "getpid"] {
+        let (i, _) = doc
+            .plan
+            .cells
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.backend == "crun" && c.workload == w)
+            .unwrap_or_else(|| panic!("no cell {w}/crun: {text}"));
+        let s = doc.summaries.iter().find(|s| s.cell == i).unwrap();
+        assert_eq!(s.checksum_matches_native, Some(true), "{w}/crun: {text}");
+        assert!(s.overhead.is_some(), "{w}/crun");
+    }
+    let md = vbench_reports::markdown::render(&doc);
+    assert!(
+        md.contains("| container vs native | crun vs native | container / fastest peer |"),
+        "{md}"
+    );
+    // exec: output and status through crun
+    let wl = dir.path().join("wl");
+    vbench().arg("workload-elf").arg(&wl).assert().success();
+    let o = vbench()
+        .args(["exec", "--backend", "crun", "--"])
+        .arg(&wl)
+        .arg("no-such-task")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // nothing of this test's vbench processes is left: no state, no bundle, no cgroup
+    let left: Vec<String> = std::fs::read_dir(vbench_backends::crun::STATE)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let alive = |name: &str| {
+        name.split('-')
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    };
+    assert!(left.iter().all(|n| alive(n)), "left behind: {left:?}");
+}

@@ -79,63 +79,84 @@ pub fn overhead(view: &View) -> Option<Table> {
 }
 
 /// What the peers table says, in one sentence.
-pub const PEERS_CAPTION: &str = "Other people's translators run the same unmodified binary, measured by vbench in the same rounds: qemu-user is QEMU's TCG translator in user mode, valgrind is Valgrind's translator with no instrumentation (--tool=none). Ratios are per-round medians with 95% intervals; the last column is bt's time per operation over the fastest peer's.";
+pub const PEERS_CAPTION: &str = "Other people's tools run the same unmodified binary, measured by vbench in the same rounds: beside bt, qemu-user (QEMU's TCG translator in user mode) and valgrind (Valgrind's translator with no instrumentation, --tool=none); beside the container, crun (an OCI runtime running the binary from a bundle with its default spec and the container's limits). Ratios are per-round medians with 95% intervals; a level's last column is its time per operation over its fastest peer's.";
 
-/// vbench's translator beside the peer tools that ran: each one's overhead against native, and
-/// bt's time over the fastest peer's; `None` when no peer ran.
+/// The level of vbench's that a peer stands beside: the container for OCI runtimes, bt for the
+/// translators.
+pub fn peer_of(peer: &str) -> &'static str {
+    match peer {
+        "crun" => "container",
+        _ => "bt",
+    }
+}
+
+/// vbench's levels beside the peer tools that ran: each one's overhead against native, and for
+/// each level its time over its fastest peer's; `None` when no peer ran.
 pub fn peers(view: &View) -> Option<Table> {
     let peers = view.peers();
     if peers.is_empty() {
         return None;
     }
-    let mut cols: Vec<&str> = view.ran.iter().copied().filter(|b| *b == "bt").collect();
-    cols.extend(peers.iter().copied());
+    // (level if it ran, its peers), bt's group first
+    let groups: Vec<(Option<&str>, Vec<&str>)> = ["bt", "container"]
+        .into_iter()
+        .map(|level| {
+            let ps: Vec<&str> = peers
+                .iter()
+                .copied()
+                .filter(|p| peer_of(p) == level)
+                .collect();
+            (view.ran.iter().copied().find(|b| *b == level), ps)
+        })
+        .filter(|(_, ps)| !ps.is_empty())
+        .collect();
     let mut head = vec![s("workload")];
-    head.extend(cols.iter().map(|b| format!("{b} vs native")));
-    let with_bt = cols.first() == Some(&"bt");
-    if with_bt {
-        head.push(s("bt / fastest peer"));
+    for (level, ps) in &groups {
+        head.extend(level.iter().chain(ps).map(|b| format!("{b} vs native")));
+        if let Some(l) = level {
+            head.push(format!("{l} / fastest peer"));
+        }
     }
+    let overhead = |w: &str, b: &str| match view
+        .summary(w, b)
+        .and_then(|sm| sm.overhead.map(|o| (sm, o)))
+    {
+        Some((sm, o)) => format!(
+            "{:.2}x [{:.2}, {:.2}]{}",
+            o.median,
+            o.ci_low,
+            o.ci_high,
+            if sm.checksum_matches_native == Some(false) {
+                " WRONG RESULT"
+            } else {
+                ""
+            }
+        ),
+        None => s("-"),
+    };
     let rows = view
         .workloads
         .iter()
         .map(|w| {
             let mut r = vec![w.to_string()];
-            for b in &cols {
-                r.push(
-                    match view
-                        .summary(w, b)
-                        .and_then(|sm| sm.overhead.map(|o| (sm, o)))
-                    {
-                        Some((sm, o)) => format!(
-                            "{:.2}x [{:.2}, {:.2}]{}",
-                            o.median,
-                            o.ci_low,
-                            o.ci_high,
-                            if sm.checksum_matches_native == Some(false) {
-                                " WRONG RESULT"
-                            } else {
-                                ""
-                            }
-                        ),
-                        None => s("-"),
-                    },
-                );
-            }
-            if with_bt {
-                let fastest = peers
+            for (level, ps) in &groups {
+                for b in level.iter().chain(ps) {
+                    r.push(overhead(w, b));
+                }
+                let Some(l) = level else { continue };
+                let fastest = ps
                     .iter()
                     .filter_map(|p| view.summary(w, p).map(|sm| sm.median_ns))
                     .fold(f64::INFINITY, f64::min);
-                r.push(match view.summary(w, "bt") {
-                    Some(bt) if fastest.is_finite() && fastest > 0.0 => {
-                        let q = bt.median_ns / fastest;
+                r.push(match view.summary(w, l) {
+                    Some(me) if fastest.is_finite() && fastest > 0.0 => {
+                        let q = me.median_ns / fastest;
                         let word = if (q - 1.0).abs() < 0.005 {
-                            "even"
+                            "even".to_string()
                         } else if q < 1.0 {
-                            "bt faster"
+                            format!("{l} faster")
                         } else {
-                            "bt slower"
+                            format!("{l} slower")
                         };
                         format!("{q:.2}x ({word})")
                     }

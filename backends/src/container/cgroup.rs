@@ -403,6 +403,15 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The v1 `tasks` file of each directory (empty on v2, which has none).
+    pub fn tasks_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .values()
+            .map(|d| d.join("tasks"))
+            .filter(|p| p.is_file())
+            .collect()
+    }
+
     /// The directories, controller to path.
     pub fn dirs(&self) -> &BTreeMap<&'static str, PathBuf> {
         &self.dirs

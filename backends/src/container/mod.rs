@@ -335,6 +335,13 @@ impl Backend for Container {
             (None, None)
         };
         let dev_null = std::fs::File::open("/dev/null").map_err(os("/dev/null"))?;
+        // v1: init moves itself into the cgroup through these (no grace period; see child.rs)
+        let tasks: Vec<std::fs::File> = cg
+            .tasks_files()
+            .iter()
+            .map(|p| std::fs::OpenOptions::new().write(true).open(p))
+            .collect::<Result<_, _>>()
+            .map_err(os("opening the run's cgroup's tasks files"))?;
         let spec = child::Spec::new(child::SpecInput {
             cfg,
             program_name: &inv.program.name(),
@@ -354,6 +361,7 @@ impl Backend for Container {
                 out_pipe.as_ref().map(|p| p.0.as_raw_fd()),
                 err_pipe.as_ref().map(|p| p.0.as_raw_fd()),
             ],
+            cgroup_tasks: tasks.iter().map(|f| f.as_raw_fd()).collect(),
         })?;
 
         let flags = cfg
@@ -481,10 +489,13 @@ fn release(
         w("uid_map", &map(nix::unistd::geteuid().as_raw()))?;
         w("gid_map", &map(nix::unistd::getegid().as_raw()))?;
     }
-    cg.add(pid).map_err(|e| BackendError::Os {
-        what: "moving the container into its cgroup".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    // v2: vbench moves it (on v1 init moved itself)
+    if cg.tasks_files().is_empty() {
+        cg.add(pid).map_err(|e| BackendError::Os {
+            what: "moving the container into its cgroup".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
     if nix::unistd::write(go_w, b"g") != Ok(1) {
         return Err(os("releasing the container")(
             std::io::Error::last_os_error(),
@@ -543,7 +554,8 @@ fn read_report(
     Ok((exit, startup_ns))
 }
 
-/// The start-up's phases from init's stamps (`C` running after the clone, `G` released by
+/// The start-up's phases from init's stamps (`C` running after the clone and in the run's
+/// cgroup, `G` released by
 /// vbench, `R` its namespaces and root made; `S` the program's exec), as counters.
 fn phases(report: &str, clone_ns: u64) -> Vec<(String, u64)> {
     let at = |tag: char| {

@@ -44,6 +44,10 @@ pub fn clean_stale() {
             swept.killed.len()
         );
     }
+    // crun's containers first: deleting one removes its cgroups
+    for id in vbench_backends::crun::remove_stale() {
+        eprintln!("vbench: deleted stale crun container {id} of an earlier run");
+    }
     if let Ok(layout) = Layout::host() {
         for p in layout.remove_stale() {
             eprintln!(
