@@ -503,3 +503,54 @@ fn a_killed_harness_leaves_no_volume_mounted() {
         .success();
     assert_eq!(cgroups_of(child.id()), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn run_of_a_users_program_takes_the_containers_files_options() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "data\n").unwrap();
+    let out = dir.path().join("r.json");
+    // the program reads a volume and an -e setting; its digest is the same on both backends
+    // only when the container sees the same bytes as native
+    vbench()
+        .current_dir(dir.path())
+        .env("GREETING", "hello")
+        .args([
+            "run",
+            "--backend",
+            "container",
+            "--rounds",
+            "2",
+            "-e",
+            "GREETING",
+        ])
+        .arg("-v")
+        .arg(format!(
+            "{}:{}:ro",
+            dir.path().display(),
+            dir.path().display()
+        ))
+        .args(["--workdir"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .args(["--", "/bin/sh", "-c", "cat in.txt; echo $GREETING"])
+        .assert()
+        .success();
+    let doc = load(&out).unwrap();
+    assert!(doc.failures.is_empty(), "{:?}", doc.failures);
+    let s = doc
+        .summaries
+        .iter()
+        .find(|s| doc.plan.cells[s.cell].backend == "container")
+        .unwrap();
+    assert_eq!(s.checksum_matches_native, Some(true));
+    // they set up the container: a run without it says so
+    vbench()
+        .args(["run", "--backend", "bt", "-e", "A=b", "--", BUSYBOX, "true"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("add --backend container"));
+}
