@@ -16,6 +16,7 @@
 
 use crate::container::cgroup::{Layout, Limits};
 use crate::native::run_command;
+use crate::peer::on_path;
 use crate::{Availability, Backend, BackendError, Invocation, Outcome};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -58,17 +59,6 @@ impl Crun {
             .clone()
             .map_err(BackendError::Invalid)
     }
-}
-
-/// The first `name` on PATH that is an executable file.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| PathBuf::from(d).join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// Whether the host is hybrid: v1 controllers and an empty cgroup2 at [`UNIFIED`].

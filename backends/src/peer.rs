@@ -50,7 +50,7 @@ impl PeerKind {
 }
 
 /// The first `name` on PATH that is an executable file.
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::env::var_os("PATH")?
         .to_str()?

@@ -14,33 +14,19 @@ fn vbench() -> Command {
     Command::cargo_bin("vbench").unwrap()
 }
 
-#[test]
-fn peers_compute_what_native_computes() {
-    if !installed("qemu-x86_64") || !installed("valgrind") {
-        return;
-    }
+/// `vbench run` of intmix and getpid on `backends` (quick, 3 rounds): the document, after checking
+/// that every peer's cells computed what native computed; and the peers that ran.
+fn run_peers(backends: &[&str]) -> (vbench_results::Document, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("peers.json");
-    let o = vbench()
-        .args([
-            "run",
-            "--backend",
-            "bt",
-            "--backend",
-            "qemu-user",
-            "--backend",
-            "valgrind",
-        ])
-        .args([
-            "--workload",
-            "intmix",
-            "--workload",
-            "getpid",
-            "--quick",
-            "--rounds",
-            "3",
-        ])
-        .arg("--out")
+    let mut cmd = vbench();
+    cmd.arg("run");
+    for b in backends {
+        cmd.args(["--backend", b]);
+    }
+    let o = cmd
+        .args(["--workload", "intmix", "--workload", "getpid", "--quick"])
+        .args(["--rounds", "3", "--out"])
         .arg(&out)
         .output()
         .unwrap();
@@ -48,29 +34,38 @@ fn peers_compute_what_native_computes() {
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{text}");
     let doc = load(&out).unwrap();
-    let peers: Vec<&str> = doc
+    let peers: Vec<String> = doc
         .plan
         .backends
         .iter()
         .filter(|b| b.peer)
-        .map(|b| b.name.as_str())
+        .map(|b| b.name.clone())
         .collect();
-    assert_eq!(peers, ["qemu-user", "valgrind"]);
-    for peer in peers {
+    for peer in &peers {
         for w in ["intmix", "getpid"] {
             let (i, _) = doc
                 .plan
                 .cells
                 .iter()
                 .enumerate()
-                .find(|(_, c)| c.backend == peer && c.workload == w)
-                .unwrap_or_else(|| panic!("no cell {w}/{peer}"));
+                .find(|(_, c)| c.backend == *peer && c.workload == w)
+                .unwrap_or_else(|| panic!("no cell {w}/{peer}: {text}"));
             let s = doc.summaries.iter().find(|s| s.cell == i).unwrap();
             assert_eq!(s.checksum_matches_native, Some(true), "{w}/{peer}: {text}");
             let o = s.overhead.expect("an overhead against native");
             assert!(o.median > 0.0, "{w}/{peer}");
         }
     }
+    (doc, peers)
+}
+
+#[test]
+fn peers_compute_what_native_computes() {
+    if !installed("qemu-x86_64") || !installed("valgrind") {
+        return;
+    }
+    let (doc, peers) = run_peers(&["bt", "qemu-user", "valgrind"]);
+    assert_eq!(peers, ["qemu-user", "valgrind"]);
     // the report has its peers section
     let md = vbench_reports::markdown::render(&doc);
     assert!(md.contains("## Peers"), "{md}");
@@ -138,37 +133,15 @@ fn crun_runs_the_workloads_beside_the_container() {
     {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("crun.json");
-    let o = vbench()
-        .args(["run", "--backend", "container", "--backend", "crun"])
-        .args(["--workload", "intmix", "--workload", "getpid", "--quick"])
-        .args(["--rounds", "3", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{text}");
-    let doc = load(&out).unwrap();
-    for w in ["intmix", "getpid"] {
-        let (i, _) = doc
-            .plan
-            .cells
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.backend == "crun" && c.workload == w)
-            .unwrap_or_else(|| panic!("no cell {w}/crun: {text}"));
-        let s = doc.summaries.iter().find(|s| s.cell == i).unwrap();
-        assert_eq!(s.checksum_matches_native, Some(true), "{w}/crun: {text}");
-        assert!(s.overhead.is_some(), "{w}/crun");
-    }
+    let (doc, peers) = run_peers(&["container", "crun"]);
+    assert_eq!(peers, ["crun"]);
     let md = vbench_reports::markdown::render(&doc);
     assert!(
         md.contains("| container vs native | crun vs native | container / fastest peer |"),
         "{md}"
     );
     // exec: output and status through crun
+    let dir = tempfile::tempdir().unwrap();
     let wl = dir.path().join("wl");
     vbench().arg("workload-elf").arg(&wl).assert().success();
     let o = vbench()
@@ -198,4 +171,13 @@ fn crun_runs_the_workloads_beside_the_container() {
             .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
     };
     assert!(left.iter().all(|n| alive(n)), "left behind: {left:?}");
+    let cgroups: Vec<String> = vbench_backends::container::cgroup::Layout::host()
+        .unwrap()
+        .parents()
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p).unwrap().filter_map(|e| e.ok()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vbench-") && !alive(n))
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
 }
