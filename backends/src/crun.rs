@@ -61,15 +61,28 @@ impl Crun {
     }
 }
 
-/// Whether the host is hybrid: v1 controllers and an empty cgroup2 at [`UNIFIED`].
+/// Whether the host is hybrid: v1 controllers and an empty cgroup2 at [`UNIFIED`] (looked at
+/// once: the layout does not change under a running vbench).
 fn hybrid() -> bool {
-    matches!(Layout::host(), Ok(Layout::V1(_)))
-        && std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
-            m.lines().any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.get(4) == Some(&UNIFIED) && l.contains(" - cgroup2 ")
+    static HYBRID: OnceLock<bool> = OnceLock::new();
+    *HYBRID.get_or_init(|| {
+        matches!(Layout::host(), Ok(Layout::V1(_)))
+            && std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+                m.lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(4) == Some(&UNIFIED) && l.contains(" - cgroup2 ")
+                })
             })
-        })
+    })
+}
+
+/// `crun delete -f id`: kills the container and removes its state and cgroups.
+fn delete(crun: &Path, hybrid: bool, id: &str) {
+    let _ = crun_command(crun, hybrid)
+        .args(["delete", "-f", id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// A `crun` command; on a hybrid host it runs where the empty cgroup2 is unmounted.
@@ -219,11 +232,7 @@ pub fn remove_stale() -> Vec<String> {
             continue;
         }
         if let Some(crun) = &crun {
-            let _ = crun_command(crun, hybrid)
-                .args(["delete", "-f", &name])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+            delete(crun, hybrid, &name);
         }
         if !e.path().exists() {
             removed.push(name);
@@ -313,11 +322,7 @@ impl Backend for Crun {
         })();
         // a run killed by its timeout (or ^C) leaves the container behind: delete it
         if Path::new(STATE).join(&id).exists() {
-            let _ = crun_command(&crun, hybrid)
-                .args(["delete", "-f", &id])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+            delete(&crun, hybrid, &id);
         }
         let _ = std::fs::remove_dir_all(&bundle);
         let mut out = result?;
