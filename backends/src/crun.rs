@@ -247,7 +247,7 @@ impl Backend for Crun {
     }
 
     fn describe(&self) -> &'static str {
-        "peer: crun run of an OCI bundle (crun's default spec, the container's limits)"
+        "peer: crun, an OCI runtime (its default spec, our limits)"
     }
 
     fn is_peer(&self) -> bool {

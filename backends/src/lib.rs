@@ -6,6 +6,7 @@ pub mod bt;
 pub mod container;
 pub mod crun;
 pub mod elf;
+pub mod gvisor;
 pub mod kvm;
 pub mod linux_abi;
 pub use linux_abi::Policy as AbiPolicy;
@@ -15,6 +16,7 @@ pub mod program;
 pub mod registry;
 pub mod session;
 pub mod tiny_elf;
+pub mod vm;
 
 pub use program::Program;
 
@@ -176,6 +178,10 @@ pub struct Config {
     pub container: container::ContainerConfig,
     /// The micro-VM's.
     pub kvm: kvm::KvmConfig,
+    /// The whole-OS VM's.
+    pub vm: vm::VmConfig,
+    /// gVisor's platform.
+    pub gvisor: gvisor::Platform,
 }
 
 /// Every backend, configured, in the registry's order: its own levels, then the peers.

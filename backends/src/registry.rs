@@ -2,7 +2,7 @@
 //! choices, `all`), the isolation matrix's columns, and the report colours all come from here,
 //! so a new backend is one module plus one line below.
 
-use crate::{bt, container, crun, kvm, native, peer, Backend, Config};
+use crate::{bt, container, crun, gvisor, kvm, native, peer, vm, Backend, Config};
 
 /// One backend: its name, whether it is a peer tool, its colour in reports, how to make it.
 #[derive(Clone, Copy)]
@@ -11,6 +11,9 @@ pub struct Entry {
     pub name: &'static str,
     /// A peer tool measured beside vbench's own backends: selected only by name, never by `all`.
     pub peer: bool,
+    /// Selected by `all` (vbench's own levels that are quick to start; the whole-OS VM, which
+    /// boots an operating system, is selected by name).
+    pub in_all: bool,
     /// Its colour in charts and matrices (`#rrggbb`), stable across runs.
     pub colour: &'static str,
     /// Makes it with the given settings.
@@ -22,6 +25,7 @@ impl std::fmt::Debug for Entry {
         f.debug_struct("Entry")
             .field("name", &self.name)
             .field("peer", &self.peer)
+            .field("in_all", &self.in_all)
             .field("colour", &self.colour)
             .finish()
     }
@@ -32,44 +36,65 @@ pub const REGISTRY: &[Entry] = &[
     Entry {
         name: "native",
         peer: false,
+        in_all: true,
         colour: "#4e79a7",
         make: |_| Box::new(native::Native),
     },
     Entry {
         name: "container",
         peer: false,
+        in_all: true,
         colour: "#f28e2b",
         make: |c| Box::new(container::Container::new(c.container.clone())),
     },
     Entry {
         name: "bt",
         peer: false,
+        in_all: true,
         colour: "#59a14f",
         make: |_| Box::new(bt::BtBackend),
     },
     Entry {
         name: "kvm",
         peer: false,
+        in_all: true,
         colour: "#e15759",
         make: |c| Box::new(kvm::KvmBackend::new(c.kvm.clone())),
     },
     Entry {
+        name: "vm",
+        peer: false,
+        in_all: false,
+        colour: "#ff9da7",
+        make: |c| Box::new(vm::VmBackend::new(c.vm.clone())),
+    },
+    Entry {
         name: "qemu-user",
         peer: true,
+        in_all: false,
         colour: "#9c755f",
         make: |_| Box::new(peer::Peer(peer::PeerKind::QemuUser)),
     },
     Entry {
         name: "valgrind",
         peer: true,
+        in_all: false,
         colour: "#b07aa1",
         make: |_| Box::new(peer::Peer(peer::PeerKind::Valgrind)),
     },
     Entry {
         name: "crun",
         peer: true,
+        in_all: false,
         colour: "#76b7b2",
         make: |c| Box::new(crun::Crun::new(c.container.limits.clone())),
+    },
+    Entry {
+        name: "gvisor",
+        peer: true,
+        in_all: false,
+        colour: "#edc948",
+        make: |c| Box::new(gvisor::Gvisor::new(c.gvisor)),
     },
 ];
 
@@ -86,13 +111,19 @@ pub fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|e| e.name).collect()
 }
 
-/// The backends `all` selects (vbench's own levels, the control first).
+/// vbench's own levels (no peer), the control first.
 pub fn own() -> Vec<&'static str> {
     REGISTRY
         .iter()
         .filter(|e| !e.peer)
         .map(|e| e.name)
         .collect()
+}
+
+/// Whether `all` selects the backend called `name` (the control and vbench's own levels but
+/// the whole-OS VM).
+pub fn in_all(name: &str) -> bool {
+    entry(name).is_some_and(|e| e.in_all)
 }
 
 /// What `--backend` accepts: every name and `all`.
@@ -141,6 +172,8 @@ mod tests {
         let own = own();
         assert_eq!(own[0], "native");
         assert!(own.iter().all(|n| !entry(n).unwrap().peer));
+        assert!(in_all("native") && in_all("kvm") && !in_all("vm") && !in_all("gvisor"));
+        assert!(REGISTRY.iter().all(|e| !(e.peer && e.in_all)));
         assert!(choices().contains(&ALL));
         assert_eq!(colour("kvm"), Some("#e15759"));
         assert_eq!(colour("nope"), None);

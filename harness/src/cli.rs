@@ -171,9 +171,23 @@ pub struct ContainerOpts {
     /// Container cpuset, e.g. 0 or 0-1.
     #[arg(long, allow_negative_numbers = true, value_parser = parse_cpuset)]
     pub cpuset: Option<String>,
-    /// Micro-VM guest RAM, a multiple of 2M between 16M and 1G.
+    /// Guest RAM of the micro-VM (kvm) and of the whole-OS VM (vm), a multiple of 2M between 16M and 1G.
     #[arg(long = "vm-mem", default_value = "512M", allow_negative_numbers = true, value_parser = parse_vm_mem)]
     pub vm_mem: u64,
+    /// The whole-OS VM's guest kernel (a bzImage); default: the newest /boot/vmlinuz-*
+    /// (Debian's linux-image-cloud-amd64 provides one).
+    #[arg(long = "vm-kernel", value_name = "PATH")]
+    pub vm_kernel: Option<PathBuf>,
+    /// The whole-OS VM's accelerator: kvm (hardware-assisted), tcg (QEMU's binary translation of
+    /// the whole guest), or auto (kvm where the CPU offers VMX/SVM to a booting kernel, else tcg).
+    #[arg(long = "vm-accel", default_value = "auto", value_parser = vbench_backends::vm::AccelChoice::parse)]
+    pub vm_accel: vbench_backends::vm::AccelChoice,
+    /// How long the whole-OS VM may take to boot to vbench's init, in seconds.
+    #[arg(long = "vm-boot-timeout", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub vm_boot_timeout: u64,
+    /// gVisor's platform: ptrace (works everywhere) or kvm.
+    #[arg(long = "gvisor-platform", default_value = "ptrace", value_parser = vbench_backends::gvisor::Platform::parse)]
+    pub gvisor_platform: vbench_backends::gvisor::Platform,
     /// Micro-VM console: one hypercall per write, or an emulated UART (an exit per register access).
     #[arg(long = "kvm-console", default_value = "hypercall", value_parser = ["hypercall", "uart"])]
     pub kvm_console: String,
@@ -211,6 +225,13 @@ impl ContainerOpts {
                     Console::Hypercall
                 },
             },
+            vm: vbench_backends::vm::VmConfig {
+                kernel: self.vm_kernel.clone(),
+                mem_bytes: self.vm_mem,
+                accel: self.vm_accel,
+                boot_timeout: std::time::Duration::from_secs(self.vm_boot_timeout),
+            },
+            gvisor: self.gvisor_platform,
         }
     }
 }

@@ -181,3 +181,73 @@ fn crun_runs_the_workloads_beside_the_container() {
         .collect();
     assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
 }
+
+/// gVisor beside the container: the same checksums, the Peers table grouping it with the
+/// container, stdio and status through `exec`, and nothing left: no per-run directory, no
+/// runsc cgroup (runsc runs with --ignore-cgroups).
+#[test]
+fn gvisor_runs_the_workloads_beside_the_container() {
+    if !installed("runsc")
+        || !vbench_testkit::require_or_skip("root (runsc)", vbench_testkit::root())
+    {
+        return;
+    }
+    let runsc_cgroups = || -> Vec<String> {
+        std::fs::read_dir("/sys/fs/cgroup/memory")
+            .or_else(|_| std::fs::read_dir("/sys/fs/cgroup"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("runsc-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = runsc_cgroups();
+    let (doc, peers) = run_peers(&["container", "gvisor"]);
+    assert_eq!(peers, ["gvisor"]);
+    let md = vbench_reports::markdown::render(&doc);
+    assert!(md.contains("gvisor vs native"), "{md}");
+    let dir = tempfile::tempdir().unwrap();
+    let wl = dir.path().join("wl");
+    vbench().arg("workload-elf").arg(&wl).assert().success();
+    let o = vbench()
+        .args(["exec", "--backend", "gvisor", "--"])
+        .arg(&wl)
+        .args(["getpid", "iters=10"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("VBENCH task=getpid iters=10 "));
+    let o = vbench()
+        .args(["exec", "--backend", "gvisor", "--"])
+        .arg(&wl)
+        .arg("no-such-task")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let left: Vec<String> = std::fs::read_dir(vbench_backends::gvisor::STATE)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.split('-')
+                        .next()
+                        .and_then(|p| p.parse::<u32>().ok())
+                        .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let new: Vec<String> = runsc_cgroups()
+        .into_iter()
+        .filter(|c| !before.contains(c))
+        .collect();
+    assert!(new.is_empty(), "runsc cgroups: {new:?}");
+}

@@ -79,13 +79,13 @@ pub fn overhead(view: &View) -> Option<Table> {
 }
 
 /// What the peers table says, in one sentence.
-pub const PEERS_CAPTION: &str = "Other people's tools run the same unmodified binary, measured by vbench in the same rounds: beside bt, qemu-user (QEMU's TCG translator in user mode) and valgrind (Valgrind's translator with no instrumentation, --tool=none); beside the container, crun (an OCI runtime running the binary from a bundle with its default spec and the container's limits). Ratios are per-round medians with 95% intervals; a level's last column is its time per operation over its fastest peer's.";
+pub const PEERS_CAPTION: &str = "Other people's tools run the same unmodified binary, measured by vbench in the same rounds: beside bt, qemu-user (QEMU's TCG translator in user mode) and valgrind (Valgrind's translator with no instrumentation, --tool=none); beside the container, crun (an OCI runtime running the binary from a bundle with its default spec and the container's limits) and gvisor (gVisor's runsc do: a user-space kernel answers the system calls; no limits). Ratios are per-round medians with 95% intervals; a level's last column is its time per operation over its fastest peer's.";
 
-/// The level of vbench's that a peer stands beside: the container for OCI runtimes, bt for the
-/// translators.
+/// The level of vbench's that a peer stands beside: the container for the sandboxes (crun, an
+/// OCI runtime; gVisor), bt for the translators.
 pub fn peer_of(peer: &str) -> &'static str {
     match peer {
-        "crun" => "container",
+        "crun" | "gvisor" => "container",
         _ => "bt",
     }
 }

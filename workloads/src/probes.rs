@@ -91,6 +91,9 @@ pub enum Expect {
     Observe,
     /// The probe means nothing on this backend, for the reason given.
     NotApplicable(&'static str),
+    /// The attempt succeeds by this level's design, for the reason given (which the verdict's
+    /// note carries): e.g. root of a guest kernel acting on that kernel.
+    Permitted(&'static str),
 }
 
 impl Expect {
@@ -98,7 +101,7 @@ impl Expect {
     pub fn name(self) -> &'static str {
         match self {
             Expect::Contained => "contained",
-            Expect::Escapes => "escapes",
+            Expect::Escapes | Expect::Permitted(_) => "escapes",
             Expect::Observe => "observe",
             Expect::NotApplicable(_) => "n/a",
         }
@@ -315,9 +318,13 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// The expectation on the backend called `backend`.
+    /// The expectation on the backend called `backend`: [`OWN_KERNEL`]'s where it names the
+    /// pair, else the probe's own.
     pub fn expect(&self, backend: &str) -> Expect {
-        self.expect.get(backend)
+        OWN_KERNEL
+            .iter()
+            .find_map(|&(b, p, e)| (b == backend && p == self.name).then_some(e))
+            .unwrap_or_else(|| self.expect.get(backend))
     }
 
     /// The keys of its arguments.
@@ -335,6 +342,83 @@ pub const KVM_HOST: &str = "kvm/host";
 /// use); the column named `container` has the minimal root. Where a probe names no expectation
 /// of its own for it, the container's holds.
 pub const CONTAINER_HOST: &str = "container/host";
+
+/// The whole-OS VM's column: the program in a Linux guest of its own under QEMU.
+pub const VM: &str = "vm";
+/// gVisor's column: the program on gVisor's user-space kernel (`runsc do`).
+pub const GVISOR: &str = "gvisor";
+
+const GUEST_ROOT: Expect = Expect::Permitted(
+    "the guest's root acting on the guest's own kernel and virtual devices: the VM boundary, \
+     not a lack of privilege, is what contains it",
+);
+const GUEST_NAMESPACE: Expect = Expect::NotApplicable(
+    "another kernel: the guest's initial namespaces carry the same well-known inode numbers as \
+     the host's (every kernel numbers them alike), so the comparison cannot tell them apart",
+);
+const VM_BOUNDS: Expect = Expect::Permitted(
+    "the guest kernel sets no limit of its own: the VM as a whole is what is bounded (one vCPU, \
+     --vm-mem of RAM, a disk-less RAM root)",
+);
+const OWN_SYSFS: Expect = Expect::NotApplicable(
+    "/sys there is that kernel's own sysfs, not the host's: a mount point's name cannot tell",
+);
+const NO_GVISOR_LIMITS: Expect = Expect::NotApplicable(
+    "gVisor runs here without cgroups (runsc --ignore-cgroups; like the other peers, no limits \
+     are set)",
+);
+
+/// Levels that run the program on a kernel of their own (the whole-OS VM's guest Linux,
+/// gVisor's Sentry): where a probe's attempt lands on that kernel, not the host's, and so
+/// means something else than on the levels that share the host's kernel. (backend, probe,
+/// expectation); [`Probe::expect`] takes these first.
+pub const OWN_KERNEL: &[(&str, &str, Expect)] = &[
+    (VM, "pid_ns", GUEST_NAMESPACE),
+    (VM, "ipc_ns", GUEST_NAMESPACE),
+    (VM, "cgroup_ns", GUEST_NAMESPACE),
+    (VM, "mounts", OWN_SYSFS),
+    (
+        VM,
+        "host_root",
+        Expect::Permitted("root of the guest's own kernel, with all its capabilities"),
+    ),
+    (VM, "mknod_block", GUEST_ROOT),
+    (VM, "mount", GUEST_ROOT),
+    (VM, "core_pattern", GUEST_ROOT),
+    (VM, "open_by_handle", GUEST_ROOT),
+    (VM, "reboot", GUEST_ROOT),
+    (VM, "raw_socket", GUEST_ROOT),
+    (VM, "fork_bomb", VM_BOUNDS),
+    (VM, "cpu_quota", VM_BOUNDS),
+    (VM, "file_size", VM_BOUNDS),
+    (GVISOR, "mounts", OWN_SYSFS),
+    (
+        GVISOR,
+        "host_root",
+        Expect::Permitted("root of gVisor's kernel (the Sentry), not of the host's"),
+    ),
+    (
+        GVISOR,
+        "mknod_block",
+        Expect::Permitted("the node is made in gVisor's own file system; no host device is reached"),
+    ),
+    (
+        GVISOR,
+        "hostname",
+        Expect::Permitted("runsc do gives the sandbox the host's hostname"),
+    ),
+    (
+        GVISOR,
+        "host_file",
+        Expect::Permitted(
+            "runsc do shows the host's root read-only under a tmpfs overlay, as container/host does",
+        ),
+    ),
+    (GVISOR, "fork_bomb", NO_GVISOR_LIMITS),
+    (GVISOR, "cpu_quota", NO_GVISOR_LIMITS),
+    (GVISOR, "memory", NO_GVISOR_LIMITS),
+    (GVISOR, "file_size", NO_GVISOR_LIMITS),
+];
 
 /// An escape that the host policy makes as the program would natively: bt and kvm guests under
 /// it act on the host with the host process's identity (its files, sockets, /proc, uid and

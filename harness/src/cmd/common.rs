@@ -44,6 +44,9 @@ pub fn clean_stale() {
             swept.killed.len()
         );
     }
+    for d in vbench_backends::gvisor::remove_stale() {
+        eprintln!("vbench: removed {} of an earlier run", d.display());
+    }
     // crun's containers first: deleting one removes its cgroups
     for id in vbench_backends::crun::remove_stale() {
         eprintln!("vbench: deleted stale crun container {id} of an earlier run");

@@ -133,7 +133,7 @@ fn requested_backends(all: &[Box<dyn Backend>], names: &[String]) -> Vec<usize> 
     for b in names {
         if b == "all" {
             (0..all.len())
-                .filter(|&i| !all[i].is_peer())
+                .filter(|&i| vbench_backends::registry::in_all(all[i].name()))
                 .for_each(&mut add);
         } else {
             add(backend_index(all, b));

@@ -174,7 +174,7 @@ fn by_line(
 ) -> (ProbeVerdict, String) {
     use ProbeOutcome as O;
     match (expect, outcome) {
-        (Expect::Contained | Expect::Escapes, O::Error)
+        (Expect::Contained | Expect::Escapes | Expect::Permitted(_), O::Error)
             if backend != CONTROL && detail.contains("ENOSYS") =>
         {
             (
@@ -196,6 +196,11 @@ fn by_line(
             "the probe gave no verdict where one is expected".to_string(),
         ),
         (Expect::Escapes, O::Escaped) => (ProbeVerdict::Escaped, String::new()),
+        (Expect::Permitted(why), O::Escaped) => (ProbeVerdict::Escaped, why.to_string()),
+        (Expect::Permitted(_), O::Contained) => (
+            ProbeVerdict::Contained,
+            "contained although allowed".to_string(),
+        ),
         (Expect::Escapes, O::Contained) if backend == CONTROL => (
             ProbeVerdict::Broken,
             "the native control did not escape: the probe proves nothing".to_string(),

@@ -32,10 +32,12 @@ use vbench_workloads::probes::{
     Expect, Judge, Kind, Probe, Source, CONTAINER_HOST, CONTROL, PROBES,
 };
 
-/// `--backend` of isolate: vbench's own levels from the registry (probes judge containment, so
-/// the peers are not among them), and `all`.
+/// `--backend` of isolate: vbench's own levels from the registry, gVisor (the peer that is a
+/// sandbox: the translators qemu-user and valgrind contain nothing, and crun's verdicts would
+/// be its default spec's), and `all`.
 fn backend_choices() -> clap::builder::PossibleValuesParser {
     let mut v = vbench_backends::registry::own();
+    v.push("gvisor");
     v.push(vbench_backends::registry::ALL);
     clap::builder::PossibleValuesParser::new(v)
 }
@@ -317,7 +319,9 @@ fn columns(all: &[Box<dyn Backend>], names: &[String]) -> Vec<Column> {
     let mut idx: Vec<usize> = vec![index(all, CONTROL)];
     for b in names {
         let add: Vec<usize> = if b == "all" {
-            (0..all.len()).filter(|&i| !all[i].is_peer()).collect()
+            (0..all.len())
+                .filter(|&i| vbench_backends::registry::in_all(all[i].name()))
+                .collect()
         } else {
             vec![index(all, b)]
         };
