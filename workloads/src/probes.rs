@@ -1008,6 +1008,23 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
+    fn own_kernel_exceptions_name_real_probes_once_and_win() {
+        let mut seen = HashSet::new();
+        for &(b, p, e) in OWN_KERNEL {
+            assert!([VM, GVISOR].contains(&b), "{b}");
+            assert!(seen.insert((b, p)), "{b}/{p} twice");
+            let probe = find(p).unwrap_or_else(|| panic!("no probe {p}"));
+            assert_eq!(probe.expect(b), e);
+            if let Expect::Permitted(why) | Expect::NotApplicable(why) = e {
+                assert!(why.len() > 20, "{b}/{p}: a reason");
+            }
+        }
+        // a pair not in the table keeps the probe's own expectation
+        assert_eq!(find("proc_list").unwrap().expect(VM), Expect::Contained);
+        assert_eq!(Expect::Permitted("x").name(), "escapes");
+    }
+
+    #[test]
     fn catalogue_is_sound() {
         assert!(PROBES.len() >= 40, "{}", PROBES.len());
         let mut names = HashSet::new();
