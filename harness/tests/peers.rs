@@ -251,3 +251,84 @@ fn gvisor_runs_the_workloads_beside_the_container() {
         .collect();
     assert!(new.is_empty(), "runsc cgroups: {new:?}");
 }
+
+/// A vbench killed while gVisor runs: runsc, its sandbox and gofer go with it, and the next
+/// vbench removes the per-run directory it left.
+#[test]
+fn a_killed_vbench_leaves_no_gvisor_behind() {
+    if !installed("runsc")
+        || !vbench_testkit::require_or_skip("root (runsc)", vbench_testkit::root())
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wl = dir.path().join("wl");
+    vbench().arg("workload-elf").arg(&wl).assert().success();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vbench"))
+        .args(["exec", "--backend", "gvisor", "--"])
+        .arg(&wl)
+        .args(["intmix", "iters=100G"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run_dir = format!("{}/{}-", vbench_backends::gvisor::STATE, child.id());
+    // runsc's processes name their scratch directory, inside the per-run one, on their command line
+    let runsc_procs = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let st = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                let zombie = st
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'));
+                !zombie && String::from_utf8_lossy(&cmd).contains(&run_dir)
+            })
+            .collect()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while runsc_procs().len() < 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "gVisor's sandbox did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !runsc_procs().is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "left running: {:?}",
+            runsc_procs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // the next vbench that runs anything sweeps the directory
+    let o = vbench()
+        .args(["exec", "--backend", "native", "--"])
+        .arg(&wl)
+        .args(["getpid", "iters=1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let left: Vec<_> = std::fs::read_dir(vbench_backends::gvisor::STATE)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    format!(
+                        "{}/{}",
+                        vbench_backends::gvisor::STATE,
+                        e.file_name().to_string_lossy()
+                    )
+                    .starts_with(&run_dir)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

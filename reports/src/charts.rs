@@ -630,6 +630,54 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
         });
     }
 
+    // 1b. the levels side by side, per class of workload
+    let levels = view.levels();
+    if levels.len() >= 2 {
+        let classes: Vec<&str> = ["cpu", "mem", "sys", "custom", "all"]
+            .into_iter()
+            .filter(|c| levels.iter().any(|l| l.class(c).is_some()))
+            .collect();
+        let series: Vec<Series> = levels
+            .iter()
+            .map(|l| Series {
+                name: l.backend.to_string(),
+                color: color(
+                    &[view.doc],
+                    l.backend,
+                    view.ran.iter().position(|x| *x == l.backend).unwrap_or(0),
+                ),
+                marks: classes
+                    .iter()
+                    .map(|c| {
+                        l.class(c).map(|o| Mark::Bar {
+                            value: o.geomean,
+                            low: o.min,
+                            high: o.max,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let scale = scale_for(
+            series
+                .iter()
+                .flat_map(|s| s.marks.iter().flatten().map(|m| m.extent().1)),
+            8.0,
+        );
+        specs.push(Spec {
+            name: "levels".into(),
+            title: "The levels of virtualization side by side".into(),
+            caption: "Each bar is a level's geometric mean overhead over the workloads of a class (time per operation against native in the same round); the whisker spans the class's cheapest and dearest workload. Levels are in the lecture's order: container and its peers, the binary translators, the micro-VM, the whole-OS VM.".into(),
+            x_desc: "overhead ratio (level / native, x)".into(),
+            rows: classes.iter().map(|c| c.to_string()).collect(),
+            series,
+            reference: Some((1.0, "native".into())),
+            scale,
+            fmt: fmt_ratio,
+            zero: Some(if scale == Scale::Log { 1.0 } else { 0.0 }),
+        });
+    }
+
     // 2. absolute cost per operation, every backend
     let ran = view.ran.clone();
     let mut series = backend_series(&view, &ran, |w, b| {
@@ -907,7 +955,14 @@ mod tests {
         let names: Vec<&str> = charts.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["overhead", "cost", "startup", "distribution", "counters"]
+            [
+                "overhead",
+                "levels",
+                "cost",
+                "startup",
+                "distribution",
+                "counters"
+            ]
         );
         for c in &charts {
             assert!(c.svg.starts_with("<svg"), "{}", c.name);

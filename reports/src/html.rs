@@ -208,6 +208,9 @@ pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>
     if tables::overhead(&view).is_some() {
         toc.push(("overhead", "Overhead"));
     }
+    if tables::levels(&view).is_some() {
+        toc.push(("levels", "Levels"));
+    }
     toc.push(("costs", "Cost per operation"));
     if tables::startup(&view).is_some() {
         toc.push(("startup", "Start-up"));
@@ -255,6 +258,18 @@ pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>
             "note",
             "No backend other than the native control ran, so there is no overhead to show.",
         );
+        o.push_str("</section>\n");
+    }
+
+    if let Some(t) = tables::levels(&view) {
+        section(&mut o, "levels", "Levels of virtualization");
+        if let Some(c) = chart("levels") {
+            figure(&mut o, c);
+        }
+        for p in tables::levels_text(&view) {
+            para(&mut o, "", &p);
+        }
+        table(&mut o, &t);
         o.push_str("</section>\n");
     }
 

@@ -68,6 +68,14 @@ pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
         }
     }
 
+    if let Some(t) = tables::levels(&view) {
+        let _ = writeln!(o, "## Levels of virtualization\n");
+        table(&mut o, &t);
+        for p in tables::levels_text(&view) {
+            let _ = writeln!(o, "{}\n", esc(&p));
+        }
+    }
+
     let _ = writeln!(o, "## Cost per operation\n");
     let _ = writeln!(
         o,

@@ -497,6 +497,145 @@ pub fn isolation_notes(doc: &Document) -> Option<Table> {
     })
 }
 
+/// The lecture's levels side by side: each level's overhead per class of workload (geometric
+/// mean of its workloads' median ratios, smallest and largest); `None` unless at least two
+/// levels besides native have overheads.
+pub fn levels(view: &View) -> Option<Table> {
+    let levels = view.levels();
+    if levels.len() < 2 {
+        return None;
+    }
+    let classes: Vec<&str> = ["cpu", "mem", "sys", "custom", "all"]
+        .into_iter()
+        .filter(|c| levels.iter().any(|l| l.class(c).is_some()))
+        .collect();
+    let mut head = vec![s("level")];
+    head.extend(classes.iter().map(|c| format!("{c}: geomean [min, max]")));
+    let rows = levels
+        .iter()
+        .map(|l| {
+            let mut r = vec![l.backend.to_string()];
+            for c in &classes {
+                r.push(match l.class(c) {
+                    Some(o) => format!("{:.2}x [{:.2}, {:.2}] n={}", o.geomean, o.min, o.max, o.n),
+                    None => s("-"),
+                });
+            }
+            r
+        })
+        .collect();
+    Some(Table { head, rows })
+}
+
+/// What the levels table shows, and how it compares with the published shape, in sentences
+/// computed from the run's figures (a comparison is made only for the levels that ran).
+pub fn levels_text(view: &View) -> Vec<String> {
+    let levels = view.levels();
+    if levels.len() < 2 {
+        return Vec::new();
+    }
+    let get = |b: &str, c: &str| {
+        levels
+            .iter()
+            .find(|l| l.backend == b)
+            .and_then(|l| l.class(c))
+    };
+    let x = |v: f64| format!("{v:.2}x");
+    let mut out = Vec::new();
+    for (class, what) in [
+        ("cpu", "CPU-bound work"),
+        ("mem", "memory-bound work"),
+        ("sys", "system calls"),
+    ] {
+        let mut v: Vec<(&str, f64)> = levels
+            .iter()
+            .filter_map(|l| Some((l.backend, l.class(class)?.geomean)))
+            .collect();
+        if v.len() < 2 {
+            continue;
+        }
+        v.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let list: Vec<String> = v.iter().map(|(b, g)| format!("{b} {}", x(*g))).collect();
+        out.push(format!(
+            "For {what}, from the cheapest level to the dearest (geometric means over native): {}.",
+            list.join(", ")
+        ));
+    }
+    let verdict = |ok: bool| if ok { "agrees" } else { "differs" };
+    if let (Some(cpu), Some(mem), Some(sys)) = (
+        get("container", "cpu"),
+        get("container", "mem"),
+        get("container", "sys"),
+    ) {
+        let near = |g: f64| (0.9..=1.15).contains(&g);
+        out.push(format!(
+            "Felter et al. (IBM, ISPASS 2015) found containers at native speed for CPU and memory \
+             and a small cost on system calls and I/O. This run {}: the container's cpu {}, mem \
+             {}, sys {} (vbench's container puts a seccomp filter in front of every system call).",
+            verdict(near(cpu.geomean) && near(mem.geomean)),
+            x(cpu.geomean),
+            x(mem.geomean),
+            x(sys.geomean)
+        ));
+    }
+    if let (Some(cpu), Some(sys)) = (get("kvm", "cpu"), get("kvm", "sys")) {
+        out.push(format!(
+            "Barham et al. (Xen, SOSP 2003): a paravirtual guest runs compute at native speed and \
+             pays for each request to the VMM. vbench's micro-VM forwards each system call to its \
+             VMM by hypercall; this run {} in shape: kvm's cpu {}, sys {}.",
+            verdict(cpu.geomean <= 1.3 && sys.geomean >= 2.0),
+            x(cpu.geomean),
+            x(sys.geomean)
+        ));
+    }
+    if let (Some(bt), Some(kvm)) = (get("bt", "sys"), get("kvm", "sys")) {
+        out.push(format!(
+            "Adams & Agesen (ASPLOS 2006): a software VMM's binary translation ran system-call-heavy \
+             work faster than first-generation hardware virtualization, whose exits were costly. \
+             This run {}: bt's sys {} against kvm's {} (each of kvm's exits is a real VM exit, \
+             nested on some hosts).",
+            verdict(bt.geomean < kvm.geomean),
+            x(bt.geomean),
+            x(kvm.geomean)
+        ));
+    }
+    if let (Some(cpu), Some(sys)) = (get("vm", "cpu"), get("vm", "sys")) {
+        let tcg = view.doc.samples.iter().any(|r| {
+            view.doc.cell(r.cell).is_some_and(|c| c.backend == "vm")
+                && r.sample.counters.contains_key("vm.accel_tcg")
+        });
+        out.push(if tcg {
+            format!(
+                "The whole-OS VM ran under TCG, QEMU's translation of the whole guest, its kernel \
+                 included (the VMware-style row): CPU work from {} to {} (plain integer code \
+                 translates well, floating point and string instructions become helper calls), \
+                 while a system call stays inside the guest ({}), where vbench's micro-VM leaves it.",
+                x(cpu.min),
+                x(cpu.max),
+                x(sys.geomean)
+            )
+        } else {
+            format!(
+                "The whole-OS VM ran hardware-assisted (KVM): CPU work {} and system calls {}, \
+                 answered by the guest's own kernel.",
+                x(cpu.geomean),
+                x(sys.geomean)
+            )
+        });
+    }
+    if let (Some(g), Some(c)) = (get("gvisor", "sys"), get("container", "sys")) {
+        out.push(format!(
+            "Young et al. (HotCloud 2019, \"The true cost of containing\"): gVisor's system calls \
+             cost many times a container's, its compute does not. This run {}: gvisor's sys {} \
+             against the container's {}.",
+            verdict(g.geomean > 3.0 * c.geomean),
+            x(g.geomean),
+            x(c.geomean)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -113,6 +113,20 @@ pub fn render(doc: &Document) -> String {
             v.len()
         );
     }
+    // the backends that measure no start-up of their own (native, the peers): launch and exit as
+    // the wall time outside the measured loop, so crun's or gVisor's sits beside the container's
+    for st in crate::view::View::new(doc).startup() {
+        if let (None, Some(o), Some(w)) = (&st.reported, &st.outside_loop, st.reference) {
+            let _ = writeln!(
+                out,
+                "{} launch and exit (wall outside the loop of {w}): median {} (max {}) over {} runs",
+                st.backend,
+                fmt_ns(o.median),
+                fmt_ns(o.max),
+                o.n
+            );
+        }
+    }
     for b in doc.plan.backends.iter().filter(|b| !b.available) {
         let _ = writeln!(
             out,
@@ -147,4 +161,23 @@ pub fn render(doc: &Document) -> String {
 
 fn short(c: &str) -> String {
     c.chars().take(8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backends_without_a_start_up_of_their_own_show_launch_and_exit() {
+        let doc = crate::fixture::document();
+        let out = super::render(&doc);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("native launch and exit (wall outside the loop of "))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("median") && line.contains("runs"), "{line}");
+        // a backend that reports its own start-up is not repeated as launch and exit
+        for l in out.lines().filter(|l| l.contains(" start-up: median")) {
+            let b = l.split(' ').next().unwrap();
+            assert!(!out.contains(&format!("{b} launch and exit")), "{out}");
+        }
+    }
 }

@@ -8,6 +8,47 @@ use vbench_results::{Cell, CellSummary, Document, FailureKind, RunStatus, Sample
 /// The name of the control backend every overhead is measured against.
 pub const NATIVE: &str = "native";
 
+/// The levels of virtualization in the lecture's order, from the one closest to the hardware
+/// (the container shares the host's kernel) to the one furthest (a whole OS on a VMM), each
+/// peer beside the level it stands for.
+pub const LEVEL_ORDER: [&str; 8] = [
+    "container",
+    "crun",
+    "gvisor",
+    "bt",
+    "qemu-user",
+    "valgrind",
+    "kvm",
+    "vm",
+];
+
+/// One level's overheads by class: see [`View::levels`].
+pub struct Level<'a> {
+    pub backend: &'a str,
+    pub classes: Vec<ClassOverhead>,
+}
+
+/// The overhead of one class of workloads on one level.
+pub struct ClassOverhead {
+    /// `cpu`, `mem`, `sys`, `custom` or `all`.
+    pub class: &'static str,
+    /// Geometric mean of the workloads' median ratios.
+    pub geomean: f64,
+    /// The smallest ratio.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+    /// How many workloads.
+    pub n: usize,
+}
+
+impl Level<'_> {
+    /// The class's figure, when it has one.
+    pub fn class(&self, class: &str) -> Option<&ClassOverhead> {
+        self.classes.iter().find(|c| c.class == class)
+    }
+}
+
 /// A document seen through the questions a report asks of it.
 pub struct View<'a> {
     pub doc: &'a Document,
@@ -94,6 +135,60 @@ impl<'a> View<'a> {
     /// Whether any cell has an overhead ratio to draw.
     pub fn has_overheads(&self) -> bool {
         self.doc.summaries.iter().any(|s| s.overhead.is_some())
+    }
+
+    /// Each level's overhead per class of workload (cpu, mem, sys, then `all`): the geometric
+    /// mean of its workloads' median overhead ratios, with the smallest and largest, in the
+    /// lecture's order of levels ([`LEVEL_ORDER`], then any other backend). Levels without an
+    /// overhead are left out.
+    pub fn levels(&self) -> Vec<Level<'a>> {
+        let mut order: Vec<&'a str> = self.others();
+        order.sort_by_key(|b| {
+            LEVEL_ORDER
+                .iter()
+                .position(|l| l == b)
+                .unwrap_or(LEVEL_ORDER.len())
+        });
+        order
+            .into_iter()
+            .filter_map(|b| {
+                let per: Vec<(&'a str, f64)> = self
+                    .workloads
+                    .iter()
+                    .filter_map(|w| {
+                        let c = self.cell(w, b)?;
+                        let o = self.summary(w, b)?.overhead?;
+                        (o.median > 0.0).then_some((c.class.as_str(), o.median))
+                    })
+                    .collect();
+                if per.is_empty() {
+                    return None;
+                }
+                let mut classes = Vec::new();
+                for class in ["cpu", "mem", "sys", "custom", "all"] {
+                    let v: Vec<f64> = per
+                        .iter()
+                        .filter(|(c, _)| class == "all" || *c == class)
+                        .map(|(_, r)| *r)
+                        .collect();
+                    if v.is_empty() || (class == "all" && classes.len() < 2) {
+                        continue;
+                    }
+                    let geomean = (v.iter().map(|r| r.ln()).sum::<f64>() / v.len() as f64).exp();
+                    classes.push(ClassOverhead {
+                        class,
+                        geomean,
+                        min: v.iter().copied().fold(f64::INFINITY, f64::min),
+                        max: v.iter().copied().fold(0.0, f64::max),
+                        n: v.len(),
+                    });
+                }
+                Some(Level {
+                    backend: b,
+                    classes,
+                })
+            })
+            .collect()
     }
 
     /// Start-up cost per backend that ran: see [`Startup`].

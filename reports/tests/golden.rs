@@ -79,7 +79,7 @@ fn write_all_writes_every_file() {
     let dir = std::env::temp_dir().join(format!("vbench-golden-{}", std::process::id()));
     let w = vbench_reports::write_all(&common::document(), &dir).unwrap();
     assert_eq!(w.index, dir.join("index.html"));
-    assert_eq!(w.charts, 5);
+    assert_eq!(w.charts, 6);
     for f in &w.files {
         assert!(std::fs::metadata(f).unwrap().len() > 0, "{}", f.display());
     }
@@ -93,6 +93,7 @@ fn write_all_writes_every_file() {
         [
             "index.html",
             "overhead.svg",
+            "levels.svg",
             "cost.svg",
             "startup.svg",
             "distribution.svg",
