@@ -18,6 +18,11 @@ fn have_vm() -> bool {
     )
 }
 
+/// The vm and busybox-static, the static program the guest runs.
+fn have_vm_and_busybox() -> bool {
+    have_vm() && vbench_testkit::require_or_skip("busybox", vbench_testkit::file("/bin/busybox"))
+}
+
 fn marker(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
@@ -123,9 +128,7 @@ fn one_boot_runs_the_workloads_with_natives_checksums() {
 
 #[test]
 fn exec_runs_a_users_static_program_in_the_guest() {
-    if !have_vm()
-        || !vbench_testkit::require_or_skip("busybox", vbench_testkit::file("/bin/busybox"))
-    {
+    if !have_vm_and_busybox() {
         return;
     }
     let mark = marker("exec");
@@ -251,9 +254,7 @@ fn bad_kernels_and_programs_are_clear_errors() {
 
 #[test]
 fn qemu_or_vbench_killed_mid_run_leaves_nothing() {
-    if !have_vm()
-        || !vbench_testkit::require_or_skip("busybox", vbench_testkit::file("/bin/busybox"))
-    {
+    if !have_vm_and_busybox() {
         return;
     }
     let bin = assert_cmd::cargo::cargo_bin("vbench");

@@ -579,6 +579,35 @@ fn backend_series(
         .collect()
 }
 
+/// A chart of ratios against native: the line at 1x, a log scale when they span more than 8x.
+fn ratio_spec(
+    name: &str,
+    title: &str,
+    caption: &str,
+    x_desc: &str,
+    rows: Vec<String>,
+    series: Vec<Series>,
+) -> Spec {
+    let scale = scale_for(
+        series
+            .iter()
+            .flat_map(|s| s.marks.iter().flatten().map(|m| m.extent().1)),
+        8.0,
+    );
+    Spec {
+        name: name.into(),
+        title: title.into(),
+        caption: caption.into(),
+        x_desc: x_desc.into(),
+        rows,
+        series,
+        reference: Some((1.0, "native".into())),
+        scale,
+        fmt: fmt_ratio,
+        zero: Some(if scale == Scale::Log { 1.0 } else { 0.0 }),
+    }
+}
+
 /// Drops rows where no series has a mark.
 fn prune(rows: &mut Vec<String>, series: &mut [Series]) {
     let keep: Vec<bool> = (0..rows.len())
@@ -610,24 +639,14 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
     let mut rows: Vec<String> = view.workloads.iter().map(|w| w.to_string()).collect();
     if !series.is_empty() {
         prune(&mut rows, &mut series);
-        let scale = scale_for(
-            series
-                .iter()
-                .flat_map(|s| s.marks.iter().flatten().map(|m| m.extent().1)),
-            8.0,
-        );
-        specs.push(Spec {
-            name: "overhead".into(),
-            title: "Overhead against native (time per operation)".into(),
-            caption: "Each bar is a backend's median time per operation divided by native's in the same round; the whisker is its 95% confidence interval, and the black line at 1x is native: a bar whose whisker crosses the line is not measurably slower.".into(),
-            x_desc: "overhead ratio (backend / native, x)".into(),
+        specs.push(ratio_spec(
+            "overhead",
+            "Overhead against native (time per operation)",
+            "Each bar is a backend's median time per operation divided by native's in the same round; the whisker is its 95% confidence interval, and the black line at 1x is native: a bar whose whisker crosses the line is not measurably slower.",
+            "overhead ratio (backend / native, x)",
             rows,
             series,
-            reference: Some((1.0, "native".into())),
-            scale,
-            fmt: fmt_ratio,
-            zero: Some(if scale == Scale::Log { 1.0 } else { 0.0 }),
-        });
+        ));
     }
 
     // 1b. the levels side by side, per class of workload
@@ -658,24 +677,14 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
                     .collect(),
             })
             .collect();
-        let scale = scale_for(
-            series
-                .iter()
-                .flat_map(|s| s.marks.iter().flatten().map(|m| m.extent().1)),
-            8.0,
-        );
-        specs.push(Spec {
-            name: "levels".into(),
-            title: "The levels of virtualization side by side".into(),
-            caption: "Each bar is a level's geometric mean overhead over the workloads of a class (time per operation against native in the same round); the whisker spans the class's cheapest and dearest workload. Levels are in the lecture's order: container and its peers, the binary translators, the micro-VM, the whole-OS VM.".into(),
-            x_desc: "overhead ratio (level / native, x)".into(),
-            rows: classes.iter().map(|c| c.to_string()).collect(),
+        specs.push(ratio_spec(
+            "levels",
+            "The levels of virtualization side by side",
+            "Each bar is a level's geometric mean overhead over the workloads of a class (time per operation against native in the same round); the whisker spans the class's cheapest and dearest workload. Levels are in the lecture's order: container and its peers, the binary translators, the micro-VM, the whole-OS VM.",
+            "overhead ratio (level / native, x)",
+            classes.iter().map(|c| c.to_string()).collect(),
             series,
-            reference: Some((1.0, "native".into())),
-            scale,
-            fmt: fmt_ratio,
-            zero: Some(if scale == Scale::Log { 1.0 } else { 0.0 }),
-        });
+        ));
     }
 
     // 2. absolute cost per operation, every backend
