@@ -652,10 +652,7 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
     // 1b. the levels side by side, per class of workload
     let levels = view.levels();
     if levels.len() >= 2 {
-        let classes: Vec<&str> = ["cpu", "mem", "sys", "custom", "all"]
-            .into_iter()
-            .filter(|c| levels.iter().any(|l| l.class(c).is_some()))
-            .collect();
+        let classes = crate::view::classes_of(&levels);
         let series: Vec<Series> = levels
             .iter()
             .map(|l| Series {

@@ -505,10 +505,7 @@ pub fn levels(view: &View) -> Option<Table> {
     if levels.len() < 2 {
         return None;
     }
-    let classes: Vec<&str> = ["cpu", "mem", "sys", "custom", "all"]
-        .into_iter()
-        .filter(|c| levels.iter().any(|l| l.class(c).is_some()))
-        .collect();
+    let classes = crate::view::classes_of(&levels);
     let mut head = vec![s("level")];
     head.extend(classes.iter().map(|c| format!("{c}: geomean [min, max]")));
     let rows = levels

@@ -22,6 +22,17 @@ pub const LEVEL_ORDER: [&str; 8] = [
     "vm",
 ];
 
+/// The classes a level's overheads are given for, in order (`all` last: every workload).
+pub const LEVEL_CLASSES: [&str; 5] = ["cpu", "mem", "sys", "custom", "all"];
+
+/// The classes of [`LEVEL_CLASSES`] that any of `levels` has a figure for.
+pub fn classes_of(levels: &[Level]) -> Vec<&'static str> {
+    LEVEL_CLASSES
+        .into_iter()
+        .filter(|c| levels.iter().any(|l| l.class(c).is_some()))
+        .collect()
+}
+
 /// One level's overheads by class: see [`View::levels`].
 pub struct Level<'a> {
     pub backend: &'a str,
@@ -165,7 +176,7 @@ impl<'a> View<'a> {
                     return None;
                 }
                 let mut classes = Vec::new();
-                for class in ["cpu", "mem", "sys", "custom", "all"] {
+                for class in LEVEL_CLASSES {
                     let v: Vec<f64> = per
                         .iter()
                         .filter(|(c, _)| class == "all" || *c == class)

@@ -47,7 +47,7 @@ fn serve() -> io::Result<()> {
     }
     let tty = open_port("/dev/ttyS1")?;
     let mut port = Port {
-        fd: tty,
+        tty: std::fs::File::from(tty),
         reader: proto::Reader::default(),
     };
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -110,14 +110,13 @@ fn store(payload: &[u8]) -> Result<(), String> {
 
 /// The host's channel: the serial port in raw mode.
 struct Port {
-    fd: OwnedFd,
+    tty: std::fs::File,
     reader: proto::Reader,
 }
 
 impl Port {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        let mut f = std::fs::File::from(self.fd.try_clone()?);
-        f.write_all(frame)
+        self.tty.write_all(frame)
     }
 
     /// Blocks for the next frame.
@@ -133,8 +132,7 @@ impl Port {
     /// Reads what is there (blocking for at least one byte).
     fn fill(&mut self) -> io::Result<()> {
         let mut buf = [0u8; 4096];
-        let mut f = std::fs::File::from(self.fd.try_clone()?);
-        let n = f.read(&mut buf)?;
+        let n = self.tty.read(&mut buf)?;
         if n == 0 {
             return Err(io::Error::other("the host's serial port closed"));
         }

@@ -395,7 +395,6 @@ impl Backend for VmBackend {
             counters.insert("vm.booted_for_this_run".to_string(), 1);
         }
         let live = slot.as_mut().expect("booted");
-        let on_cancel = |e: GuestError| e;
         if !live.programs.contains(&key) {
             let frame = proto::encode(proto::PROGRAM, &[key.as_bytes(), &bytes]);
             // the serial line moves tens of KiB per second: a generous deadline by size
@@ -411,7 +410,7 @@ impl Backend for VmBackend {
                     k => Err(format!("unexpected frame {k:#04x} after a program")),
                 },
             );
-            if let Err(e) = r.map_err(on_cancel) {
+            if let Err(e) = r {
                 return finish_error(&mut slot, e);
             }
             live.programs.insert(key.clone());
