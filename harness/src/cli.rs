@@ -116,6 +116,11 @@ pub struct RunArgs {
     /// Also render the HTML/SVG/Markdown/CSV report into this directory.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// After the benchmarks, also probe what each backend contains (what `vbench isolate` does,
+    /// with its default limits), into the same results file and report: one document with the
+    /// trade-off between overhead and isolation. Peers other than gvisor are not probed.
+    #[arg(long, conflicts_with = "program")]
+    pub isolate: bool,
     /// Save the results as the named baseline (vbench-results/baselines/NAME.json).
     #[arg(long, value_name = "NAME", value_parser = crate::cmd::gate::parse_baseline_name)]
     pub save_baseline: Option<String>,

@@ -40,6 +40,9 @@ pub struct Schedule<'a> {
     pub cancel: Arc<AtomicBool>,
     /// Where the results go; a device or pipe gets only the final document.
     pub out: &'a OutTarget,
+    /// The caller adds to the document and writes it again (`run --isolate`): a device or pipe
+    /// then gets nothing from here, so that it receives one document.
+    pub more_follows: bool,
 }
 
 pub fn now_ms() -> u64 {
@@ -119,7 +122,9 @@ pub fn run(
         RunStatus::Complete
     };
     finish(&mut doc, backends, &run_failures, sched.seed);
-    save(&doc)?;
+    if partial_saves || !sched.more_follows {
+        save(&doc)?;
+    }
     Ok(doc)
 }
 
@@ -304,6 +309,7 @@ mod tests {
             abi: vbench_backends::AbiPolicy::Confined,
             cancel: fake.cancel_flag(),
             out: &out,
+            more_follows: false,
         };
         let calls = fake.calls_handle();
         let backends: Vec<Box<dyn Backend>> = vec![Box::new(fake)];

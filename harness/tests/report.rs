@@ -122,3 +122,128 @@ fn a_real_run_is_reported_and_compared() {
     let md = std::fs::read_to_string(dir.path().join("cmp/compare.md")).unwrap();
     assert!(md.contains("0 slower, 0 faster"), "{md}");
 }
+
+#[test]
+fn a_run_and_an_isolation_make_one_document() {
+    let dir = tempfile::tempdir().unwrap();
+    vbench()
+        .current_dir(dir.path())
+        .args(["run", "--quick", "--rounds", "1", "--workload", "getpid"])
+        .args(["--backend", "bt", "--out", "r.json"])
+        .assert()
+        .success();
+    vbench()
+        .current_dir(dir.path())
+        .args(["isolate", "--backend", "bt", "--probe", "hostname"])
+        .args(["--probe", "popf", "--probe", "sgdt", "--out", "i.json"])
+        .assert()
+        .success();
+    vbench()
+        .current_dir(dir.path())
+        .args(["report", "r.json", "i.json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::ends_with("r-i-report/index.html\n"));
+    let md = std::fs::read_to_string(dir.path().join("r-i-report/report.md")).unwrap();
+    assert!(
+        md.starts_with("# vbench report: benchmarks and isolation"),
+        "{md}"
+    );
+    for section in [
+        "## Overhead against native",
+        "## Isolation",
+        "## Popek-Goldberg",
+    ] {
+        assert!(md.contains(section), "{section} in {md}");
+    }
+    assert!(md.contains("popf at CPL3 left IF set natively"), "{md}");
+    let page = std::fs::read_to_string(dir.path().join("r-i-report/index.html")).unwrap();
+    assert!(
+        page.contains("id=\"chart-isolation\"") && page.contains("id=\"chart-popek-goldberg\"")
+    );
+
+    // the isolation alone: only its sections
+    vbench()
+        .current_dir(dir.path())
+        .args(["report", "i.json"])
+        .assert()
+        .success();
+    let md = std::fs::read_to_string(dir.path().join("i-report/report.md")).unwrap();
+    assert!(md.starts_with("# vbench report: isolation\n"), "{md}");
+    assert!(
+        !md.contains("rounds planned") && !md.contains("## Overhead"),
+        "{md}"
+    );
+    assert!(md.contains("vbench isolate --backend bt"), "{md}");
+
+    // pairs that are not one of each
+    for (args, says) in [
+        (["report", "i.json", "r.json"], "i.json holds no benchmarks"),
+        (
+            ["report", "r.json", "r.json"],
+            "r.json holds no isolation matrix",
+        ),
+    ] {
+        let o = vbench()
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    assert!(!dir.path().join("i-r-report").exists() && !dir.path().join("r-r-report").exists());
+}
+
+/// `run --isolate`: benchmarks, then every probe on the same backends, in one results file and
+/// one report that opens with the trade-off. Privileged: the container needs root.
+#[test]
+fn run_isolate_writes_one_document_with_the_tradeoff() {
+    if !vbench_testkit::require_or_skip("run --isolate with the container", vbench_testkit::root())
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    vbench()
+        .current_dir(dir.path())
+        .args(["run", "--quick", "--rounds", "1", "--workload", "getpid"])
+        .args([
+            "--workload",
+            "intmix",
+            "--backend",
+            "container",
+            "--backend",
+            "bt",
+        ])
+        .args([
+            "--backend",
+            "qemu-user",
+            "--isolate",
+            "--out",
+            "r.json",
+            "--report",
+            "rep",
+        ])
+        .assert()
+        .success();
+    let doc = vbench_results::load(&dir.path().join("r.json")).unwrap();
+    assert!(!doc.samples.is_empty());
+    let m = doc.isolation.expect("an isolation matrix");
+    let cols: Vec<&str> = m.backends.iter().map(|b| b.name.as_str()).collect();
+    // qemu-user is a peer isolate does not probe
+    assert_eq!(
+        cols,
+        ["native", "container", "container/host", "bt", "bt/host"]
+    );
+    let page = std::fs::read_to_string(dir.path().join("rep/index.html")).unwrap();
+    assert!(
+        page.contains("id=\"chart-tradeoff\""),
+        "native, container and bt on both axes"
+    );
+    let md = std::fs::read_to_string(dir.path().join("rep/report.md")).unwrap();
+    assert!(
+        md.contains("## Isolation and performance") && md.contains("--isolate\n```"),
+        "{md}"
+    );
+}

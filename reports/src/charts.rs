@@ -55,7 +55,7 @@ pub fn text_width(text: &str, px: f64) -> f64 {
 }
 
 /// plotters scales font sizes by 1/1.24 when it writes them; this gives `px` in the SVG.
-fn font(px: f64) -> TextStyle<'static> {
+pub(crate) fn font(px: f64) -> TextStyle<'static> {
     (FONT, px * 1.24).into_font().color(&BLACK)
 }
 
@@ -153,9 +153,19 @@ fn chart_err(name: &str) -> impl Fn(String) -> ReportError + '_ {
 
 /// A linear f64 axis whose tick marks are exactly the given values (plotters' own
 /// `WithKeyPoints` loses the default label formatting the mesh needs).
-struct Axis {
+pub(crate) struct Axis {
     inner: RangedCoordf64,
     ticks: Vec<f64>,
+}
+
+impl Axis {
+    /// The axis over `range` with tick marks at `ticks`.
+    pub(crate) fn new(range: std::ops::Range<f64>, ticks: Vec<f64>) -> Axis {
+        Axis {
+            inner: range.into(),
+            ticks,
+        }
+    }
 }
 
 impl Ranged for Axis {
@@ -201,7 +211,7 @@ fn linear_ticks(lo: f64, hi: f64) -> (Vec<f64>, f64, f64) {
 }
 
 /// Ticks at 1, 2, 5 per decade (or 1 per decade over many decades), in log10 space.
-fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, f64, f64) {
+pub(crate) fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, f64, f64) {
     let a = lo.log10().floor();
     let b = hi.log10().ceil().max(a + 1.0);
     let decades = (b - a) as i32;
@@ -498,7 +508,7 @@ fn render(spec: &Spec) -> Result<Chart, ReportError> {
 
 /// plotters writes font sizes as `size / 1.24` with full float noise (`13.000000000000002`);
 /// rounds them to two decimals.
-fn tidy_font_sizes(svg: &str) -> String {
+pub(crate) fn tidy_font_sizes(svg: &str) -> String {
     const KEY: &str = "font-size=\"";
     let mut out = String::with_capacity(svg.len());
     let mut rest = svg;
@@ -519,7 +529,7 @@ fn tidy_font_sizes(svg: &str) -> String {
     out
 }
 
-fn fmt_ratio(v: f64) -> String {
+pub(crate) fn fmt_ratio(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}x")
     } else if v >= 10.0 {
@@ -865,7 +875,18 @@ pub fn for_document(doc: &Document) -> Result<Vec<Chart>, ReportError> {
         });
     }
 
-    specs.iter().map(render).collect()
+    let mut charts = specs.iter().map(render).collect::<Result<Vec<_>, _>>()?;
+    charts.extend(crate::tradeoff::chart(
+        &view,
+        &crate::tradeoff::points(&view),
+    )?);
+    if let Some(m) = &doc.isolation {
+        charts.extend(crate::grid::isolation(m));
+        if let Some(rows) = crate::popek::classify(m) {
+            charts.push(crate::grid::popek_goldberg(m, &rows));
+        }
+    }
+    Ok(charts)
 }
 
 /// The charts of a comparison.

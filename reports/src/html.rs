@@ -47,6 +47,27 @@ figcaption { font-size: 14px; color: #444; margin-top: 4px; }
 .note { color: #555; font-style: italic; }
 pre { background: #f6f6f6; padding: 8px 12px; overflow-x: auto; }
 .wrap { overflow-x: auto; }
+tr.details td { font-size: 12px; color: #444; border-top: none; word-break: break-word; }
+table.pg td { white-space: nowrap; }
+table.pg tr.details td { white-space: normal; }
+.howto { font-size: 14px; color: #333; margin-top: 4px; }
+pre.reproduce { border: 1px solid #9ab; background: #eef4f8; white-space: pre-wrap; word-break: break-word; }
+@page { size: A4; margin: 12mm; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 11pt; color: #000; }
+  nav, #selfcheck { display: none; }
+  section { break-before: page; }
+  section:first-of-type { break-before: auto; }
+  h2 { break-after: avoid; }
+  figure.chart, tr, pre { break-inside: avoid; }
+  figure.chart svg { border: none; width: auto; height: auto; max-width: 100%; max-height: 240mm; margin: 0 auto; }
+  .wrap { overflow: visible; }
+  table { font-size: 8pt; }
+  th, td { padding: 1px 4px; }
+  td { word-break: break-word; }
+  table.pg td { white-space: normal; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
 "#;
 
 /// Runs when the page is opened with `?selfcheck`; see the module documentation.
@@ -142,7 +163,7 @@ fn figure(o: &mut String, c: &Chart) {
     );
     let _ = write!(
         o,
-        "<figure class=\"chart\" id=\"chart-{name}\">\n{svg}\n<figcaption>{cap} <a href=\"{name}.svg\">({name}.svg)</a></figcaption>\n</figure>\n",
+        "<figure class=\"chart\" id=\"chart-{name}\">\n{svg}\n<figcaption class=\"howto\"><b>How to read this:</b> {cap} <a href=\"{name}.svg\">({name}.svg)</a></figcaption>\n</figure>\n",
         name = esc(&c.name),
         cap = esc(&c.caption),
     );
@@ -181,186 +202,164 @@ pub fn render(doc: &Document, charts: &[Chart]) -> String {
 
 /// [`render`] with a one-line `banner` above the status line (what the caller knows of the
 /// run beyond its file, e.g. that its vbench was killed).
+///
+/// A document with benchmarks shows their sections; one with an isolation matrix shows the
+/// isolation grid and the Popek-Goldberg classification; one with both opens with the
+/// trade-off between them. A section without data is left out, never shown empty.
 pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>) -> String {
     let view = View::new(doc);
+    let bench = tables::has_bench(doc);
+    let iso = doc.isolation.as_ref();
+    let pg = iso.and_then(crate::popek::classify);
+    let points = crate::tradeoff::points(&view);
     let chart = |name: &str| charts.iter().find(|c| c.name == name);
     let mut o = String::new();
+    let what = match (bench, iso.is_some()) {
+        (true, true) => "benchmarks and isolation",
+        (false, true) => "isolation",
+        _ => "benchmarks",
+    };
     head(
         &mut o,
         &format!(
-            "vbench report: {} ({})",
+            "vbench report ({what}): {} ({})",
             doc.environment.hostname,
             tables::utc(doc.started_unix_ms)
         ),
         charts.len(),
     );
-    o.push_str("<h1>vbench report</h1>\n");
+    let _ = writeln!(o, "<h1>vbench report: {what}</h1>");
     if let Some(b) = banner {
         para(&mut o, "status bad banner", b);
     }
-    let bad = doc.status != RunStatus::Complete || !doc.failures.is_empty();
-    para(
-        &mut o,
-        if bad { "status bad" } else { "status" },
-        &view.status_line(),
-    );
-    let mut toc = vec![("backends", "Backends")];
-    if tables::overhead(&view).is_some() {
-        toc.push(("overhead", "Overhead"));
+    if bench || iso.is_none() {
+        let bad = doc.status != RunStatus::Complete || !doc.failures.is_empty();
+        para(
+            &mut o,
+            if bad { "status bad" } else { "status" },
+            &view.status_line(),
+        );
     }
-    if tables::levels(&view).is_some() {
-        toc.push(("levels", "Levels"));
+    if let Some(m) = iso {
+        let bad = tables::isolation_failed(m) || (!bench && doc.status != RunStatus::Complete);
+        let mut line = tables::isolation_status(m);
+        if !bench && doc.status != RunStatus::Complete {
+            line = format!("INTERRUPTED: the matrix holds the probes completed. {line}");
+        }
+        para(&mut o, if bad { "status bad" } else { "status" }, &line);
     }
-    toc.push(("costs", "Cost per operation"));
-    if tables::startup(&view).is_some() {
-        toc.push(("startup", "Start-up"));
+
+    let tradeoff = tables::has_bench(doc)
+        .then(|| crate::tradeoff::table(&points))
+        .flatten();
+    let mut toc = Vec::new();
+    if tradeoff.is_some() {
+        toc.push(("tradeoff", "Isolation and performance"));
     }
-    toc.push(("noise", "Noise"));
-    if tables::peers(&view).is_some() {
-        toc.push(("peers", "Peers"));
-    }
-    if tables::counters(&view).is_some() {
-        toc.push(("counters", "Counters"));
+    if bench {
+        toc.push(("backends", "Backends"));
+        if tables::overhead(&view).is_some() {
+            toc.push(("overhead", "Overhead"));
+        }
+        if tables::levels(&view).is_some() {
+            toc.push(("levels", "Levels"));
+        }
+        toc.push(("costs", "Cost per operation"));
+        if tables::startup(&view).is_some() {
+            toc.push(("startup", "Start-up"));
+        }
+        toc.push(("noise", "Noise"));
+        if tables::peers(&view).is_some() {
+            toc.push(("peers", "Peers"));
+        }
+        if tables::counters(&view).is_some() {
+            toc.push(("counters", "Counters"));
+        }
     }
     if tables::isolation(doc).is_some() {
         toc.push(("isolation", "Isolation"));
     }
-    if tables::popek_goldberg(doc).is_some() {
+    if pg.is_some() {
         toc.push(("popek-goldberg", "Popek-Goldberg"));
     }
-    toc.extend([
-        ("failures", "Failures"),
-        ("environment", "Environment"),
-        ("reproduce", "Reproduce"),
-    ]);
+    if tables::edge_probes(doc).is_some() {
+        toc.push(("edges", "Translation and machine edges"));
+    }
+    if bench {
+        toc.push(("failures", "Failures"));
+    }
+    toc.extend([("environment", "Environment"), ("reproduce", "Reproduce")]);
     o.push_str("<nav>");
     for (id, t) in &toc {
         let _ = write!(o, "<a href=\"#{id}\">{t}</a>");
     }
     o.push_str("</nav>\n");
 
-    section(&mut o, "backends", "Backends");
-    para(&mut o, "", "Every backend asked for; one that could not run on this machine is listed with the reason and appears in no chart.");
-    table(&mut o, &tables::backends(&view));
-    o.push_str("</section>\n");
-
-    if let Some(t) = tables::overhead(&view) {
-        section(&mut o, "overhead", "Overhead against native");
-        if let Some(c) = chart("overhead") {
+    if let Some(t) = &tradeoff {
+        section(&mut o, "tradeoff", "Isolation and performance");
+        para(&mut o, "", "The lecture's two objectives side by side: what each level of virtualization costs and what it contains, both measured in this document.");
+        if let Some(c) = chart("tradeoff") {
             figure(&mut o, c);
         }
-        table(&mut o, &t);
-        o.push_str("</section>\n");
-    } else {
-        section(&mut o, "overhead", "Overhead against native");
-        para(
-            &mut o,
-            "note",
-            "No backend other than the native control ran, so there is no overhead to show.",
-        );
+        table(&mut o, t);
         o.push_str("</section>\n");
     }
 
-    if let Some(t) = tables::levels(&view) {
-        section(&mut o, "levels", "Levels of virtualization");
-        if let Some(c) = chart("levels") {
-            figure(&mut o, c);
+    if bench {
+        benchmark_sections(&mut o, &view, &chart);
+    }
+
+    if let Some(m) = iso {
+        if tables::isolation(doc).is_some() {
+            section(&mut o, "isolation", "Isolation");
+            para(&mut o, "", "vbench isolate: each probe tries one escape or limit breach. Native is the control: a probe that does not escape there is BROKEN, so every \u{201c}contained\u{201d} means something; ESCAPED! is an escape the backend must contain.");
+            if let Some(c) = chart("isolation") {
+                figure(&mut o, c);
+            }
+            if let Some(n) = tables::isolation_notes(doc) {
+                para(&mut o, "", "Why: every cell with a reason (an n/a, a permission, a limit's accuracy, a broken probe).");
+                table(&mut o, &n);
+            }
+            o.push_str("</section>\n");
         }
-        for p in tables::levels_text(&view) {
-            para(&mut o, "", &p);
+        if let Some(rows) = &pg {
+            section(
+                &mut o,
+                "popek-goldberg",
+                "Popek-Goldberg: what each level made of the instructions",
+            );
+            para(&mut o, "", "x86 has instructions that are sensitive (they read or change privileged state) but not privileged (they do not trap at CPL3): run in a guest, they act on the real machine and no trap-and-emulate VMM sees them. Binary translation, paravirtualization and hardware assistance are the answers. Each probe ran the instruction at CPL3 on every level; what it observed decides the class.");
+            if let Some(c) = chart("popek-goldberg") {
+                figure(&mut o, c);
+            }
+            for p in crate::popek::paragraph(m, rows) {
+                para(&mut o, "", &p);
+            }
+            pg_table(&mut o, m, rows);
+            o.push_str("</section>\n");
         }
-        table(&mut o, &t);
-        o.push_str("</section>\n");
-    }
-
-    section(&mut o, "costs", "Cost per operation");
-    if let Some(c) = chart("cost") {
-        figure(&mut o, c);
-    }
-    para(&mut o, "", "An lmbench-style table: median time of one operation of each workload's measured loop on every backend (null system call, read, write, open/close, page touch, memory bandwidth, pointer-chase latency, CPU kernels); memory passes also show bytes per pass over time.");
-    table(&mut o, &tables::costs(&view));
-    o.push_str("</section>\n");
-
-    if let Some(t) = tables::startup(&view) {
-        section(&mut o, "startup", "Start-up latency");
-        if let Some(c) = chart("startup") {
-            figure(&mut o, c);
+        if let Some(t) = tables::edge_probes(doc) {
+            section(&mut o, "edges", "Translation and machine-edge probes");
+            para(&mut o, "", "Code a translator or a VM must handle specially (self-modifying code, a system call hidden in data, 32-bit code), and the machine's edges (addresses outside RAM, bad system-call pointers, MSRs no CPU has): what each level observed, where it differs from native.");
+            table(&mut o, &t);
+            o.push_str("</section>\n");
         }
-        para(&mut o, "", "Backends that measure their own start-up (clone to exec, VM creation to first instruction) report it directly; for every backend the wall time of a run minus its measured loop, on the workload with the least of it, bounds launch plus exit from above.");
-        table(&mut o, &t);
-        o.push_str("</section>\n");
     }
 
-    section(&mut o, "noise", "Noise");
-    if let Some(c) = chart("distribution") {
-        figure(&mut o, c);
-    }
-    let warnings = view.noise_warnings();
-    if warnings.is_empty() {
-        para(
-            &mut o,
-            "",
-            "No cell had outliers or a median absolute deviation above 5% of its median.",
-        );
-    } else {
-        para(&mut o, "", "Warnings: these numbers are noisy; more rounds, pinning (--pin) or a quieter machine will tighten them.");
-        o.push_str("<ul>\n");
-        for w in &warnings {
-            let _ = writeln!(o, "<li>{}</li>", esc(w));
-        }
-        o.push_str("</ul>\n");
-    }
-    o.push_str("</section>\n");
-
-    if let Some(t) = tables::peers(&view) {
-        section(&mut o, "peers", "Peers");
-        para(&mut o, "", tables::PEERS_CAPTION);
-        table(&mut o, &t);
-        o.push_str("</section>\n");
-    }
-
-    if let Some(t) = tables::counters(&view) {
-        section(&mut o, "counters", "Backend counters");
-        if let Some(c) = chart("counters") {
-            figure(&mut o, c);
-        }
-        para(&mut o, "", "Median per run, per cell.");
-        table(&mut o, &t);
-        o.push_str("</section>\n");
-    }
-
-    if let Some(t) = tables::isolation(doc) {
-        section(&mut o, "isolation", "Isolation");
-        para(&mut o, "", "vbench isolate: each probe tries one escape or limit breach. Native is the control: a probe that does not escape there is BROKEN, so every \u{201c}contained\u{201d} means something; ESCAPED! is an escape the backend must contain.");
-        table(&mut o, &t);
-        if let Some(n) = tables::isolation_notes(doc) {
-            table(&mut o, &n);
+    if bench {
+        section(&mut o, "failures", "Failures");
+        if doc.failures.is_empty() {
+            para(
+                &mut o,
+                "",
+                "None: every run exited cleanly and every checksum agreed with native's.",
+            );
+        } else {
+            para(&mut o, "", "A wrong result (checksum differing from native's) means the backend computed something else: its timings are meaningless.");
+            table(&mut o, &tables::failures(doc));
         }
         o.push_str("</section>\n");
     }
-    if let Some(t) = tables::popek_goldberg(doc) {
-        section(
-            &mut o,
-            "popek-goldberg",
-            "Popek-Goldberg and translation probes",
-        );
-        para(&mut o, "", "What each sensitive but unprivileged instruction (plus CPUID and RDTSC) returned or did at CPL3 on each backend: observed values, not assumptions.");
-        table(&mut o, &t);
-        o.push_str("</section>\n");
-    }
-
-    section(&mut o, "failures", "Failures");
-    if doc.failures.is_empty() {
-        para(
-            &mut o,
-            "",
-            "None: every run exited cleanly and every checksum agreed with native's.",
-        );
-    } else {
-        para(&mut o, "", "A wrong result (checksum differing from native's) means the backend computed something else: its timings are meaningless.");
-        table(&mut o, &tables::failures(doc));
-    }
-    o.push_str("</section>\n");
 
     section(&mut o, "environment", "Environment");
     table(&mut o, &tables::environment(doc));
@@ -370,12 +369,178 @@ pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>
     para(
         &mut o,
         "",
-        "The same plan on another machine (numbers will differ; checksums must not):",
+        "The same plan on another machine (numbers will differ; checksums and verdicts should not):",
     );
-    let _ = writeln!(o, "<pre><code>{}</code></pre>", esc(&view.reproduce()));
+    let _ = writeln!(
+        o,
+        "<pre class=\"reproduce\"><code>{}</code></pre>",
+        esc(&reproduce(doc, &view))
+    );
     o.push_str("</section>\n");
     tail(&mut o);
     o
+}
+
+/// The command that makes the same document: `vbench run ... [--isolate]`, or `vbench
+/// isolate ...` for a document with no benchmarks.
+pub(crate) fn reproduce(doc: &Document, view: &View) -> String {
+    match (tables::has_bench(doc), &doc.isolation) {
+        (false, Some(m)) => tables::isolate_command(m),
+        (true, Some(_)) => format!("{} --isolate", view.reproduce()),
+        _ => view.reproduce(),
+    }
+}
+
+/// The classification with a details row of raw observations under each instruction.
+fn pg_table(o: &mut String, m: &vbench_results::IsolationMatrix, rows: &[crate::popek::PgRow]) {
+    let t = tables::pg_classes(m, rows);
+    let key: Vec<String> = crate::popek::PgClass::ALL
+        .iter()
+        .map(|k| format!("{} = {}", k.short(), k.label()))
+        .collect();
+    para(
+        o,
+        "",
+        &format!(
+            "Every class and the raw observations behind it ({}).",
+            key.join("; ")
+        ),
+    );
+    o.push_str("<div class=\"wrap\"><table class=\"pg\">\n<tr>");
+    for h in &t.head {
+        let _ = write!(o, "<th>{}</th>", esc(h));
+    }
+    o.push_str("</tr>\n");
+    for (r, cells) in rows.iter().zip(&t.rows) {
+        o.push_str("<tr>");
+        let _ = write!(
+            o,
+            "<td><b>{}</b></td><td>{}</td>",
+            esc(&cells[0]),
+            esc(&cells[1])
+        );
+        for c in &r.cells {
+            match c {
+                crate::popek::PgCell::Class(k) => {
+                    let _ = write!(
+                        o,
+                        "<td style=\"background:{}\" title=\"{}\">{}</td>",
+                        k.colour(),
+                        esc(k.label()),
+                        esc(k.short())
+                    );
+                }
+                crate::popek::PgCell::None(s) => {
+                    let _ = write!(o, "<td>{}</td>", esc(s));
+                }
+            }
+        }
+        o.push_str("</tr>\n");
+        let obs: Vec<String> = r
+            .observations
+            .iter()
+            .map(|(cols, d)| format!("{}: {}", cols.join(", "), d))
+            .collect();
+        let _ = writeln!(
+            o,
+            "<tr class=\"details\"><td></td><td colspan=\"{}\">observed: {}</td></tr>",
+            t.head.len() - 1,
+            esc(&obs.join(" | "))
+        );
+    }
+    o.push_str("</table></div>\n");
+}
+
+/// The sections of the benchmarks: backends, overhead, levels, costs, start-up, noise, peers
+/// and counters.
+fn benchmark_sections<'c>(o: &mut String, view: &View, chart: &dyn Fn(&str) -> Option<&'c Chart>) {
+    section(o, "backends", "Backends");
+    para(o, "", "Every backend asked for; one that could not run on this machine is listed with the reason and appears in no chart.");
+    table(o, &tables::backends(view));
+    o.push_str("</section>\n");
+
+    section(o, "overhead", "Overhead against native");
+    if let Some(t) = tables::overhead(view) {
+        if let Some(c) = chart("overhead") {
+            figure(o, c);
+        }
+        table(o, &t);
+    } else {
+        para(
+            o,
+            "note",
+            "No backend other than the native control ran, so there is no overhead to show.",
+        );
+    }
+    o.push_str("</section>\n");
+
+    if let Some(t) = tables::levels(view) {
+        section(o, "levels", "Levels of virtualization");
+        if let Some(c) = chart("levels") {
+            figure(o, c);
+        }
+        for p in tables::levels_text(view) {
+            para(o, "", &p);
+        }
+        table(o, &t);
+        o.push_str("</section>\n");
+    }
+
+    section(o, "costs", "Cost per operation");
+    if let Some(c) = chart("cost") {
+        figure(o, c);
+    }
+    para(o, "", "An lmbench-style table: median time of one operation of each workload's measured loop on every backend (null system call, read, write, open/close, page touch, memory bandwidth, pointer-chase latency, CPU kernels); memory passes also show bytes per pass over time.");
+    table(o, &tables::costs(view));
+    o.push_str("</section>\n");
+
+    if let Some(t) = tables::startup(view) {
+        section(o, "startup", "Start-up latency");
+        if let Some(c) = chart("startup") {
+            figure(o, c);
+        }
+        para(o, "", "Backends that measure their own start-up (clone to exec, VM creation to first instruction) report it directly; for every backend the wall time of a run minus its measured loop, on the workload with the least of it, bounds launch plus exit from above.");
+        table(o, &t);
+        o.push_str("</section>\n");
+    }
+
+    section(o, "noise", "Noise");
+    if let Some(c) = chart("distribution") {
+        figure(o, c);
+    }
+    let warnings = view.noise_warnings();
+    if warnings.is_empty() {
+        para(
+            o,
+            "",
+            "No cell had outliers or a median absolute deviation above 5% of its median.",
+        );
+    } else {
+        para(o, "", "Warnings: these numbers are noisy; more rounds, pinning (--pin) or a quieter machine will tighten them.");
+        o.push_str("<ul>\n");
+        for w in &warnings {
+            let _ = writeln!(o, "<li>{}</li>", esc(w));
+        }
+        o.push_str("</ul>\n");
+    }
+    o.push_str("</section>\n");
+
+    if let Some(t) = tables::peers(view) {
+        section(o, "peers", "Peers");
+        para(o, "", tables::PEERS_CAPTION);
+        table(o, &t);
+        o.push_str("</section>\n");
+    }
+
+    if let Some(t) = tables::counters(view) {
+        section(o, "counters", "Backend counters");
+        if let Some(c) = chart("counters") {
+            figure(o, c);
+        }
+        para(o, "", "Median per run, per cell.");
+        table(o, &t);
+        o.push_str("</section>\n");
+    }
 }
 
 /// The page of a comparison, with `charts` from [`crate::charts::for_comparison`].

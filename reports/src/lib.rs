@@ -9,11 +9,14 @@ pub mod charts;
 pub mod ci;
 pub mod compare;
 pub mod csv;
+mod grid;
 pub mod html;
 pub mod markdown;
+pub mod popek;
 mod tables;
 pub use tables::utc;
 pub mod terminal;
+mod tradeoff;
 mod view;
 
 #[cfg(test)]

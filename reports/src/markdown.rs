@@ -33,32 +33,121 @@ pub fn render(doc: &Document) -> String {
     render_with_banner(doc, None)
 }
 
-/// [`render`] with a one-line `banner` (in bold) above the status line.
+/// [`render`] with a one-line `banner` (in bold) above the status line. The sections are
+/// those of the HTML page: benchmarks, isolation, or both with their trade-off first.
 pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
     let view = View::new(doc);
+    let bench = tables::has_bench(doc);
+    let iso = doc.isolation.as_ref();
     let mut o = String::new();
-    let _ = writeln!(o, "# vbench report\n");
+    let what = match (bench, iso.is_some()) {
+        (true, true) => "benchmarks and isolation",
+        (false, true) => "isolation",
+        _ => "benchmarks",
+    };
+    let _ = writeln!(o, "# vbench report: {what}\n");
     if let Some(b) = banner {
         let _ = writeln!(o, "**{b}**\n");
     }
-    let bold = doc.status != RunStatus::Complete || !doc.failures.is_empty();
-    if bold {
-        let _ = writeln!(o, "**{}**\n", view.status_line());
-    } else {
-        let _ = writeln!(o, "{}\n", view.status_line());
+    if bench || iso.is_none() {
+        let bold = doc.status != RunStatus::Complete || !doc.failures.is_empty();
+        if bold {
+            let _ = writeln!(o, "**{}**\n", view.status_line());
+        } else {
+            let _ = writeln!(o, "{}\n", view.status_line());
+        }
+    }
+    if let Some(m) = iso {
+        let mut line = tables::isolation_status(m);
+        if !bench && doc.status != RunStatus::Complete {
+            line = format!("INTERRUPTED: the matrix holds the probes completed. {line}");
+        }
+        if tables::isolation_failed(m) || (!bench && doc.status != RunStatus::Complete) {
+            let _ = writeln!(o, "**{line}**\n");
+        } else {
+            let _ = writeln!(o, "{line}\n");
+        }
     }
 
+    if bench {
+        if let Some(t) = crate::tradeoff::table(&crate::tradeoff::points(&view)) {
+            let _ = writeln!(o, "## Isolation and performance\n");
+            let _ = writeln!(
+                o,
+                "What each level costs (geometric mean overhead against native per class of workload) and what it contains (share of the isolation probes that applied to it).\n"
+            );
+            table(&mut o, &t);
+        }
+        benchmark_sections(&mut o, &view);
+    }
+
+    if let Some(m) = iso {
+        if let Some(t) = tables::isolation(doc) {
+            let _ = writeln!(o, "## Isolation\n");
+            let _ = writeln!(
+                o,
+                "`vbench isolate`: each probe tries one escape or limit breach. Native is the control: a probe that does not escape there is BROKEN, so every \"contained\" means something; ESCAPED! is an escape the backend must contain.\n"
+            );
+            table(&mut o, &t);
+            if let Some(n) = tables::isolation_notes(doc) {
+                table(&mut o, &n);
+            }
+        }
+        if let Some(rows) = crate::popek::classify(m) {
+            let _ = writeln!(
+                o,
+                "## Popek-Goldberg: what each level made of the instructions\n"
+            );
+            let _ = writeln!(
+                o,
+                "Each probe ran the instruction at CPL3 on every level; what it observed, against native, decides the class.\n"
+            );
+            for p in crate::popek::paragraph(m, &rows) {
+                let _ = writeln!(o, "{}\n", esc(&p));
+            }
+            table(&mut o, &tables::pg_classes(m, &rows));
+            let _ = writeln!(o, "Raw observations:\n");
+            table(&mut o, &tables::pg_observations(&rows));
+        }
+        if let Some(t) = tables::edge_probes(doc) {
+            let _ = writeln!(o, "## Translation and machine-edge probes\n");
+            table(&mut o, &t);
+        }
+    }
+
+    if bench {
+        let _ = writeln!(o, "## Failures\n");
+        if doc.failures.is_empty() {
+            let _ = writeln!(
+                o,
+                "None: every run exited cleanly and every checksum agreed with native's.\n"
+            );
+        } else {
+            table(&mut o, &tables::failures(doc));
+        }
+    }
+
+    let _ = writeln!(o, "## Environment\n");
+    table(&mut o, &tables::environment(doc));
+
+    let _ = writeln!(o, "## Reproduce\n");
+    let _ = writeln!(o, "```sh\n{}\n```", crate::html::reproduce(doc, &view));
+    o
+}
+
+/// The benchmark sections: backends, overhead, levels, costs, start-up, noise, peers, counters.
+fn benchmark_sections(o: &mut String, view: &View) {
     let _ = writeln!(o, "## Backends\n");
-    table(&mut o, &tables::backends(&view));
+    table(o, &tables::backends(view));
 
     let _ = writeln!(o, "## Overhead against native\n");
-    match tables::overhead(&view) {
+    match tables::overhead(view) {
         Some(t) => {
             let _ = writeln!(
                 o,
                 "Median of the per-round ratios of time per operation (backend / native, same round), with its 95% bootstrap confidence interval.\n"
             );
-            table(&mut o, &t);
+            table(o, &t);
         }
         None => {
             let _ = writeln!(
@@ -68,10 +157,10 @@ pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
         }
     }
 
-    if let Some(t) = tables::levels(&view) {
+    if let Some(t) = tables::levels(view) {
         let _ = writeln!(o, "## Levels of virtualization\n");
-        table(&mut o, &t);
-        for p in tables::levels_text(&view) {
+        table(o, &t);
+        for p in tables::levels_text(view) {
             let _ = writeln!(o, "{}\n", esc(&p));
         }
     }
@@ -81,11 +170,11 @@ pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
         o,
         "Median time of one operation of each workload's measured loop; memory passes also show bytes per pass over time.\n"
     );
-    table(&mut o, &tables::costs(&view));
+    table(o, &tables::costs(view));
 
-    if let Some(t) = tables::startup(&view) {
+    if let Some(t) = tables::startup(view) {
         let _ = writeln!(o, "## Start-up latency\n");
-        table(&mut o, &t);
+        table(o, &t);
     }
 
     let _ = writeln!(o, "## Noise\n");
@@ -102,54 +191,17 @@ pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
         o.push('\n');
     }
 
-    if let Some(t) = tables::peers(&view) {
+    if let Some(t) = tables::peers(view) {
         let _ = writeln!(o, "## Peers\n");
         let _ = writeln!(o, "{}\n", tables::PEERS_CAPTION);
-        table(&mut o, &t);
+        table(o, &t);
     }
 
-    if let Some(t) = tables::counters(&view) {
+    if let Some(t) = tables::counters(view) {
         let _ = writeln!(o, "## Backend counters\n");
         let _ = writeln!(o, "Median per run.\n");
-        table(&mut o, &t);
+        table(o, &t);
     }
-
-    if let Some(t) = tables::isolation(doc) {
-        let _ = writeln!(o, "## Isolation\n");
-        let _ = writeln!(
-            o,
-            "`vbench isolate`: each probe tries one escape or limit breach. Native is the control: a probe that does not escape there is BROKEN, so every \"contained\" means something; ESCAPED! is an escape the backend must contain.\n"
-        );
-        table(&mut o, &t);
-        if let Some(n) = tables::isolation_notes(doc) {
-            table(&mut o, &n);
-        }
-    }
-    if let Some(t) = tables::popek_goldberg(doc) {
-        let _ = writeln!(o, "## Popek-Goldberg and translation probes\n");
-        let _ = writeln!(
-            o,
-            "What each sensitive but unprivileged instruction (plus CPUID and RDTSC) returned or did at CPL3 on each backend: observed values, not assumptions.\n"
-        );
-        table(&mut o, &t);
-    }
-
-    let _ = writeln!(o, "## Failures\n");
-    if doc.failures.is_empty() {
-        let _ = writeln!(
-            o,
-            "None: every run exited cleanly and every checksum agreed with native's.\n"
-        );
-    } else {
-        table(&mut o, &tables::failures(doc));
-    }
-
-    let _ = writeln!(o, "## Environment\n");
-    table(&mut o, &tables::environment(doc));
-
-    let _ = writeln!(o, "## Reproduce\n");
-    let _ = writeln!(o, "```sh\n{}\n```", view.reproduce());
-    o
 }
 
 /// The Markdown report of a comparison.

@@ -3,7 +3,7 @@
 use crate::compare::Comparison;
 use crate::fmt_ns;
 use crate::view::{params, throughput_gib_s, View};
-use vbench_results::{Document, FailureKind, ProbeVerdict};
+use vbench_results::{Document, FailureKind, IsolationMatrix, ProbeVerdict};
 
 /// A table: header and rows of plain text.
 pub struct Table {
@@ -431,35 +431,167 @@ pub fn isolation(doc: &Document) -> Option<Table> {
     (!rows.is_empty()).then_some(Table { head, rows })
 }
 
-fn is_observation(kind: &str) -> bool {
+pub(crate) fn is_observation(kind: &str) -> bool {
     matches!(kind, "instruction" | "translation" | "vm")
 }
 
-/// What each backend observed for the sensitive-but-unprivileged instructions (Popek and
-/// Goldberg), CPUID, RDTSC and the translation probes; `None` without any.
-pub fn popek_goldberg(doc: &Document) -> Option<Table> {
+/// Whether the document holds benchmarks (a plan of cells or samples): an isolation document
+/// from `vbench isolate` holds none, and its report shows no benchmark section.
+pub fn has_bench(doc: &Document) -> bool {
+    !doc.plan.cells.is_empty() || !doc.samples.is_empty()
+}
+
+/// One line on the isolation matrix: probes, backends and the count of each verdict.
+pub fn isolation_status(m: &IsolationMatrix) -> String {
+    let count = |v: ProbeVerdict| {
+        m.probes
+            .iter()
+            .filter(|r| !is_observation(&r.kind))
+            .flat_map(|r| &r.cells)
+            .filter(|c| c.verdict == v)
+            .count()
+    };
+    let observations = m.probes.iter().filter(|r| is_observation(&r.kind)).count();
+    let mut s = format!(
+        "Isolation: {} probes on {} backends ({} escape or limit probes, {observations} observations): {} contained, {} escaped by design, {} n/a",
+        m.probes.len(),
+        m.backends.len(),
+        m.probes.len() - observations,
+        count(ProbeVerdict::Contained),
+        count(ProbeVerdict::Escaped),
+        count(ProbeVerdict::NotApplicable),
+    );
+    let breach = count(ProbeVerdict::Breach);
+    let broken = m
+        .probes
+        .iter()
+        .flat_map(|r| &r.cells)
+        .filter(|c| c.verdict == ProbeVerdict::Broken)
+        .count();
+    if breach > 0 {
+        s.push_str(&format!(
+            "; ISOLATION FAILURE: {breach} escaped where they must be contained"
+        ));
+    }
+    if broken > 0 {
+        s.push_str(&format!("; {broken} BROKEN probe run(s)"));
+    }
+    s.push('.');
+    s
+}
+
+/// Whether the matrix holds a breach or a broken probe.
+pub fn isolation_failed(m: &IsolationMatrix) -> bool {
+    m.probes
+        .iter()
+        .flat_map(|r| &r.cells)
+        .any(|c| c.verdict.fails())
+}
+
+/// The `vbench isolate` command that makes the same matrix: its backends (the columns, less the
+/// control and the second columns of the same backend) and its limits.
+pub fn isolate_command(m: &IsolationMatrix) -> String {
+    let mut cmd = String::from("vbench isolate");
+    let mut seen: Vec<&str> = Vec::new();
+    for b in &m.backends {
+        let base = b.name.split('/').next().unwrap_or(&b.name);
+        if base != crate::view::NATIVE && !seen.contains(&base) {
+            seen.push(base);
+            cmd.push_str(&format!(" --backend {base}"));
+        }
+    }
+    for (key, flag) in [
+        ("memory_bytes", "memory"),
+        ("cpus", "cpus"),
+        ("pids", "pids"),
+    ] {
+        if let Some(v) = m.limits.get(key) {
+            cmd.push_str(&format!(" --{flag} {v}"));
+        }
+    }
+    cmd
+}
+
+/// What each backend observed for the translation and machine-edge probes, beside native's:
+/// `= native` where it is native's observation; `None` without any.
+pub fn edge_probes(doc: &Document) -> Option<Table> {
     let m = doc.isolation.as_ref()?;
+    let native = m
+        .backends
+        .iter()
+        .position(|b| b.name == crate::view::NATIVE);
     let mut head = vec![s("probe")];
     head.extend(m.backends.iter().map(|b| b.name.clone()));
     let rows: Vec<Vec<String>> = m
         .probes
         .iter()
-        .filter(|r| is_observation(&r.kind))
+        .filter(|r| matches!(r.kind.as_str(), "translation" | "vm"))
         .map(|r| {
+            let n = native.and_then(|i| r.cells.get(i));
             let mut row = vec![r.probe.clone()];
-            row.extend(r.cells.iter().map(|c| {
-                if c.verdict == ProbeVerdict::Observed {
-                    c.detail.clone()
-                } else {
+            row.extend(r.cells.iter().enumerate().map(|(i, c)| {
+                if c.verdict != ProbeVerdict::Observed {
                     format!("{} {}", c.verdict.label(), c.note)
                         .trim()
                         .to_string()
+                } else if Some(i) != native
+                    && n.is_some_and(|n| {
+                        n.verdict == ProbeVerdict::Observed && n.detail == c.detail
+                    })
+                {
+                    s("= native")
+                } else {
+                    c.detail.clone()
                 }
             }));
             row
         })
         .collect();
     (!rows.is_empty()).then_some(Table { head, rows })
+}
+
+/// The Popek-Goldberg classification as a table: instruction, what x86 makes of it, one class
+/// per level.
+pub fn pg_classes(m: &IsolationMatrix, rows: &[crate::popek::PgRow]) -> Table {
+    let mut head = vec![s("instruction"), s("at CPL3")];
+    head.extend(m.backends.iter().map(|b| b.name.clone()));
+    Table {
+        head,
+        rows: rows
+            .iter()
+            .map(|r| {
+                let mut v = vec![r.row.probe.clone(), cpl3_name(r.row.cpl3).to_string()];
+                v.extend(r.cells.iter().map(|c| c.label().to_string()));
+                v
+            })
+            .collect(),
+    }
+}
+
+/// What x86 makes of an instruction at CPL3, in words.
+pub fn cpl3_name(c: Option<vbench_results::Cpl3Class>) -> &'static str {
+    match c {
+        Some(vbench_results::Cpl3Class::Sensitive) => "sensitive, unprivileged",
+        Some(vbench_results::Cpl3Class::Privileged) => "privileged",
+        Some(vbench_results::Cpl3Class::Unrestricted) => "neither",
+        None => "-",
+    }
+}
+
+/// The raw observations behind the classification: each distinct one with the levels that
+/// made it.
+pub fn pg_observations(rows: &[crate::popek::PgRow]) -> Table {
+    Table {
+        head: vec![s("instruction"), s("levels"), s("observation")],
+        rows: rows
+            .iter()
+            .flat_map(|r| {
+                r.observations
+                    .iter()
+                    .map(|(cols, d)| vec![r.row.probe.clone(), cols.join(", "), d.to_string()])
+            })
+            .collect(),
+    }
 }
 
 /// Every isolation cell with something to say: n/a reasons, broken probes, breaches, limit

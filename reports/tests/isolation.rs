@@ -4,7 +4,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use vbench_results::{BackendStatus, IsolationMatrix, ProbeCell, ProbeRow, ProbeVerdict};
+use vbench_results::{
+    BackendStatus, Cpl3Class, Document, IsolationMatrix, ProbeCell, ProbeRow, ProbeVerdict,
+};
 
 fn cell(backend: &str, verdict: ProbeVerdict, note: &str, detail: &str) -> ProbeCell {
     ProbeCell {
@@ -33,6 +35,7 @@ fn matrix() -> IsolationMatrix {
         probe: probe.into(),
         kind: kind.into(),
         summary: String::new(),
+        cpl3: (kind == "instruction").then_some(Cpl3Class::Sensitive),
         cells,
     };
     IsolationMatrix {
@@ -105,13 +108,119 @@ fn matrix_and_popek_goldberg_table_are_rendered() {
     assert!(md.contains("peak 100.0% of the limit"), "{md}");
     assert!(md.contains("## Popek-Goldberg"), "{md}");
     assert!(
-        md.contains("| sgdt | sgdt:base=0xfffffffffffe0000 |"),
+        md.contains("| sgdt | native, container | sgdt:base=0xfffffffffffe0000 |"),
         "{md}"
     );
+    assert!(
+        md.contains("| sgdt | sensitive, unprivileged | silently different (sensitive, unprivileged) | silently different (sensitive, unprivileged) |"),
+        "{md}"
+    );
+    // benchmarks and isolation together: the trade-off first, the reproduce line says both
+    assert!(
+        md.starts_with("# vbench report: benchmarks and isolation"),
+        "{md}"
+    );
+    let trade = md
+        .find("## Isolation and performance")
+        .expect("trade-off section");
+    assert!(trade < md.find("## Backends").unwrap());
+    assert!(
+        md.contains("| container |") && md.contains("50% (1 of 2)"),
+        "{md}"
+    );
+    assert!(md.contains(" --isolate\n```"), "{md}");
     let html = vbench_reports::html::render(&doc, &[]);
     assert!(html.contains("id=\"isolation\""), "{html}");
-    assert!(html.contains("ESCAPED!"));
     assert!(html.contains("href=\"#popek-goldberg\""));
+    assert!(
+        html.contains("<tr class=\"details\">"),
+        "raw observations under each row"
+    );
+}
+
+/// The isolation document of `vbench isolate` alone: no benchmark section, no empty table, no
+/// "0 rounds planned".
+fn isolation_only() -> Document {
+    let mut doc = common::document();
+    doc.plan.cells.clear();
+    doc.samples.clear();
+    doc.summaries.clear();
+    doc.failures.clear();
+    doc.status = vbench_results::RunStatus::Complete;
+    doc.isolation = Some(matrix());
+    doc
+}
+
+#[test]
+fn an_isolation_document_shows_only_isolation() {
+    let doc = isolation_only();
+    let md = vbench_reports::markdown::render(&doc);
+    assert!(md.starts_with("# vbench report: isolation\n"), "{md}");
+    for absent in [
+        "rounds planned",
+        "## Backends",
+        "## Overhead",
+        "## Cost per operation",
+        "## Noise",
+        "## Failures",
+        "## Isolation and performance",
+        "no backend other than",
+    ] {
+        assert!(!md.contains(absent), "{absent} in {md}");
+    }
+    assert!(md.contains("**Isolation: 3 probes on 2 backends (2 escape or limit probes, 1 observations): 1 contained, 2 escaped by design, 0 n/a; ISOLATION FAILURE: 1 escaped where they must be contained.**"), "{md}");
+    assert!(
+        md.contains("```sh\nvbench isolate --backend container\n```"),
+        "{md}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let w = vbench_reports::write_all(&doc, dir.path()).unwrap();
+    let page = std::fs::read_to_string(&w.index).unwrap();
+    assert!(!page.contains("rounds planned") && !page.contains("id=\"backends\""));
+    assert!(
+        page.contains("id=\"chart-isolation\"") && page.contains("id=\"chart-popek-goldberg\"")
+    );
+    assert!(
+        !page.contains("id=\"chart-tradeoff\""),
+        "no benchmarks, no trade-off"
+    );
+    assert_eq!(w.charts, 2);
+    // every grid cell has a text label and a hover title with its reason
+    let grid = std::fs::read_to_string(dir.path().join("isolation.svg")).unwrap();
+    assert_eq!(grid.matches("<title>").count(), 4, "2 probes x 2 backends");
+    assert!(grid.contains("<title>hostname on container: ESCAPED!: escaped where it must be contained [nodename=h]</title>"), "{grid}");
+    for label in ["by design", "ESCAPED!", "contained"] {
+        assert!(grid.contains(&format!(">{label}</text>")), "{label}");
+    }
+    assert!(page.contains("How to read this:"));
+    assert!(page.contains("@media print"));
+}
+
+#[test]
+fn a_combined_document_draws_the_tradeoff() {
+    let mut doc = common::document();
+    let mut m = matrix();
+    // the trade-off needs native and two more levels in both halves
+    m.backends.push(BackendStatus {
+        name: "kvm".into(),
+        ..m.backends[1].clone()
+    });
+    for r in &mut m.probes {
+        let mut c = r.cells[1].clone();
+        c.backend = "kvm".into();
+        r.cells.push(c);
+    }
+    doc.isolation = Some(m);
+    let dir = tempfile::tempdir().unwrap();
+    let w = vbench_reports::write_all(&doc, dir.path()).unwrap();
+    let page = std::fs::read_to_string(&w.index).unwrap();
+    assert!(page.contains("id=\"chart-tradeoff\""), "{page}");
+    let svg = std::fs::read_to_string(dir.path().join("tradeoff.svg")).unwrap();
+    for level in ["native 1.00x", "container ", "kvm "] {
+        assert!(svg.contains(level), "{level} in {svg}");
+    }
+    assert!(page.find("id=\"tradeoff\"").unwrap() < page.find("id=\"backends\"").unwrap());
 }
 
 /// bt and kvm's columns under the host policy (`bt/host`) are columns like any other.

@@ -78,8 +78,24 @@ pub struct ProbeRow {
     pub kind: String,
     /// What it tries.
     pub summary: String,
+    /// For an instruction probe, what x86 makes of the instruction at CPL3 (absent in other
+    /// probes and in older documents; older readers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpl3: Option<Cpl3Class>,
     /// One cell per backend of [`IsolationMatrix::backends`], same order.
     pub cells: Vec<ProbeCell>,
+}
+
+/// What x86 makes of an instruction at CPL3, in Popek and Goldberg's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cpl3Class {
+    /// Sensitive but not privileged: it completes at CPL3 without a trap.
+    Sensitive,
+    /// Privileged: it faults at CPL3.
+    Privileged,
+    /// Neither (CPUID, RDTSC, INT3).
+    Unrestricted,
 }
 
 /// One probe on one backend.

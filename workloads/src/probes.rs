@@ -315,6 +315,34 @@ pub struct Probe {
     /// Runs of the control until it escapes (more than one for a probe whose control depends
     /// on what else the machine runs).
     pub control_attempts: u32,
+    /// For an instruction probe, what the x86 architecture makes of it at CPL3 (Popek and
+    /// Goldberg's classes); `None` for every other probe.
+    pub cpl3: Option<Cpl3>,
+}
+
+/// What x86 makes of an instruction at CPL3, in Popek and Goldberg's terms: what a report
+/// compares each level's observation against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cpl3 {
+    /// Sensitive (it reads or changes privileged state) but not privileged: it completes at
+    /// CPL3 without a trap, so a trap-and-emulate VMM never sees it (Robin and Irvine's list).
+    Sensitive,
+    /// Privileged: it faults at CPL3, so a VMM can trap and emulate it.
+    Privileged,
+    /// Neither: an ordinary instruction whose result a level may still change (CPUID, RDTSC,
+    /// INT3).
+    Unrestricted,
+}
+
+impl Cpl3 {
+    /// Lower-case name, as results documents record it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cpl3::Sensitive => "sensitive",
+            Cpl3::Privileged => "privileged",
+            Cpl3::Unrestricted => "unrestricted",
+        }
+    }
 }
 
 impl Probe {
@@ -485,6 +513,7 @@ const fn escape(
         judge: Judge::Line,
         accuracy: Accuracy::None,
         control_attempts: 1,
+        cpl3: None,
     }
 }
 
@@ -503,6 +532,14 @@ const fn observe(name: &'static str, kind: Kind, summary: &'static str) -> Probe
             on: &[],
         },
         ..escape(name, kind, summary, &[])
+    }
+}
+
+/// An instruction probe, observed everywhere, with what x86 makes of the instruction at CPL3.
+const fn instruction(name: &'static str, cpl3: Cpl3, summary: &'static str) -> Probe {
+    Probe {
+        cpl3: Some(cpl3),
+        ..observe(name, Instruction, summary)
     }
 }
 
@@ -855,49 +892,49 @@ pub const PROBES: &[Probe] = &[
         "set the trap flag with popf: one SIGTRAP after the next instruction",
     ),
     // --- Popek-Goldberg: sensitive but unprivileged instructions, plus CPUID and RDTSC ---
-    observe("sgdt", Instruction, "SGDT: GDT base and limit"),
-    observe("sidt", Instruction, "SIDT: IDT base and limit"),
-    observe("sldt", Instruction, "SLDT: LDT selector"),
-    observe("smsw", Instruction, "SMSW: low bits of CR0"),
-    observe("str", Instruction, "STR: task register selector"),
-    observe("pushf", Instruction, "PUSHF: IF and IOPL as seen at CPL3"),
-    observe("popf", Instruction, "POPF clearing IF: silently ignored?"),
-    observe("lar", Instruction, "LAR of the user code selector"),
-    observe("lsl", Instruction, "LSL of the user data selector"),
-    observe(
+    instruction("sgdt", Cpl3::Sensitive, "SGDT: GDT base and limit"),
+    instruction("sidt", Cpl3::Sensitive, "SIDT: IDT base and limit"),
+    instruction("sldt", Cpl3::Sensitive, "SLDT: LDT selector"),
+    instruction("smsw", Cpl3::Sensitive, "SMSW: low bits of CR0"),
+    instruction("str", Cpl3::Sensitive, "STR: task register selector"),
+    instruction("pushf", Cpl3::Sensitive, "PUSHF: IF and IOPL as seen at CPL3"),
+    instruction("popf", Cpl3::Sensitive, "POPF clearing IF: silently ignored?"),
+    instruction("lar", Cpl3::Sensitive, "LAR of the user code selector"),
+    instruction("lsl", Cpl3::Sensitive, "LSL of the user data selector"),
+    instruction(
         "verr",
-        Instruction,
+        Cpl3::Sensitive,
         "VERR/VERW of the user and kernel code selectors",
     ),
-    observe("mov_sreg", Instruction, "MOV from CS, SS, DS, ES, FS, GS"),
-    observe(
+    instruction("mov_sreg", Cpl3::Sensitive, "MOV from CS, SS, DS, ES, FS, GS"),
+    instruction(
         "push_pop_sreg",
-        Instruction,
+        Cpl3::Sensitive,
         "PUSH FS / POP FS and MOV to DS of the null selector",
     ),
-    observe(
+    instruction(
         "far_call",
-        Instruction,
+        Cpl3::Sensitive,
         "far CALL through memory to CS:label and far RET",
     ),
-    observe("int3", Instruction, "INT3 and INT 0x81 (no gate at DPL3)"),
-    observe(
+    instruction("int3", Cpl3::Unrestricted, "INT3 and INT 0x81 (no gate at DPL3)"),
+    instruction(
         "cpuid",
-        Instruction,
+        Cpl3::Unrestricted,
         "CPUID: vendor, hypervisor bit and hypervisor vendor",
     ),
     // privileged instructions, for contrast: these must trap at CPL3
-    observe("rdmsr", Instruction, "RDMSR of the TSC MSR (privileged)"),
-    observe("hlt", Instruction, "HLT (privileged)"),
-    observe("cli", Instruction, "CLI with IOPL 0 (IOPL-sensitive)"),
-    observe(
+    instruction("rdmsr", Cpl3::Privileged, "RDMSR of the TSC MSR (privileged)"),
+    instruction("hlt", Cpl3::Privileged, "HLT (privileged)"),
+    instruction("cli", Cpl3::Privileged, "CLI with IOPL 0 (IOPL-sensitive)"),
+    instruction(
         "port_in",
-        Instruction,
+        Cpl3::Privileged,
         "IN from port 0x80 without I/O permission",
     ),
-    observe(
+    instruction(
         "rdtsc",
-        Instruction,
+        Cpl3::Unrestricted,
         "RDTSC: monotonic, and its rate against CLOCK_MONOTONIC",
     ),
     // --- the machine's edges ---
@@ -1006,6 +1043,17 @@ pub fn write_line<W: fmt::Write + ?Sized>(
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn exactly_the_instruction_probes_carry_a_cpl3_class() {
+        for p in PROBES {
+            assert_eq!(p.cpl3.is_some(), p.kind == Kind::Instruction, "{}", p.name);
+        }
+        assert_eq!(find("popf").unwrap().cpl3, Some(Cpl3::Sensitive));
+        assert_eq!(find("hlt").unwrap().cpl3, Some(Cpl3::Privileged));
+        assert_eq!(find("cpuid").unwrap().cpl3, Some(Cpl3::Unrestricted));
+        assert_eq!(Cpl3::Sensitive.name(), "sensitive");
+    }
 
     #[test]
     fn own_kernel_exceptions_name_real_probes_once_and_win() {

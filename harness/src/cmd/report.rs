@@ -11,9 +11,13 @@ use std::time::Instant;
 /// Arguments of `vbench report`.
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
-    /// The results file to report on (written by `vbench run`).
+    /// The results file to report on (written by `vbench run` or `vbench isolate`).
     #[arg(required_unless_present = "compare", conflicts_with = "compare")]
     pub file: Option<PathBuf>,
+    /// An isolation results file (written by `vbench isolate`) to render together with FILE's
+    /// benchmarks in one document.
+    #[arg(value_name = "ISOLATION", conflicts_with = "compare")]
+    pub isolation: Option<PathBuf>,
     /// Show the change between two results files instead: BASE then NEW.
     #[arg(long, num_args = 2, value_names = ["BASE", "NEW"])]
     pub compare: Option<Vec<PathBuf>>,
@@ -47,6 +51,46 @@ fn beside(path: &Path, name: String) -> PathBuf {
     }
 }
 
+/// The benchmarks of `run` (from `run_path`) with the isolation matrix of `iso` (from
+/// `iso_path`): one document. Refuses a pair that is not one of each.
+fn merge(
+    mut run: vbench_results::Document,
+    run_path: &Path,
+    iso: vbench_results::Document,
+    iso_path: &Path,
+) -> Result<vbench_results::Document> {
+    let bench = |d: &vbench_results::Document| !d.plan.cells.is_empty() || !d.samples.is_empty();
+    if !bench(&run) {
+        anyhow::bail!(
+            "{} holds no benchmarks (it was written by `vbench isolate`?): give the results of `vbench run` first, then the isolation results",
+            run_path.display()
+        );
+    }
+    if run.isolation.is_some() {
+        anyhow::bail!(
+            "{} already holds an isolation matrix (it was written by `vbench run --isolate`): report it alone",
+            run_path.display()
+        );
+    }
+    let Some(m) = iso.isolation else {
+        anyhow::bail!(
+            "{} holds no isolation matrix: give the results of `vbench isolate`",
+            iso_path.display()
+        );
+    };
+    if run.environment.hostname != iso.environment.hostname {
+        eprintln!(
+            "vbench: warning: {} was made on {:?} and {} on {:?}: the two halves are from different machines",
+            run_path.display(),
+            run.environment.hostname,
+            iso_path.display(),
+            iso.environment.hostname
+        );
+    }
+    run.isolation = Some(m);
+    Ok(run)
+}
+
 /// Runs `vbench report`.
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let start = Instant::now();
@@ -65,11 +109,14 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
                 .with_context(|| format!("writing the comparison into {}", out.display()))?
         }
         (None, Some(file)) => {
-            let doc = load(file)?;
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(|| beside(file, format!("{}-report", stem(file))));
+            let mut doc = load(file)?;
+            if let Some(iso) = &args.isolation {
+                doc = merge(doc, file, load(iso)?, iso)?;
+            }
+            let out = args.out.clone().unwrap_or_else(|| match &args.isolation {
+                Some(iso) => beside(file, format!("{}-{}-report", stem(file), stem(iso))),
+                None => beside(file, format!("{}-report", stem(file))),
+            });
             let banner = writer_gone(&doc).then_some(KILLED);
             vbench_reports::write_all_with_banner(&doc, &out, banner)
                 .with_context(|| format!("writing the report into {}", out.display()))?

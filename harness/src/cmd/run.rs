@@ -45,6 +45,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         );
     }
     let cancel = install_cancel()?;
+    let isolate_cancel = cancel.clone();
     let abi = a.abi.unwrap_or(if a.program.is_empty() {
         vbench_backends::AbiPolicy::Confined
     } else {
@@ -83,8 +84,29 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         abi,
         cancel,
         out: &out,
+        more_follows: a.isolate,
     };
-    let doc = scheduler::run(&plan, &all, &sched, doctor::report().environment)?;
+    let mut doc = scheduler::run(&plan, &all, &sched, doctor::report().environment)?;
+    drop(all);
+    let mut isolation_failed = false;
+    if a.isolate {
+        if doc.status != RunStatus::Interrupted {
+            eprintln!("vbench: probing what each backend contains (vbench isolate)");
+            let m = crate::cmd::isolate::for_run(&a.backends, isolate_cancel.clone())?;
+            isolation_failed = m
+                .probes
+                .iter()
+                .flat_map(|r| &r.cells)
+                .any(|c| c.verdict.fails());
+            if isolate_cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                doc.status = RunStatus::Interrupted;
+            }
+            doc.isolation = Some(m);
+            doc.finished_unix_ms = Some(scheduler::now_ms());
+        }
+        out.write_document(&doc)
+            .with_context(|| format!("writing {}", out.path().display()))?;
+    }
     let to_stdout = out.kind() == OutKind::Stdout;
     if a.json && !to_stdout {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -93,6 +115,14 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         eprint!("{}", vbench_reports::terminal::render(&doc));
     } else {
         print!("{}", vbench_reports::terminal::render(&doc));
+    }
+    if let Some(m) = doc.isolation.as_ref().filter(|_| !a.json || to_stdout) {
+        let text = crate::cmd::isolate::render(m);
+        if to_stdout {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
     }
     eprintln!("results written to {}", out.path().display());
     if let Some(dir) = &a.report {
@@ -117,6 +147,12 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         if doc.failures.is_empty() {
             return Ok(gated);
         }
+    }
+    if isolation_failed && doc.status != RunStatus::Interrupted && doc.failures.is_empty() {
+        eprintln!(
+            "vbench run --isolate: cells escaped where they must be contained or are broken probes"
+        );
+        return Ok(ExitCode::from(1));
     }
     Ok(exit_status(&doc))
 }

@@ -25,21 +25,26 @@ use vbench_backends::container::cgroup::Limits;
 use vbench_backends::container::ContainerConfig;
 use vbench_backends::{AbiPolicy, Availability, Backend, Invocation, Program, Stdio};
 use vbench_results::{
-    BackendStatus, Document, IsolationMatrix, Plan, ProbeCell, ProbeRow, ProbeVerdict, RunStatus,
-    Tool,
+    BackendStatus, Cpl3Class, Document, IsolationMatrix, Plan, ProbeCell, ProbeRow, ProbeVerdict,
+    RunStatus, Tool,
 };
 use vbench_workloads::probes::{
-    Expect, Judge, Kind, Probe, Source, CONTAINER_HOST, CONTROL, PROBES,
+    Cpl3, Expect, Judge, Kind, Probe, Source, CONTAINER_HOST, CONTROL, PROBES,
 };
 
-/// `--backend` of isolate: vbench's own levels from the registry, gVisor (the peer that is a
+/// `--backend` of isolate ([`probed_backends`]): vbench's own levels from the registry, gVisor (the peer that is a
 /// sandbox: the translators qemu-user and valgrind contain nothing, and crun's verdicts would
 /// be its default spec's), and `all`.
 fn backend_choices() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(probed_backends())
+}
+
+/// The names `--backend` of isolate takes.
+fn probed_backends() -> Vec<&'static str> {
     let mut v = vbench_backends::registry::own();
     v.push("gvisor");
     v.push(vbench_backends::registry::ALL);
-    clap::builder::PossibleValuesParser::new(v)
+    v
 }
 
 /// Options of `vbench isolate`.
@@ -63,18 +68,24 @@ pub struct IsolateArgs {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Container memory limit for the probes (the memory probe touches twice this).
-    #[arg(long, default_value = "256M", value_parser = vbench_backends::container::parse_bytes)]
+    #[arg(long, default_value = DEFAULT_MEMORY, value_parser = vbench_backends::container::parse_bytes)]
     memory: u64,
     /// Container CPU quota for the probes, a fraction of one CPU.
-    #[arg(long, default_value_t = 0.5, value_parser = parse_cpus)]
+    #[arg(long, default_value_t = DEFAULT_CPUS, value_parser = parse_cpus)]
     cpus: f64,
     /// Container task limit for the probes (the fork bomb tries twice this).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(4..=2048))]
+    #[arg(long, default_value_t = DEFAULT_PIDS, value_parser = clap::value_parser!(u64).range(4..=2048))]
     pids: u64,
     /// Per-probe timeout in seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_S, value_parser = clap::value_parser!(u64).range(5..=3600))]
     timeout: u64,
 }
+
+/// The defaults of `--memory`, `--cpus`, `--pids` and `--timeout` (also `run --isolate`'s).
+const DEFAULT_MEMORY: &str = "256M";
+const DEFAULT_CPUS: f64 = 0.5;
+const DEFAULT_PIDS: u64 = 64;
+const DEFAULT_TIMEOUT_S: u64 = 60;
 
 /// The help of `--probe`, with every kind of the catalogue.
 fn probe_help() -> String {
@@ -110,12 +121,79 @@ pub fn run(a: IsolateArgs) -> Result<ExitCode> {
     result
 }
 
+/// The isolation matrix of `vbench run --isolate`: every probe, the catalogue's default limits
+/// and timeout, on those of `backends` (run's `--backend` values) that isolate probes (the
+/// peers qemu-user, valgrind and crun are left out: see [`backend_choices`]). Stops early when
+/// `cancel` is set; the matrix then holds the probes completed.
+pub fn for_run(backends: &[String], cancel: Arc<AtomicBool>) -> Result<IsolationMatrix> {
+    let probed = probed_backends();
+    let names: Vec<String> = backends
+        .iter()
+        .filter(|b| probed.contains(&b.as_str()))
+        .cloned()
+        .collect();
+    let a = IsolateArgs {
+        backends: names,
+        probes: Vec::new(),
+        out: None,
+        json: false,
+        report: None,
+        memory: vbench_backends::container::parse_bytes(DEFAULT_MEMORY)
+            .map_err(anyhow::Error::msg)?,
+        cpus: DEFAULT_CPUS,
+        pids: DEFAULT_PIDS,
+        timeout: DEFAULT_TIMEOUT_S,
+    };
+    let selected: Vec<&'static Probe> = PROBES.iter().collect();
+    check_memory(&selected, a.memory)?;
+    probe_matrix(&a, &selected, cancel)
+}
+
 /// Runs the selected probes on the selected backends and writes the document to `out`.
 fn probe_all(
     a: &IsolateArgs,
     selected: &[&'static Probe],
     out: &vbench_results::store::OutTarget,
 ) -> Result<ExitCode> {
+    let cancel = crate::cmd::common::install_cancel()?;
+    let started = scheduler::now_ms();
+    let matrix = probe_matrix(a, selected, cancel.clone())?;
+    let interrupted = cancel.load(Ordering::Relaxed);
+    let statuses = matrix.backends.clone();
+    let doc = Document {
+        schema_version: vbench_results::SCHEMA_VERSION,
+        tool: Tool {
+            name: "vbench".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        status: if interrupted {
+            RunStatus::Interrupted
+        } else {
+            RunStatus::Complete
+        },
+        started_unix_ms: started,
+        finished_unix_ms: Some(scheduler::now_ms()),
+        environment: doctor::report().environment,
+        plan: Plan {
+            timeout_ms: a.timeout * 1000,
+            backends: statuses,
+            ..Plan::default()
+        },
+        samples: vec![],
+        summaries: vec![],
+        failures: vec![],
+        isolation: Some(matrix),
+        writer: None,
+    };
+    finish(a, out, &doc, interrupted)
+}
+
+/// Runs the selected probes on the selected backends: the matrix.
+fn probe_matrix(
+    a: &IsolateArgs,
+    selected: &[&'static Probe],
+    cancel: Arc<AtomicBool>,
+) -> Result<IsolationMatrix> {
     let limits = Limits {
         memory: Some(a.memory),
         cpus: Some(a.cpus),
@@ -139,8 +217,6 @@ fn probe_all(
     )));
     let cols = columns(&all, &a.backends);
     let statuses: Vec<BackendStatus> = cols.iter().map(|c| status(&*all[c.index], c)).collect();
-    let cancel = crate::cmd::common::install_cancel()?;
-    let started = scheduler::now_ms();
     let fx = Fixtures::new().context("preparing the host fixtures")?;
     let host = HostFacts::gather();
     let runner = Runner {
@@ -168,13 +244,17 @@ fn probe_all(
             probe: p.name.to_string(),
             kind: p.kind.name().to_string(),
             summary: p.summary.to_string(),
+            cpl3: p.cpl3.map(|c| match c {
+                Cpl3::Sensitive => Cpl3Class::Sensitive,
+                Cpl3::Privileged => Cpl3Class::Privileged,
+                Cpl3::Unrestricted => Cpl3Class::Unrestricted,
+            }),
             cells,
         });
     }
     drop(runner);
-    let interrupted = cancel.load(Ordering::Relaxed);
     let matrix = IsolationMatrix {
-        backends: statuses.clone(),
+        backends: statuses,
         probes: rows,
         fixtures: fx.describe(),
         limits: BTreeMap::from([
@@ -184,32 +264,7 @@ fn probe_all(
         ]),
     };
     drop(fx);
-    let doc = Document {
-        schema_version: vbench_results::SCHEMA_VERSION,
-        tool: Tool {
-            name: "vbench".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        status: if interrupted {
-            RunStatus::Interrupted
-        } else {
-            RunStatus::Complete
-        },
-        started_unix_ms: started,
-        finished_unix_ms: Some(scheduler::now_ms()),
-        environment: doctor::report().environment,
-        plan: Plan {
-            timeout_ms: a.timeout * 1000,
-            backends: statuses,
-            ..Plan::default()
-        },
-        samples: vec![],
-        summaries: vec![],
-        failures: vec![],
-        isolation: Some(matrix),
-        writer: None,
-    };
-    finish(a, out, &doc, interrupted)
+    Ok(matrix)
 }
 
 /// Writes the document, prints the matrix (or the JSON) and the report; the exit code.
