@@ -41,7 +41,8 @@ pub struct Schedule<'a> {
     /// Where the results go; a device or pipe gets only the final document.
     pub out: &'a OutTarget,
     /// The caller adds to the document and writes it again (`run --isolate`): a device or pipe
-    /// then gets nothing from here, so that it receives one document.
+    /// then gets nothing from here, so that it receives one document, and a file keeps the
+    /// status `running` until the caller's write.
     pub more_follows: bool,
 }
 
@@ -122,8 +123,13 @@ pub fn run(
         RunStatus::Complete
     };
     finish(&mut doc, backends, &run_failures, sched.seed);
-    if partial_saves || !sched.more_follows {
+    if !sched.more_follows {
         save(&doc)?;
+    } else if partial_saves {
+        // still running: a vbench killed before the caller's final write shows as killed
+        let status = std::mem::replace(&mut doc.status, RunStatus::Running);
+        save(&doc)?;
+        doc.status = status;
     }
     Ok(doc)
 }

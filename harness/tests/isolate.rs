@@ -96,7 +96,7 @@ fn native_control_shows_every_escape() {
     for r in &m.probes {
         let c = &r.cells[0];
         let ok = match c.expect.as_str() {
-            "escapes" => c.verdict == ProbeVerdict::Escaped,
+            "escapes" | "inside" => c.verdict == ProbeVerdict::Escaped,
             "observe" => c.verdict == ProbeVerdict::Observed && !c.detail.is_empty(),
             "contained" => c.verdict == ProbeVerdict::Contained,
             _ => false,

@@ -247,3 +247,68 @@ fn run_isolate_writes_one_document_with_the_tradeoff() {
         "{md}"
     );
 }
+
+/// Starts `run --backend bt --isolate` and sends `sig` a second after the probes began; the
+/// results file it leaves.
+fn interrupt_isolation(dir: &Path, sig: libc::c_int) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vbench"))
+        .current_dir(dir)
+        .args(["run", "--quick", "--rounds", "1", "--workload", "getpid"])
+        .args(["--backend", "bt", "--isolate", "--out", "r.json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("vbench ended before probing: {said}");
+        }
+        said.push_str(&line);
+        if line.contains("probing what each backend contains") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    (child.wait().unwrap(), said + &rest)
+}
+
+#[test]
+fn an_interrupted_isolation_keeps_the_benchmarks_and_the_probes_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, said) = interrupt_isolation(dir.path(), libc::SIGINT);
+    assert_eq!(status.code(), Some(130), "{said}");
+    let doc = vbench_results::load(&dir.path().join("r.json")).unwrap();
+    assert_eq!(doc.status, vbench_results::RunStatus::Interrupted);
+    assert!(!doc.samples.is_empty(), "the benchmarks are kept");
+    let m = doc.isolation.expect("the probes done so far");
+    assert!(
+        m.probes.len() < vbench_workloads::probes::PROBES.len(),
+        "stopped early: {} probes",
+        m.probes.len()
+    );
+
+    // killed outright: the file says the run did not finish
+    let (status, said) = interrupt_isolation(dir.path(), libc::SIGKILL);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{said}"
+    );
+    let doc = vbench_results::load(&dir.path().join("r.json")).unwrap();
+    assert_eq!(doc.status, vbench_results::RunStatus::Running);
+    assert!(doc.isolation.is_none() && !doc.samples.is_empty());
+    vbench()
+        .current_dir(dir.path())
+        .args(["show", "r.json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("vbench was killed"));
+}

@@ -49,7 +49,7 @@ fn draw(title: &str, columns: &[String], groups: &[Group], legend: &[(&str, &str
                 .chain([text_width(&g.name, 13.0) - 40.0])
         })
         .fold(60.0, f64::max)
-        + 24.0;
+        + 40.0;
     let mut col_w: f64 = columns
         .iter()
         .flat_map(|c| head_lines(c))
@@ -162,6 +162,14 @@ fn draw(title: &str, columns: &[String], groups: &[Group], legend: &[(&str, &str
     o
 }
 
+/// The fill of an escape that stays inside the level's own kernel, machine or namespace.
+const INSIDE_FILL: &str = "#b5e3d8";
+
+/// Whether the cell is an escape that stays inside the level (the catalogue expects `inside`).
+pub(crate) fn inside(c: &vbench_results::ProbeCell) -> bool {
+    c.verdict == ProbeVerdict::Escaped && c.expect == "inside"
+}
+
 /// The isolation matrix's label, colour and legend text for a verdict.
 fn verdict_cell(v: ProbeVerdict) -> (&'static str, &'static str) {
     match v {
@@ -206,7 +214,11 @@ pub fn isolation(m: &IsolationMatrix) -> Option<Chart> {
             .cells
             .iter()
             .map(|c| {
-                let (label, fill) = verdict_cell(c.verdict);
+                let (label, fill) = if inside(c) {
+                    ("inside", INSIDE_FILL)
+                } else {
+                    verdict_cell(c.verdict)
+                };
                 let mut title = format!("{} on {}: {}", r.probe, c.backend, c.verdict.label());
                 if !c.note.is_empty() {
                     title.push_str(&format!(": {}", c.note));
@@ -226,23 +238,33 @@ pub fn isolation(m: &IsolationMatrix) -> Option<Chart> {
     if groups.is_empty() {
         return None;
     }
-    let present: Vec<ProbeVerdict> = m
-        .probes
-        .iter()
-        .flat_map(|r| &r.cells)
-        .map(|c| c.verdict)
-        .collect();
-    let legend: Vec<(&str, &str)> = VERDICT_LEGEND
+    let cells = || {
+        m.probes
+            .iter()
+            .filter(|r| !crate::tables::is_observation(&r.kind))
+            .flat_map(|r| &r.cells)
+    };
+    let present: Vec<ProbeVerdict> = cells().filter(|c| !inside(c)).map(|c| c.verdict).collect();
+    let mut legend: Vec<(&str, &str)> = VERDICT_LEGEND
         .iter()
         .filter(|(v, _)| present.contains(v))
         .map(|(v, text)| (*text, verdict_cell(*v).1))
         .collect();
+    if cells().any(inside) {
+        legend.insert(
+            1.min(legend.len()),
+            (
+                "inside: succeeded only in the level's own kernel or namespace",
+                INSIDE_FILL,
+            ),
+        );
+    }
     let columns: Vec<String> = m.backends.iter().map(|b| b.name.clone()).collect();
     let title = "What each level contains: probe x backend";
     Some(Chart {
         name: "isolation".into(),
         title: title.into(),
-        caption: "Each row is one attempt to see or reach the host, to act as its root, or to exceed a limit; each column a backend. Native is the control, where every attempt must succeed (\u{201c}by design\u{201d}) for a \u{201c}contained\u{201d} elsewhere to mean something; ESCAPED! is an isolation failure. Hover over a cell for its reason; the table below lists every reason.".into(),
+        caption: "Each row is one attempt to see or reach the host, to act as its root, or to exceed a limit; each column a backend. Native is the control, where every attempt must succeed (\u{201c}by design\u{201d}) for a \u{201c}contained\u{201d} elsewhere to mean something; \u{201c}inside\u{201d} is an attempt that succeeded only on the level's own kernel, machine or namespace (a guest's root on its guest kernel), never reaching the host; ESCAPED! is an isolation failure. Hover over a cell for its reason; the table below lists every reason.".into(),
         svg: draw(title, &columns, &groups, &legend),
     })
 }

@@ -74,7 +74,7 @@ pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
             let _ = writeln!(o, "## Isolation and performance\n");
             let _ = writeln!(
                 o,
-                "What each level costs (geometric mean overhead against native per class of workload) and what it contains (share of the isolation probes that applied to it).\n"
+                "What each level costs (geometric mean overhead against native per class of workload) and what it contains (share of the isolation probes that applied to it that it kept from the host: contained, or succeeded only inside its own kernel, machine or namespace).\n"
             );
             table(&mut o, &t);
         }

@@ -221,6 +221,27 @@ fn a_combined_document_draws_the_tradeoff() {
         assert!(svg.contains(level), "{level} in {svg}");
     }
     assert!(page.find("id=\"tradeoff\"").unwrap() < page.find("id=\"backends\"").unwrap());
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(
+        md.contains("| kvm |") && md.contains("50% (1 of 2)"),
+        "{md}"
+    );
+
+    // an escape that stays inside the level's own kernel keeps the host from it
+    let mut m = doc.isolation.take().unwrap();
+    let c = &mut m.probes[0].cells[2];
+    c.verdict = ProbeVerdict::Escaped;
+    c.expect = "inside".into();
+    doc.isolation = Some(m);
+    let w = vbench_reports::write_all(&doc, dir.path()).unwrap();
+    assert!(w.charts > 0);
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("100% (2 of 2)"), "{md}");
+    let grid = std::fs::read_to_string(dir.path().join("isolation.svg")).unwrap();
+    assert!(
+        grid.contains(">inside</text>") && grid.contains("inside: succeeded only"),
+        "{grid}"
+    );
 }
 
 /// bt and kvm's columns under the host policy (`bt/host`) are columns like any other.

@@ -103,7 +103,8 @@ pub enum Cpl3Class {
 pub struct ProbeCell {
     /// Backend name.
     pub backend: String,
-    /// The catalogue's expectation: `contained`, `escapes`, `observe` or `n/a`.
+    /// The catalogue's expectation: `contained`, `escapes`, `inside` (the attempt succeeds
+    /// only inside the level's own kernel, machine or namespace), `observe` or `n/a`.
     pub expect: String,
     /// The judgement.
     pub verdict: ProbeVerdict,

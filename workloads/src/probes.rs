@@ -91,17 +91,22 @@ pub enum Expect {
     Observe,
     /// The probe means nothing on this backend, for the reason given.
     NotApplicable(&'static str),
-    /// The attempt succeeds by this level's design, for the reason given (which the verdict's
-    /// note carries): e.g. root of a guest kernel acting on that kernel.
+    /// The attempt succeeds by this level's design and reaches the host, for the reason given
+    /// (which the verdict's note carries): e.g. gVisor's `runsc do` showing the host's files.
     Permitted(&'static str),
+    /// The attempt succeeds, but inside this level's own kernel, machine or namespace, not on
+    /// the host (the reason, in the verdict's note, says where): e.g. root of a guest kernel
+    /// acting on that kernel. The host is kept from it as if it were contained.
+    Inside(&'static str),
 }
 
 impl Expect {
-    /// Short name: `contained`, `escapes`, `observe`, `n/a`.
+    /// Short name: `contained`, `escapes`, `inside`, `observe`, `n/a`.
     pub fn name(self) -> &'static str {
         match self {
             Expect::Contained => "contained",
             Expect::Escapes | Expect::Permitted(_) => "escapes",
+            Expect::Inside(_) => "inside",
             Expect::Observe => "observe",
             Expect::NotApplicable(_) => "n/a",
         }
@@ -376,7 +381,7 @@ pub const VM: &str = "vm";
 /// gVisor's column: the program on gVisor's user-space kernel (`runsc do`).
 pub const GVISOR: &str = "gvisor";
 
-const GUEST_ROOT: Expect = Expect::Permitted(
+const GUEST_ROOT: Expect = Expect::Inside(
     "the guest's root acting on the guest's own kernel and virtual devices: the VM boundary, \
      not a lack of privilege, is what contains it",
 );
@@ -384,7 +389,7 @@ const GUEST_NAMESPACE: Expect = Expect::NotApplicable(
     "another kernel: the guest's initial namespaces carry the same well-known inode numbers as \
      the host's (every kernel numbers them alike), so the comparison cannot tell them apart",
 );
-const VM_BOUNDS: Expect = Expect::Permitted(
+const VM_BOUNDS: Expect = Expect::Inside(
     "the guest kernel sets no limit of its own: the VM as a whole is what is bounded (one vCPU, \
      --vm-mem of RAM, a disk-less RAM root)",
 );
@@ -408,7 +413,7 @@ pub const OWN_KERNEL: &[(&str, &str, Expect)] = &[
     (
         VM,
         "host_root",
-        Expect::Permitted("root of the guest's own kernel, with all its capabilities"),
+        Expect::Inside("root of the guest's own kernel, with all its capabilities"),
     ),
     (VM, "mknod_block", GUEST_ROOT),
     (VM, "mount", GUEST_ROOT),
@@ -423,12 +428,12 @@ pub const OWN_KERNEL: &[(&str, &str, Expect)] = &[
     (
         GVISOR,
         "host_root",
-        Expect::Permitted("root of gVisor's kernel (the Sentry), not of the host's"),
+        Expect::Inside("root of gVisor's kernel (the Sentry), not of the host's"),
     ),
     (
         GVISOR,
         "mknod_block",
-        Expect::Permitted("the node is made in gVisor's own file system; no host device is reached"),
+        Expect::Inside("the node is made in gVisor's own file system; no host device is reached"),
     ),
     (
         GVISOR,
@@ -727,7 +732,13 @@ pub const PROBES: &[Probe] = &[
             // policy opens it with the host process's capabilities, as natively
             on: &[
                 (CONTROL, Expect::Escapes),
-                ("container", Expect::Escapes),
+                (
+                    "container",
+                    Expect::Inside(
+                        "CAP_NET_RAW, as in Docker's default set, in the container's own network \
+                         namespace: only its loopback is reached",
+                    ),
+                ),
                 (BT_HOST, Expect::Escapes),
                 (KVM_HOST, Expect::Escapes),
             ],
@@ -1063,13 +1074,24 @@ mod tests {
             assert!(seen.insert((b, p)), "{b}/{p} twice");
             let probe = find(p).unwrap_or_else(|| panic!("no probe {p}"));
             assert_eq!(probe.expect(b), e);
-            if let Expect::Permitted(why) | Expect::NotApplicable(why) = e {
+            if let Expect::Permitted(why) | Expect::Inside(why) | Expect::NotApplicable(why) = e {
                 assert!(why.len() > 20, "{b}/{p}: a reason");
             }
         }
         // a pair not in the table keeps the probe's own expectation
         assert_eq!(find("proc_list").unwrap().expect(VM), Expect::Contained);
         assert_eq!(Expect::Permitted("x").name(), "escapes");
+        assert_eq!(Expect::Inside("x").name(), "inside");
+        // the guest's root on its own kernel stays inside; gVisor showing the host's files
+        // does not
+        assert!(matches!(
+            find("mount").unwrap().expect(VM),
+            Expect::Inside(_)
+        ));
+        assert!(matches!(
+            find("host_file").unwrap().expect(GVISOR),
+            Expect::Permitted(_)
+        ));
     }
 
     #[test]

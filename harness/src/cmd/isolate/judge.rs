@@ -174,14 +174,13 @@ fn by_line(
 ) -> (ProbeVerdict, String) {
     use ProbeOutcome as O;
     match (expect, outcome) {
-        (Expect::Contained | Expect::Escapes | Expect::Permitted(_), O::Error)
-            if backend != CONTROL && detail.contains("ENOSYS") =>
-        {
-            (
-                ProbeVerdict::Contained,
-                "the backend does not offer this system call (ENOSYS)".to_string(),
-            )
-        }
+        (
+            Expect::Contained | Expect::Escapes | Expect::Permitted(_) | Expect::Inside(_),
+            O::Error,
+        ) if backend != CONTROL && detail.contains("ENOSYS") => (
+            ProbeVerdict::Contained,
+            "the backend does not offer this system call (ENOSYS)".to_string(),
+        ),
         (_, O::Error) => (
             ProbeVerdict::Broken,
             "the probe reported an error".to_string(),
@@ -196,8 +195,10 @@ fn by_line(
             "the probe gave no verdict where one is expected".to_string(),
         ),
         (Expect::Escapes, O::Escaped) => (ProbeVerdict::Escaped, String::new()),
-        (Expect::Permitted(why), O::Escaped) => (ProbeVerdict::Escaped, why.to_string()),
-        (Expect::Permitted(_), O::Contained) => (
+        (Expect::Permitted(why) | Expect::Inside(why), O::Escaped) => {
+            (ProbeVerdict::Escaped, why.to_string())
+        }
+        (Expect::Permitted(_) | Expect::Inside(_), O::Contained) => (
             ProbeVerdict::Contained,
             "contained although allowed".to_string(),
         ),

@@ -35,7 +35,13 @@ pub fn render(m: &IsolationMatrix) -> String {
     for r in &verdict_rows {
         let _ = write!(o, "{:<w0$}  {:<11}", r.probe, r.kind);
         for c in &r.cells {
-            let _ = write!(o, "  {:<10}", c.verdict.label());
+            // an escape that stays inside the level's own kernel or namespace says so
+            let label = if c.verdict == ProbeVerdict::Escaped && c.expect == "inside" {
+                "inside"
+            } else {
+                c.verdict.label()
+            };
+            let _ = write!(o, "  {label:<10}");
         }
         o.push('\n');
     }
