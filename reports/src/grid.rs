@@ -165,9 +165,16 @@ fn draw(title: &str, columns: &[String], groups: &[Group], legend: &[(&str, &str
 /// The fill of an escape that stays inside the level's own kernel, machine or namespace.
 const INSIDE_FILL: &str = "#b5e3d8";
 
-/// Whether the cell is an escape that stays inside the level (the catalogue expects `inside`).
-pub(crate) fn inside(c: &vbench_results::ProbeCell) -> bool {
-    c.verdict == ProbeVerdict::Escaped && c.expect == "inside"
+/// A cell's hover text: `probe on backend: what`, then the cell's note and the probe's detail.
+fn hover(probe: &str, c: &vbench_results::ProbeCell, what: &str) -> String {
+    let mut title = format!("{probe} on {}: {what}", c.backend);
+    if !c.note.is_empty() {
+        title.push_str(&format!(": {}", c.note));
+    }
+    if !c.detail.is_empty() {
+        title.push_str(&format!(" [{}]", c.detail));
+    }
+    title
 }
 
 /// The isolation matrix's label, colour and legend text for a verdict.
@@ -214,18 +221,12 @@ pub fn isolation(m: &IsolationMatrix) -> Option<Chart> {
             .cells
             .iter()
             .map(|c| {
-                let (label, fill) = if inside(c) {
+                let (label, fill) = if c.escaped_inside() {
                     ("inside", INSIDE_FILL)
                 } else {
                     verdict_cell(c.verdict)
                 };
-                let mut title = format!("{} on {}: {}", r.probe, c.backend, c.verdict.label());
-                if !c.note.is_empty() {
-                    title.push_str(&format!(": {}", c.note));
-                }
-                if !c.detail.is_empty() {
-                    title.push_str(&format!(" [{}]", c.detail));
-                }
+                let title = hover(&r.probe, c, c.verdict.label());
                 Cell { label, fill, title }
             })
             .collect();
@@ -244,13 +245,16 @@ pub fn isolation(m: &IsolationMatrix) -> Option<Chart> {
             .filter(|r| !crate::tables::is_observation(&r.kind))
             .flat_map(|r| &r.cells)
     };
-    let present: Vec<ProbeVerdict> = cells().filter(|c| !inside(c)).map(|c| c.verdict).collect();
+    let present: Vec<ProbeVerdict> = cells()
+        .filter(|c| !c.escaped_inside())
+        .map(|c| c.verdict)
+        .collect();
     let mut legend: Vec<(&str, &str)> = VERDICT_LEGEND
         .iter()
         .filter(|(v, _)| present.contains(v))
         .map(|(v, text)| (*text, verdict_cell(*v).1))
         .collect();
-    if cells().any(inside) {
+    if cells().any(|c| c.escaped_inside()) {
         legend.insert(
             1.min(legend.len()),
             (
@@ -289,13 +293,7 @@ pub fn popek_goldberg(m: &IsolationMatrix, rows: &[PgRow]) -> Chart {
                     PgCell::Class(k) => (k.short(), k.colour()),
                     PgCell::None(s) => (*s, "#ffffff"),
                 };
-                let mut title = format!("{} on {}: {}", r.row.probe, c.backend, pc.label());
-                if !c.detail.is_empty() {
-                    title.push_str(&format!(" [{}]", c.detail));
-                }
-                if !c.note.is_empty() {
-                    title.push_str(&format!(" ({})", c.note));
-                }
+                let title = hover(&r.row.probe, c, pc.label());
                 Cell { label, fill, title }
             })
             .collect();

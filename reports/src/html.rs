@@ -208,7 +208,7 @@ pub fn render(doc: &Document, charts: &[Chart]) -> String {
 /// trade-off between them. A section without data is left out, never shown empty.
 pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>) -> String {
     let view = View::new(doc);
-    let bench = tables::has_bench(doc);
+    let bench = doc.has_benchmarks();
     let iso = doc.isolation.as_ref();
     let pg = iso.and_then(crate::popek::classify);
     let points = crate::tradeoff::points(&view);
@@ -241,7 +241,7 @@ pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>
         );
     }
     if let Some(m) = iso {
-        let bad = tables::isolation_failed(m) || (!bench && doc.status != RunStatus::Complete);
+        let bad = (m.failed_cells() > 0) || (!bench && doc.status != RunStatus::Complete);
         let mut line = tables::isolation_status(m);
         if !bench && doc.status != RunStatus::Complete {
             line = format!("INTERRUPTED: the matrix holds the probes completed. {line}");
@@ -249,9 +249,7 @@ pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>
         para(&mut o, if bad { "status bad" } else { "status" }, &line);
     }
 
-    let tradeoff = tables::has_bench(doc)
-        .then(|| crate::tradeoff::table(&points))
-        .flatten();
+    let tradeoff = bench.then(|| crate::tradeoff::table(&points)).flatten();
     let mut toc = Vec::new();
     if tradeoff.is_some() {
         toc.push(("tradeoff", "Isolation and performance"));
@@ -384,7 +382,7 @@ pub fn render_with_banner(doc: &Document, charts: &[Chart], banner: Option<&str>
 /// The command that makes the same document: `vbench run ... [--isolate]`, or `vbench
 /// isolate ...` for a document with no benchmarks.
 pub(crate) fn reproduce(doc: &Document, view: &View) -> String {
-    match (tables::has_bench(doc), &doc.isolation) {
+    match (doc.has_benchmarks(), &doc.isolation) {
         (false, Some(m)) => tables::isolate_command(m),
         (true, Some(_)) => format!("{} --isolate", view.reproduce()),
         _ => view.reproduce(),

@@ -37,7 +37,7 @@ pub fn render(doc: &Document) -> String {
 /// those of the HTML page: benchmarks, isolation, or both with their trade-off first.
 pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
     let view = View::new(doc);
-    let bench = tables::has_bench(doc);
+    let bench = doc.has_benchmarks();
     let iso = doc.isolation.as_ref();
     let mut o = String::new();
     let what = match (bench, iso.is_some()) {
@@ -62,7 +62,7 @@ pub fn render_with_banner(doc: &Document, banner: Option<&str>) -> String {
         if !bench && doc.status != RunStatus::Complete {
             line = format!("INTERRUPTED: the matrix holds the probes completed. {line}");
         }
-        if tables::isolation_failed(m) || (!bench && doc.status != RunStatus::Complete) {
+        if (m.failed_cells() > 0) || (!bench && doc.status != RunStatus::Complete) {
             let _ = writeln!(o, "**{line}**\n");
         } else {
             let _ = writeln!(o, "{line}\n");

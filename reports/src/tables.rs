@@ -435,12 +435,6 @@ pub(crate) fn is_observation(kind: &str) -> bool {
     matches!(kind, "instruction" | "translation" | "vm")
 }
 
-/// Whether the document holds benchmarks (a plan of cells or samples): an isolation document
-/// from `vbench isolate` holds none, and its report shows no benchmark section.
-pub fn has_bench(doc: &Document) -> bool {
-    !doc.plan.cells.is_empty() || !doc.samples.is_empty()
-}
-
 /// One line on the isolation matrix: probes, backends and the count of each verdict.
 pub fn isolation_status(m: &IsolationMatrix) -> String {
     let count = |v: ProbeVerdict| {
@@ -478,14 +472,6 @@ pub fn isolation_status(m: &IsolationMatrix) -> String {
     }
     s.push('.');
     s
-}
-
-/// Whether the matrix holds a breach or a broken probe.
-pub fn isolation_failed(m: &IsolationMatrix) -> bool {
-    m.probes
-        .iter()
-        .flat_map(|r| &r.cells)
-        .any(|c| c.verdict.fails())
 }
 
 /// The `vbench isolate` command that makes the same matrix: its backends (the columns, less the

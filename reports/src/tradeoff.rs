@@ -61,7 +61,7 @@ pub fn points<'a>(view: &View<'a>) -> Vec<Point<'a>> {
                     yes += 1;
                     all += 1;
                 }
-                ProbeVerdict::Escaped if crate::grid::inside(c) => {
+                ProbeVerdict::Escaped if c.escaped_inside() => {
                     yes += 1;
                     all += 1;
                 }

@@ -493,4 +493,29 @@ impl Document {
     pub fn summary(&self, id: usize) -> Option<&CellSummary> {
         self.summaries.iter().find(|s| s.cell == id)
     }
+
+    /// Whether the document holds benchmarks (a plan of cells or samples): the document of
+    /// `vbench isolate` holds none.
+    pub fn has_benchmarks(&self) -> bool {
+        !self.plan.cells.is_empty() || !self.samples.is_empty()
+    }
+}
+
+impl IsolationMatrix {
+    /// Cells whose verdict fails `vbench isolate` (breaches and broken probes).
+    pub fn failed_cells(&self) -> usize {
+        self.probes
+            .iter()
+            .flat_map(|r| &r.cells)
+            .filter(|c| c.verdict.fails())
+            .count()
+    }
+}
+
+impl ProbeCell {
+    /// Whether the attempt succeeded only inside the level's own kernel, machine or namespace
+    /// (escaped where the catalogue expects `inside`): the host was not reached.
+    pub fn escaped_inside(&self) -> bool {
+        self.verdict == ProbeVerdict::Escaped && self.expect == "inside"
+    }
 }

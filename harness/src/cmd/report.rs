@@ -59,8 +59,7 @@ fn merge(
     iso: vbench_results::Document,
     iso_path: &Path,
 ) -> Result<vbench_results::Document> {
-    let bench = |d: &vbench_results::Document| !d.plan.cells.is_empty() || !d.samples.is_empty();
-    if !bench(&run) {
+    if !run.has_benchmarks() {
         anyhow::bail!(
             "{} holds no benchmarks (it was written by `vbench isolate`?): give the results of `vbench run` first, then the isolation results",
             run_path.display()

@@ -45,7 +45,6 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         );
     }
     let cancel = install_cancel()?;
-    let isolate_cancel = cancel.clone();
     let abi = a.abi.unwrap_or(if a.program.is_empty() {
         vbench_backends::AbiPolicy::Confined
     } else {
@@ -92,13 +91,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     if a.isolate {
         if doc.status != RunStatus::Interrupted {
             eprintln!("vbench: probing what each backend contains (vbench isolate)");
-            let m = crate::cmd::isolate::for_run(&a.backends, isolate_cancel.clone())?;
-            isolation_failed = m
-                .probes
-                .iter()
-                .flat_map(|r| &r.cells)
-                .any(|c| c.verdict.fails());
-            if isolate_cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            let m = crate::cmd::isolate::for_run(&a.backends, sched.cancel.clone())?;
+            isolation_failed = m.failed_cells() > 0;
+            if sched.cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 doc.status = RunStatus::Interrupted;
             }
             doc.isolation = Some(m);

@@ -288,12 +288,7 @@ fn finish(
             .with_context(|| format!("rendering the report into {}", dir.display()))?;
         eprintln!("report written to {}", w.index.display());
     }
-    let failed = m
-        .probes
-        .iter()
-        .flat_map(|r| &r.cells)
-        .filter(|c| c.verdict.fails())
-        .count();
+    let failed = m.failed_cells();
     Ok(if interrupted {
         ExitCode::from(crate::cmd::common::interrupted_exit())
     } else if failed > 0 {

@@ -36,7 +36,7 @@ pub fn render(m: &IsolationMatrix) -> String {
         let _ = write!(o, "{:<w0$}  {:<11}", r.probe, r.kind);
         for c in &r.cells {
             // an escape that stays inside the level's own kernel or namespace says so
-            let label = if c.verdict == ProbeVerdict::Escaped && c.expect == "inside" {
+            let label = if c.escaped_inside() {
                 "inside"
             } else {
                 c.verdict.label()
