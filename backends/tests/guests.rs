@@ -138,6 +138,60 @@ fn a_runaway_guest_is_stopped_by_the_timeout_and_the_next_run_works() {
     });
 }
 
+/// A guest that waits in a system call (pause, a futex wait with no timeout: the backend waits
+/// on the host for it) is stopped by the timeout as a spinning one is, also when it has an
+/// interval timer of its own that fires meanwhile.
+#[test]
+fn a_guest_blocked_in_a_call_is_stopped_by_the_timeout() {
+    on_each(|l| {
+        for with_timer in [false, true] {
+            let t = Instant::now();
+            let wait = elf(
+                |a| {
+                    if with_timer {
+                        // SIGALRM ignored, then setitimer(ITIMER_REAL, every 50 ms)
+                        a.mov(qword_ptr(DATA), 1)?; // SIG_IGN
+                        a.mov(eax, 13)?;
+                        a.mov(edi, 14)?;
+                        a.mov(esi, DATA as u32)?;
+                        a.xor(edx, edx)?;
+                        a.mov(r10d, 8)?;
+                        a.syscall()?;
+                        a.mov(qword_ptr(DATA + 32), 0)?;
+                        a.mov(qword_ptr(DATA + 40), 50_000)?;
+                        a.mov(qword_ptr(DATA + 48), 0)?;
+                        a.mov(qword_ptr(DATA + 56), 50_000)?;
+                        a.mov(eax, 38)?;
+                        a.xor(edi, edi)?;
+                        a.mov(esi, (DATA + 32) as u32)?;
+                        a.xor(edx, edx)?;
+                        a.syscall()?;
+                    }
+                    // futex(&word, FUTEX_WAIT, 0, NULL): waits for ever
+                    a.mov(eax, 202)?;
+                    a.mov(edi, (DATA + 64) as u32)?;
+                    a.xor(esi, esi)?;
+                    a.xor(edx, edx)?;
+                    a.xor(r10d, r10d)?;
+                    a.syscall()?;
+                    a.mov(eax, 34)?; // pause
+                    a.syscall()?;
+                    exit_with(a, rax)
+                },
+                &[0u8; 72],
+            );
+            let o = try_run(l, wait, 300).unwrap();
+            assert_eq!(
+                o.sample.exit,
+                Exit::Timeout { after_ms: 300 },
+                "{l:?}, timer {with_timer}: {}",
+                o.sample.stderr_tail
+            );
+            assert!(t.elapsed() < Duration::from_secs(10), "{l:?}");
+        }
+    });
+}
+
 #[test]
 fn a_pointer_outside_guest_memory_is_efault() {
     on_each(|l| {
@@ -387,5 +441,108 @@ fn getpid_keeps_the_flags_and_sets_rcx_and_r11_as_syscall_does() {
             // getpid only: gettid leaves the cache (each guest thread's is its own)
             assert_eq!(o.sample.counters.get("bt.syscalls_in_cache"), Some(&1));
         }
+    });
+}
+
+#[test]
+fn a_guest_signal_handler_sees_the_fault_and_resumes() {
+    on_each(|l| {
+        // rt_sigaction(SIGSEGV, {handler, SA_SIGINFO|SA_RESTORER, restorer}); load from 0x10;
+        // the handler puts si_addr + signo into the saved rbx and resumes past the load
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    let mut handler = a.create_label();
+                    let mut restorer = a.create_label();
+                    let mut resume = a.create_label();
+                    a.lea(rax, ptr(handler))?;
+                    a.mov(qword_ptr(DATA), rax)?;
+                    a.mov(qword_ptr(DATA + 8), 0x0400_0004)?;
+                    a.lea(rax, ptr(restorer))?;
+                    a.mov(qword_ptr(DATA + 16), rax)?;
+                    a.mov(eax, 13)?;
+                    a.mov(edi, 11)?;
+                    a.mov(esi, DATA as u32)?;
+                    a.xor(edx, edx)?;
+                    a.mov(r10d, 8)?;
+                    a.syscall()?;
+                    a.mov(rax, qword_ptr(0x10))?;
+                    a.set_label(&mut resume)?;
+                    exit_with(a, rbx)?;
+                    a.set_label(&mut handler)?;
+                    a.mov(rax, qword_ptr(rsi + 16))?;
+                    a.add(rax, rdi)?;
+                    a.mov(qword_ptr(rdx + 40 + 11 * 8), rax)?;
+                    a.lea(rax, ptr(resume))?;
+                    a.mov(qword_ptr(rdx + 40 + 16 * 8), rax)?;
+                    a.ret()?;
+                    a.set_label(&mut restorer)?;
+                    a.mov(eax, 15)?;
+                    a.syscall()
+                },
+                &[0u8; 32],
+            ),
+        );
+        assert_eq!(
+            o.sample.exit,
+            Exit::Code { code: 0x10 + 11 },
+            "{l:?}: {}",
+            o.sample.stderr_tail
+        );
+        let delivered = match l {
+            Level::Bt => "bt.signals_delivered",
+            Level::Kvm => "kvm.signals_delivered",
+        };
+        assert_eq!(o.sample.counters[delivered], 1, "{l:?}");
+    });
+}
+
+#[test]
+fn popf_setting_the_trap_flag_traps_once_after_the_next_instruction() {
+    on_each(|l| {
+        // SIGTRAP handler counts in the saved rbx and clears TF in the saved rflags
+        let o = run(
+            l,
+            elf(
+                |a| {
+                    let mut handler = a.create_label();
+                    let mut restorer = a.create_label();
+                    a.lea(rax, ptr(handler))?;
+                    a.mov(qword_ptr(DATA), rax)?;
+                    a.mov(qword_ptr(DATA + 8), 0x0400_0004)?;
+                    a.lea(rax, ptr(restorer))?;
+                    a.mov(qword_ptr(DATA + 16), rax)?;
+                    a.mov(eax, 13)?;
+                    a.mov(edi, 5)?;
+                    a.mov(esi, DATA as u32)?;
+                    a.xor(edx, edx)?;
+                    a.mov(r10d, 8)?;
+                    a.syscall()?;
+                    a.xor(ebx, ebx)?;
+                    a.pushfq()?;
+                    a.or(qword_ptr(rsp), 0x100)?;
+                    a.popfq()?;
+                    a.nop()?;
+                    a.nop()?;
+                    a.nop()?;
+                    exit_with(a, rbx)?;
+                    a.set_label(&mut handler)?;
+                    a.add(qword_ptr(rdx + 40 + 11 * 8), 1)?;
+                    a.and(qword_ptr(rdx + 40 + 17 * 8), !0x100)?;
+                    a.ret()?;
+                    a.set_label(&mut restorer)?;
+                    a.mov(eax, 15)?;
+                    a.syscall()
+                },
+                &[0u8; 32],
+            ),
+        );
+        assert_eq!(
+            o.sample.exit,
+            Exit::Code { code: 1 },
+            "{l:?}: {}",
+            o.sample.stderr_tail
+        );
     });
 }

@@ -113,33 +113,6 @@ fn decoded(tr: &mut Translator, space: &Space, pc: u64) -> Result<Instruction, S
     Ok(i)
 }
 
-/// Calls a handler interrupted with EINTR starts again after an SA_RESTART handler (the
-/// kernel's ERESTARTSYS ones; poll, select, sleeps and waits for signals return EINTR).
-const RESTARTABLE: [i64; 22] = [
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_readv,
-    libc::SYS_writev,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_preadv,
-    libc::SYS_pwritev,
-    libc::SYS_wait4,
-    libc::SYS_waitid,
-    libc::SYS_open,
-    libc::SYS_openat,
-    libc::SYS_ioctl,
-    libc::SYS_futex,
-    libc::SYS_accept,
-    libc::SYS_accept4,
-    libc::SYS_recvfrom,
-    libc::SYS_sendto,
-    libc::SYS_recvmsg,
-    libc::SYS_sendmsg,
-    libc::SYS_flock,
-    libc::SYS_fcntl,
-];
-
 /// `syscall`: through the ABI's table; the translator does what the answer asks of the CPU
 /// (the FS base, a signal frame, rt_sigreturn's registers), and the host process's signal
 /// dispositions and mask follow the guest's.
@@ -287,7 +260,7 @@ pub(super) fn finish_syscall(
             // sigsuspend that ends with EINTR has the guest's signal pending)
             0 => true,
             _ => {
-                RESTARTABLE.contains(&(nr as i64))
+                crate::linux_abi::sigframe::RESTARTABLE.contains(&(nr as i64))
                     && abi.signals.actions[sig][1] & super::signals::SA_RESTART != 0
             }
         };

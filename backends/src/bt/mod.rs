@@ -115,6 +115,7 @@ impl Backend for BtBackend {
                 .program
                 .path()
                 .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
+            timer_kick: 0,
         };
         linux_abi::table::entry(0); // its index is built before the fork
         let forked = forked::run_forked(inv, |child| translator_process(child, &job, setup))?;

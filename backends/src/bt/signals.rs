@@ -8,7 +8,8 @@ use super::emulate::{Vcpu, POPF_MASK};
 use super::space::Space;
 use super::translate::{Ctx, Tramps, CTX};
 use super::{os, BackendError};
-use crate::linux_abi::{GuestMem, SignalState};
+use crate::linux_abi::sigframe::{self, SigInfo, UserRegs};
+use crate::linux_abi::SignalState;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// Bounds of translated code while a run is active (0..0 otherwise), for the signal handler.
@@ -440,23 +441,22 @@ pub(super) fn segv(pc: u64, addr: u64) -> Stop {
     )
 }
 
-/// si_code of faults the kernel raises itself (#GP, int n, int3).
-pub(super) const SI_KERNEL: i32 = 0x80;
+pub(super) use crate::linux_abi::sigframe::{SA_RESTART, SI_KERNEL};
 /// si_code of a signal sent by tkill or tgkill.
 const SI_TKILL: i32 = -6;
-const SA_RESTORER: u64 = 0x0400_0000;
-const SA_ONSTACK: u64 = 0x0800_0000;
-const SA_NODEFER: u64 = 0x4000_0000;
-const SA_RESETHAND: u64 = 0x8000_0000;
-/// SA_RESTART: a call the handler interrupted starts again when it returns.
-pub(super) const SA_RESTART: u64 = 0x1000_0000;
 
-/// Delivers `f` to the guest's handler, Linux-style: an rt_sigframe (return address = the
-/// handler's restorer, ucontext with the registers and the mask to restore, siginfo) below the
-/// red zone, or at the top of the alternate stack for an SA_ONSTACK handler; during the handler
-/// the signal (unless SA_NODEFER) and the handler's sa_mask are blocked, and SA_RESETHAND
-/// resets the disposition. False when the guest has no handler for it (it then dies of the
-/// signal, or ignores it).
+/// The guest's registers as the signal frame holds them: the emulated TF and IF in rflags.
+fn user_regs(ctx: &Ctx, vcpu: &Vcpu, rip: u64) -> UserRegs {
+    UserRegs {
+        gpr: ctx.gpr,
+        rip,
+        rflags: (ctx.rflags & !0x300) | (u64::from(vcpu.tf) << 8) | (u64::from(vcpu.vif) << 9),
+    }
+}
+
+/// Delivers `f` to the guest's handler on an rt_sigframe
+/// ([`crate::linux_abi::sigframe::deliver`]). False when the guest has no handler for it (it
+/// then dies of the signal, or ignores it).
 pub(super) fn deliver(
     ctx: &mut Ctx,
     space: &Space,
@@ -464,78 +464,20 @@ pub(super) fn deliver(
     sigs: &mut SignalState,
     f: &GuestFault,
 ) -> bool {
-    let Some(&[handler, flags, restorer, sa_mask]) = sigs.actions.get(f.signal as usize) else {
-        return false;
+    let mut regs = user_regs(ctx, vcpu, f.rip);
+    let info = SigInfo {
+        signal: f.signal,
+        code: f.code,
+        addr: f.addr,
+        info: f.info.as_deref(),
     };
-    if handler <= 1 || flags & SA_RESTORER == 0 {
-        return false;
-    }
-    let g = ctx.gpr;
-    let [ss_sp, ss_flags, ss_size] = sigs.altstack;
-    let on_alt = ss_flags & 2 == 0 && ss_size > 0 && g[4] > ss_sp && g[4] <= ss_sp + ss_size;
-    let top = if flags & SA_ONSTACK != 0 && ss_flags & 2 == 0 && ss_size > 0 && !on_alt {
-        ss_sp + ss_size
-    } else {
-        g[4].wrapping_sub(128)
-    };
-    let frame = (top.wrapping_sub(440) & !15).wrapping_sub(8);
-    let (uc, info) = (frame + 8, frame + 8 + 304);
-    let old_mask = sigs.saved_mask.take().unwrap_or(sigs.mask);
-    let mut b: Vec<u8> = Vec::with_capacity(440);
-    let mut q = |v: u64| b.extend(v.to_le_bytes());
-    q(restorer);
-    q(0); // uc_flags
-    q(0); // uc_link
-          // uc_stack: the alternate stack as sigaltstack would report it
-    q(ss_sp);
-    q(if on_alt { 1 } else { ss_flags });
-    q(ss_size);
-    for r in [8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 3, 2, 0, 1, 4] {
-        q(g[r]);
-    }
-    q(f.rip);
-    q((ctx.rflags & !0x300) | (u64::from(vcpu.tf) << 8) | (u64::from(vcpu.vif) << 9));
-    q(0x2b << 48 | 0x33); // cs, gs, fs, ss
-    let trapno = match f.signal {
-        libc::SIGILL => 6,
-        libc::SIGTRAP => 3,
-        libc::SIGFPE => 0,
-        _ if f.code == SI_KERNEL => 13,
-        _ => 14,
-    };
-    for v in [0, trapno, 0, f.addr, 0, 0, 0, 0, 0, 0, 0, 0, 0, old_mask] {
-        q(v); // err, trapno, oldmask, cr2, fpstate, reserved[8], uc_sigmask
-    }
-    match &f.info {
-        Some(words) => words.iter().for_each(|w| q(*w)),
-        None => {
-            q(f.signal as u32 as u64); // si_signo, si_errno 0
-            q(f.code as u32 as u64); // si_code
-            q(f.addr); // si_addr
-        }
-    }
-    b.resize(440, 0);
-    if space.write(frame, &b).is_err() {
+    if !sigframe::deliver(&mut regs, space, sigs, &info) {
         return false;
     }
-    let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
-    let own = if flags & SA_NODEFER != 0 {
-        0
-    } else {
-        1u64 << (f.signal - 1)
-    };
-    sigs.mask = (old_mask | sa_mask | own) & !never;
-    if flags & SA_RESETHAND != 0 {
-        sigs.actions[f.signal as usize] = [0; 4];
-    }
-    ctx.gpr[7] = f.signal as u64;
-    ctx.gpr[6] = info;
-    ctx.gpr[2] = uc;
-    ctx.gpr[0] = 0;
-    ctx.gpr[4] = frame;
+    ctx.gpr = regs.gpr;
     ctx.rflags &= !0x500; // TF, DF
     vcpu.tf = false;
-    ctx.next = handler;
+    ctx.next = regs.rip;
     true
 }
 
@@ -546,27 +488,12 @@ pub(super) fn sigreturn(
     vcpu: &mut Vcpu,
     sigs: &mut SignalState,
 ) -> Result<(), Stop> {
-    let uc = ctx.gpr[4];
-    let mut b = [0u8; 18 * 8];
-    space
-        .read(uc + 40, &mut b)
-        .map_err(|_| segv(ctx.next, uc))?;
-    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
-    for (i, r) in [8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 3, 2, 0, 1, 4]
-        .into_iter()
-        .enumerate()
-    {
-        ctx.gpr[r] = w(i);
-    }
-    ctx.next = w(16);
-    ctx.rflags = (ctx.rflags & !POPF_MASK) | (w(17) & POPF_MASK) | 2;
-    vcpu.tf = w(17) & 0x100 != 0;
-    let mut m = [0u8; 8];
-    space
-        .read(uc + 296, &mut m)
-        .map_err(|_| segv(ctx.next, uc))?;
-    let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
-    sigs.mask = u64::from_le_bytes(m) & !never;
+    let mut regs = user_regs(ctx, vcpu, ctx.next);
+    sigframe::sigreturn(&mut regs, space, sigs).map_err(|uc| segv(ctx.next, uc))?;
+    ctx.gpr = regs.gpr;
+    ctx.next = regs.rip;
+    ctx.rflags = (ctx.rflags & !POPF_MASK) | (regs.rflags & POPF_MASK) | 2;
+    vcpu.tf = regs.rflags & 0x100 != 0;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 use super::layout::{fault_vector, HYPERCALL};
 use super::uart;
+use crate::linux_abi::sigframe::{self, SigInfo, UserRegs};
 use crate::linux_abi::{Abi, Action, GuestMem};
 use crate::session::GuestStop;
 use kvm_bindings::kvm_regs;
@@ -78,6 +79,9 @@ pub enum Step {
         regs: kvm_regs,
         /// arch_prctl(ARCH_SET_FS).
         fs_base: Option<u64>,
+        /// The syscall this returns from (None: into a signal handler, or out of one), which
+        /// starts again if a signal interrupted it and the handler asks for SA_RESTART.
+        syscall: Option<u64>,
     },
     /// The guest took exception `vector`: the caller reads its frame and stops the run.
     Fault(u8),
@@ -103,10 +107,12 @@ pub enum Counted {
     Intr,
     /// KVM_RUN interrupted by a signal.
     Signal,
+    /// Signals delivered to the guest's handlers.
+    SignalDelivered,
 }
 
 impl Counted {
-    const ALL: [Counted; 7] = [
+    const ALL: [Counted; 8] = [
         Counted::InternalError,
         Counted::Hypercall,
         Counted::GuestFault,
@@ -114,6 +120,7 @@ impl Counted {
         Counted::UartByte,
         Counted::Intr,
         Counted::Signal,
+        Counted::SignalDelivered,
     ];
 
     /// The counter's name in results.
@@ -126,6 +133,7 @@ impl Counted {
             Counted::UartByte => "kvm.uart_bytes",
             Counted::Intr => "kvm.exits.intr",
             Counted::Signal => "kvm.exits.signal",
+            Counted::SignalDelivered => "kvm.signals_delivered",
         }
     }
 }
@@ -138,6 +146,13 @@ pub struct ExitState {
     pub ring: Option<u8>,
     /// Exits by kind, indexed by [`Counted`]: a fixed array on the hot path.
     pub counts: [u64; Counted::ALL.len()],
+    /// Returns to the guest through the ring-0 flush of its page tables.
+    pub flushes: u64,
+    /// Page faults on an entry the VMM had changed without a flush yet (the guest resumed
+    /// through one).
+    pub stale_faults: u64,
+    /// The rip of the last of them, so that a second fault there is taken as real.
+    pub last_stale: Option<u64>,
 }
 
 impl ExitState {
@@ -147,10 +162,14 @@ impl ExitState {
             abi,
             ring: None,
             counts: [0; Counted::ALL.len()],
+            flushes: 0,
+            stale_faults: 0,
+            last_stale: None,
         }
     }
 
-    fn bump(&mut self, c: Counted) {
+    /// Counts one `c`.
+    pub fn bump(&mut self, c: Counted) {
         self.counts[c as usize] += 1;
     }
 
@@ -241,6 +260,7 @@ pub fn handle_exit(st: &mut ExitState, mem: &dyn GuestMem, exit: VmExit, kicked:
 /// Services a forwarded syscall: number in rax, arguments in rdi, rsi, rdx, r10, r8, r9; the
 /// return to user mode is sysret's (rip from rcx, rflags from r11).
 fn syscall(st: &mut ExitState, mem: &dyn GuestMem, mut regs: kvm_regs) -> Step {
+    let nr = regs.rax;
     let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
     let (result, fs_base) = match st.abi.syscall(mem, regs.rax, args) {
         Action::Return(v) => (v, None),
@@ -255,12 +275,47 @@ fn syscall(st: &mut ExitState, mem: &dyn GuestMem, mut regs: kvm_regs) -> Step {
                 ),
             )
         }
-        // the micro-VM does not deliver signals to guest handlers (Setup::delivers_signals)
-        Action::Deliver(..) | Action::SigReturn => {
-            return crashed(
-                libc::SIGSEGV,
-                "signal handlers are not run in the micro-VM".into(),
-            )
+        // a signal the guest sent itself (kill, raise, a write to a closed pipe), or one it
+        // unblocked: the call returns `ret` into the handler's frame
+        Action::Deliver(signal, ret) => {
+            regs.rax = ret as u64;
+            regs.rip = regs.rcx;
+            regs.rflags = regs.r11;
+            let info = SigInfo {
+                signal,
+                code: 0, // SI_USER
+                addr: 0,
+                info: None,
+            };
+            st.bump(Counted::SignalDelivered);
+            return match deliver(&mut regs, mem, &mut st.abi.signals, &info) {
+                true => Step::Return {
+                    regs,
+                    fs_base: None,
+                    syscall: None,
+                },
+                false => crashed(
+                    libc::SIGSEGV,
+                    format!("the guest's stack cannot take the frame of signal {signal}"),
+                ),
+            };
+        }
+        Action::SigReturn => {
+            let mut u = user_regs(&regs);
+            if let Err(uc) = sigframe::sigreturn(&mut u, mem, &mut st.abi.signals) {
+                return crashed(
+                    libc::SIGSEGV,
+                    format!("rt_sigreturn: no signal frame at {uc:#x}"),
+                );
+            }
+            // the flags a program may set (Linux's FIX_EFLAGS); IF stays as the guest kernel has it
+            u.rflags = (regs.r11 & !FIX_EFLAGS) | (u.rflags & FIX_EFLAGS) | 2;
+            set_user_regs(&mut regs, &u);
+            return Step::Return {
+                regs,
+                fs_base: None,
+                syscall: None,
+            };
         }
         // fork, threads and deferred calls are a process of its own's (Setup::own_process),
         // which the micro-VM is not
@@ -278,7 +333,54 @@ fn syscall(st: &mut ExitState, mem: &dyn GuestMem, mut regs: kvm_regs) -> Step {
     regs.rax = result as u64;
     regs.rip = regs.rcx;
     regs.rflags = regs.r11;
-    Step::Return { regs, fs_base }
+    Step::Return {
+        regs,
+        fs_base,
+        syscall: Some(nr),
+    }
+}
+
+/// The rflags bits rt_sigreturn takes from the frame (Linux's FIX_EFLAGS: AC, RF, OF, DF, TF,
+/// SF, ZF, AF, PF, CF).
+pub const FIX_EFLAGS: u64 = 0x50dd5;
+
+/// The guest's registers in the signal frame's terms.
+pub fn user_regs(r: &kvm_regs) -> UserRegs {
+    UserRegs {
+        gpr: [
+            r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15,
+        ],
+        rip: r.rip,
+        rflags: r.rflags,
+    }
+}
+
+/// `u` into the vCPU's registers.
+pub fn set_user_regs(r: &mut kvm_regs, u: &UserRegs) {
+    let g = u.gpr;
+    (r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi) =
+        (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
+    (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15) =
+        (g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
+    r.rip = u.rip;
+    r.rflags = u.rflags;
+}
+
+/// Delivers `info` to the guest's handler from the user state in `regs`, which become the
+/// handler's entry. False: no handler, or the frame does not fit the guest's stack.
+pub fn deliver(
+    regs: &mut kvm_regs,
+    mem: &dyn GuestMem,
+    sigs: &mut crate::linux_abi::SignalState,
+    info: &SigInfo,
+) -> bool {
+    let mut u = user_regs(regs);
+    if !sigframe::deliver(&mut u, mem, sigs, info) {
+        return false;
+    }
+    set_user_regs(regs, &u);
+    true
 }
 
 #[cfg(test)]
@@ -289,6 +391,10 @@ mod tests {
     use crate::linux_abi::{Layout, Output, Setup};
 
     fn state() -> (ExitState, TestMem) {
+        state_with(false)
+    }
+
+    fn state_with(delivers_signals: bool) -> (ExitState, TestMem) {
         let abi = Abi::new(Setup {
             layout: Layout {
                 brk_start: 0x8000,
@@ -301,9 +407,10 @@ mod tests {
             inherit_stdin: false,
             policy: crate::AbiPolicy::Confined,
             allowed: vec![],
-            delivers_signals: false,
+            delivers_signals,
             own_process: false,
             exe: None,
+            timer_kick: 0,
         });
         (ExitState::new(abi), TestMem::new(0x10000))
     }
@@ -339,7 +446,7 @@ mod tests {
         st.ring = Some(3);
         mem.write(0x100, b"hello").unwrap();
         let step = handle_exit(&mut st, &mem, hypercall(1, [1, 0x100, 5]), false);
-        let Step::Return { regs, fs_base } = step else {
+        let Step::Return { regs, fs_base, .. } = step else {
             panic!("{step:?}")
         };
         assert_eq!(
@@ -455,5 +562,59 @@ mod tests {
         let hlt = handle_exit(&mut st, &mem, VmExit::Hlt { rip: 0x9000 }, false);
         assert!(matches!(hlt, Step::Stop(GuestStop::Crashed { .. })));
         assert_eq!(st.counters()["kvm.exits.signal"], 2);
+    }
+
+    #[test]
+    fn a_signal_the_guest_sends_itself_runs_its_handler_and_sigreturn_resumes_the_call() {
+        let (mut st, mem) = state_with(true);
+        st.ring = Some(3);
+        // rt_sigaction(SIGUSR1, {handler 0x5000, SA_RESTORER, restorer 0x5100}, NULL, 8)
+        let act: [u64; 4] = [0x5000, 0x0400_0000, 0x5100, 0];
+        let b: Vec<u8> = act.iter().flat_map(|v| v.to_le_bytes()).collect();
+        mem.write(0x200, &b).unwrap();
+        let mut call = hypercall(13, [libc::SIGUSR1 as u64, 0x200, 0]);
+        if let VmExit::InternalError { regs } = &mut call {
+            regs.r10 = 8;
+        }
+        assert!(matches!(
+            handle_exit(&mut st, &mem, call, false),
+            Step::Return { .. }
+        ));
+        // kill(0, SIGUSR1) from a guest whose stack is at 0xf000
+        let mut kill = hypercall(62, [0, libc::SIGUSR1 as u64, 0]);
+        if let VmExit::InternalError { regs } = &mut kill {
+            regs.rsp = 0xf000;
+            regs.rbx = 0x77;
+        }
+        let Step::Return { regs: h, .. } = handle_exit(&mut st, &mem, kill, false) else {
+            panic!("not delivered")
+        };
+        assert_eq!((h.rip, h.rdi), (0x5000, libc::SIGUSR1 as u64));
+        assert!(h.rsp < 0xf000 - 128);
+        assert_eq!(st.counters()["kvm.signals_delivered"], 1);
+        // the handler returns to the restorer, whose rt_sigreturn finds the frame at rsp
+        let mut ret = hypercall(15, [0; 3]);
+        if let VmExit::InternalError { regs } = &mut ret {
+            regs.rsp = h.rsp + 8;
+            regs.r11 = 0x202;
+        }
+        let Step::Return { regs: back, .. } = handle_exit(&mut st, &mem, ret, false) else {
+            panic!("no sigreturn")
+        };
+        // kill returned 0 at the instruction after its syscall, with the guest's registers
+        assert_eq!(
+            (back.rip, back.rax, back.rsp, back.rbx),
+            (0x40_1234, 0, 0xf000, 0x77)
+        );
+        assert_eq!(back.rflags & 0x2, 0x2);
+        // a sigreturn with no frame under it is the guest's crash, not the VMM's
+        let mut bad = hypercall(15, [0; 3]);
+        if let VmExit::InternalError { regs } = &mut bad {
+            regs.rsp = 1 << 40;
+        }
+        assert!(matches!(
+            handle_exit(&mut st, &mem, bad, false),
+            Step::Stop(GuestStop::Crashed { signal, .. }) if signal == libc::SIGSEGV
+        ));
     }
 }

@@ -5,8 +5,10 @@
 /// Guest page-table root.
 pub const PML4: u64 = 0x1000;
 const PDPT: u64 = 0x2000;
-const PD0: u64 = 0x3000;
-const PT0: u64 = 0x4000;
+/// The page directory of guest RAM (2 MiB entries, or a table of the pool).
+pub const PD0: u64 = 0x3000;
+/// The page table of the first 2 MiB (4 KiB pages: the guest kernel's, then user RAM).
+pub const PT0: u64 = 0x4000;
 const PD_SPECIAL: u64 = 0x5000;
 const PD_UART: u64 = 0xB000;
 /// The page directory of the UART window (written at VM start with the other tables).
@@ -21,8 +23,22 @@ pub const TSS: u64 = 0x8000;
 pub const STUB: u64 = 0x9000;
 /// Guest-kernel data: counters the stub keeps (user-writable).
 pub const KDATA: u64 = 0xA000;
+/// The runs of page-table entries the VMM changed, for the guest kernel's ring-0 flush to
+/// write again ([`super::paging`]): a count, then (address, entries) pairs. Supervisor-only.
+pub const PT_RUNS: u64 = 0xD000;
+/// The guest kernel's ring-0 code (the flush), supervisor-only.
+pub const KCODE: u64 = 0xE000;
+/// The exception whose handler is the guest kernel's ring-0 code: #GP, which the flush
+/// trampoline raises on purpose (nested KVM here answers a software interrupt from CPL3 with
+/// #UD). A #GP anywhere else goes on to the VMM as the guest's fault.
+pub const GP_VECTOR: u8 = 13;
 /// Top of the ring-0 stack exceptions are delivered on.
 pub const RSP0: u64 = 0x20000;
+/// Page-table pages for 2 MiB user pages split into 4 KiB ones ([`super::paging`]):
+/// supervisor-only, from here to [`PT_POOL_END`].
+pub const PT_POOL: u64 = 0x20000;
+/// End of the page-table pool (224 pages: 448 MiB of split pages).
+pub const PT_POOL_END: u64 = LOAD_MIN;
 /// Lowest address a program may be loaded at.
 pub const LOAD_MIN: u64 = 0x10_0000;
 /// Guest-physical addresses with no memory behind them, mapped so that reaching them exits:
@@ -70,10 +86,10 @@ pub fn page_tables(img: &mut [u8], ram: u64) {
         let addr = i * 4096;
         let flags = if addr == STUB {
             P | US // user may execute, not write
-        } else if addr == KDATA || addr >= RSP0 {
+        } else if addr == KDATA || addr >= LOAD_MIN {
             P | RW | US
         } else {
-            P | RW // page tables, GDT, IDT, TSS, ring-0 stack: supervisor only
+            P | RW // page tables, GDT, IDT, TSS, ring-0 stack, table pool: supervisor only
         };
         put(img, PT0 + i * 8, addr | flags);
     }
@@ -113,16 +129,26 @@ pub fn gdt_tss(img: &mut [u8]) {
 /// GDT limit.
 pub const GDT_LIMIT: u16 = 0x4f;
 
-/// Writes 32 interrupt gates; vector `v` goes to `FAULT_BASE + 16 * v` on the ring-0 stack.
+fn gate(img: &mut [u8], vector: u64, target: u64, dpl: u64) {
+    let lo = (target & 0xffff)
+        | (u64::from(KERNEL_CS) << 16)
+        | ((0x8e | dpl << 5) << 40) // present, DPL, 64-bit interrupt gate
+        | (((target >> 16) & 0xffff) << 48);
+    put(img, IDT + 16 * vector, lo);
+    put(img, IDT + 16 * vector + 8, target >> 32);
+}
+
+/// Writes the interrupt gates: exception `v` (0-31) goes to `FAULT_BASE + 16 * v` on the
+/// ring-0 stack, except #GP, which goes to the guest kernel's code at [`KCODE`]. As in Linux,
+/// user code may raise #BP (int3) and #OF (into) itself: their gates are DPL 3.
 pub fn idt(img: &mut [u8]) {
     for v in 0..32u64 {
-        let target = FAULT_BASE + 16 * v;
-        let lo = (target & 0xffff)
-            | (u64::from(KERNEL_CS) << 16)
-            | (0x8eu64 << 40) // present, DPL 0, 64-bit interrupt gate
-            | (((target >> 16) & 0xffff) << 48);
-        put(img, IDT + 16 * v, lo);
-        put(img, IDT + 16 * v + 8, target >> 32);
+        let target = if v == u64::from(GP_VECTOR) {
+            KCODE
+        } else {
+            FAULT_BASE + 16 * v
+        };
+        gate(img, v, target, if matches!(v, 3 | 4) { 3 } else { 0 });
     }
 }
 
@@ -178,6 +204,12 @@ mod tests {
         assert_eq!(get(&img, PT0), 0, "page 0 must be absent");
         assert_eq!(get(&img, PT0 + 8 * (STUB / 4096)) & (RW | US), US);
         assert_eq!(get(&img, PT0 + 8 * (PML4 / 4096)) & US, 0);
+        assert_eq!(
+            get(&img, PT0 + 8 * (PT_POOL / 4096)) & US,
+            0,
+            "the table pool"
+        );
+        assert_eq!(get(&img, PT0 + 8 * (LOAD_MIN / 4096)) & (RW | US), RW | US);
         assert_eq!(get(&img, PD0 + 8), (1 << 21) | P | RW | US | PS);
         assert_eq!(get(&img, PD0 + 8 * 32), 0, "nothing past 64 MiB");
         assert_eq!(get(&img, PD_SPECIAL) & !0xfff, HYPERCALL);
@@ -187,7 +219,7 @@ mod tests {
     fn gates_and_vectors_round_trip() {
         let mut img = vec![0u8; 0x20000];
         idt(&mut img);
-        for v in 0..32u8 {
+        for v in (0..32u8).filter(|v| *v != GP_VECTOR) {
             let lo = get(&img, IDT + 16 * u64::from(v));
             let target = (lo & 0xffff)
                 | (((lo >> 48) & 0xffff) << 16)
@@ -195,6 +227,14 @@ mod tests {
             assert_eq!(fault_vector(target), Some(v));
         }
         assert_eq!(fault_vector(HYPERCALL), None);
+        let lo = get(&img, IDT + 16 * u64::from(GP_VECTOR));
+        assert_eq!((lo & 0xffff) | (((lo >> 48) & 0xffff) << 16), KCODE);
+        assert_eq!((lo >> 45) & 3, 0, "user code may not raise #GP");
+        assert_eq!(
+            (get(&img, IDT + 16 * 3) >> 45) & 3,
+            3,
+            "int3 is user code's"
+        );
         assert_eq!(fault_vector(FAULT_BASE + 3), None);
         assert!(has_error_code(14) && !has_error_code(6));
     }

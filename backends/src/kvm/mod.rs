@@ -19,6 +19,7 @@ pub const IN_GUEST: [i64; 2] = [libc::SYS_getpid, libc::SYS_gettid];
 
 pub mod exit;
 pub mod layout;
+mod paging;
 mod stub;
 mod uart;
 mod vm;
@@ -34,7 +35,7 @@ use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::sync::Once;
 use std::time::Instant;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 /// How the guest's stdout/stderr leave the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,9 @@ impl Default for KvmConfig {
     }
 }
 
+/// The guest kernel's code, assembled: the stub page and the ring-0 page.
+type GuestCode = (Vec<u8>, Vec<u8>);
+
 /// The KVM backend.
 #[derive(Debug, Default)]
 pub struct KvmBackend {
@@ -71,8 +75,9 @@ pub struct KvmBackend {
     kvm: std::sync::OnceLock<Result<Kvm, String>>,
     /// KVM's supported CPUID table, asked once (the ioctl costs about 0.35 ms here).
     cpuid: std::sync::OnceLock<Result<CpuId, i32>>,
-    /// The assembled guest stub for the configured console (assembling costs about 0.7 ms).
-    stub: std::sync::OnceLock<Result<Vec<u8>, String>>,
+    /// The assembled guest stub for the configured console and the guest kernel's ring-0 code
+    /// (assembling costs about 0.7 ms).
+    stub: std::sync::OnceLock<Result<GuestCode, String>>,
 }
 
 impl KvmBackend {
@@ -101,13 +106,15 @@ impl KvmBackend {
             })
     }
 
-    fn stub_code(&self) -> Result<&[u8], BackendError> {
+    fn stub_code(&self) -> Result<(&[u8], &[u8]), BackendError> {
         self.stub
             .get_or_init(|| {
-                stub::assemble(self.config.console)
-                    .map_err(|e| format!("assembling the guest stub: {e}"))
+                Ok((stub::assemble(self.config.console), stub::assemble_kernel()))
+                    .and_then(|(s, k)| Ok((s?, k?)))
+                    .map_err(|e: iced_x86::IcedError| format!("assembling the guest stub: {e}"))
             })
-            .as_deref()
+            .as_ref()
+            .map(|(s, k)| (s.as_slice(), k.as_slice()))
             .map_err(|e| invalid(e.clone()))
     }
 
@@ -135,33 +142,47 @@ pub mod counters {
     pub const GUEST_SYSCALLS: &str = "kvm.guest_syscalls";
     /// Guest RAM configured, bytes.
     pub const GUEST_RAM_BYTES: &str = "kvm.guest_ram_bytes";
+    /// Returns to the guest through its kernel's ring-0 flush of changed page-table entries.
+    pub const PT_FLUSHES: &str = "kvm.pt_flushes";
+    /// Page faults on a page-table entry changed without a flush yet (resumed through one).
+    pub const PT_STALE_FAULTS: &str = "kvm.pt_stale_faults";
+    /// 2 MiB guest pages split into 4 KiB pages for a protection change.
+    pub const PT_SPLITS: &str = "kvm.pt_splits";
+    /// Protection changes not enforced: the page-table pool was used up.
+    pub const PT_UNENFORCED: &str = "kvm.pt_unenforced";
     /// Guest RAM the guest touched (resident on the host at the end), bytes.
     pub const GUEST_RAM_TOUCHED_BYTES: &str = "kvm.guest_ram_touched_bytes";
 }
 
 /// Guest RAM as the syscall layer sees it: the guest's user memory above the guest kernel's
 /// structures (which are supervisor-only in its page tables), identity-mapped, at an offset in
-/// the VMM's mapping of guest RAM. The guest's user pages are 2 MiB read-write pages: the
-/// program's mprotect is recorded, not enforced (a guest kernel's own page tables for that
-/// come with the guest-kernel issue; the shadow paging of nested KVM here does not see page
-/// tables the VMM rewrites while the guest is out).
-struct Mem {
+/// the VMM's mapping of guest RAM. The guest's page tables ([`paging`]) say what the guest
+/// may read and write: the layer's accesses for it are checked against them (EFAULT, as a
+/// kernel's copy to or from user memory), and its protection changes are made in them.
+struct Mem<'a> {
     base: *mut u8,
     ram: u64,
+    paging: &'a paging::Paging,
 }
 
-impl Mem {
-    fn of(host_ram: (*const u8, usize)) -> Mem {
+impl Mem<'_> {
+    fn of(host_ram: (*const u8, usize), paging: &paging::Paging) -> Mem<'_> {
         Mem {
             base: host_ram.0.cast_mut(),
             ram: host_ram.1 as u64,
+            paging,
         }
     }
 }
 
-impl GuestMem for Mem {
-    fn host_range(&self, addr: u64, len: u64, _write: bool) -> Result<*mut u8, OutsideGuest> {
-        self.host_addr(addr, len)
+impl GuestMem for Mem<'_> {
+    fn host_range(&self, addr: u64, len: u64, write: bool) -> Result<*mut u8, OutsideGuest> {
+        let p = self.host_addr(addr, len)?;
+        if self.paging.allows(addr, len, write) {
+            Ok(p)
+        } else {
+            Err(OutsideGuest)
+        }
     }
 
     fn host_addr(&self, addr: u64, len: u64) -> Result<*mut u8, OutsideGuest> {
@@ -171,6 +192,20 @@ impl GuestMem for Mem {
             }
             _ => Err(OutsideGuest),
         }
+    }
+
+    fn protect(&self, addr: u64, len: u64, prot: i32) -> i32 {
+        self.paging.protect(addr, len, prot);
+        // guest RAM stays read-write on the host: the guest's page tables protect it
+        libc::PROT_READ | libc::PROT_WRITE
+    }
+
+    /// The kernel's zeroing of pages it hands out, whatever the guest's protection of them.
+    fn zero(&self, addr: u64, len: u64) -> Result<(), OutsideGuest> {
+        let p = self.host_addr(addr, len)?;
+        // SAFETY: host_addr checked that the range is guest RAM, which the VMM maps read-write.
+        unsafe { std::ptr::write_bytes(p, 0, len as usize) };
+        Ok(())
     }
 
     fn cheap_remap(&self) -> bool {
@@ -298,9 +333,10 @@ impl Backend for KvmBackend {
             inherit_stdin: inv.stdio == Stdio::Inherit,
             policy: inv.abi,
             allowed: session::allowed_paths(inv),
-            delivers_signals: false,
+            delivers_signals: true,
             own_process: false,
             exe: None,
+            timer_kick: std::ptr::addr_of_mut!(m.vcpu.get_kvm_run().immediate_exit) as u64,
         });
         // getpid and gettid are answered in the guest, from the pid the stub reads here
         m.mem
@@ -327,6 +363,17 @@ impl Backend for KvmBackend {
         }
         counters.extend(st.abi.counters());
         counters.insert(counters::COLD_START_NS.into(), startup.as_nanos() as u64);
+        let (splits, unsplit) = m.paging.stats();
+        for (name, n) in [
+            (counters::PT_FLUSHES, st.flushes),
+            (counters::PT_STALE_FAULTS, st.stale_faults),
+            (counters::PT_SPLITS, splits),
+            (counters::PT_UNENFORCED, unsplit),
+        ] {
+            if n > 0 {
+                counters.insert(name.into(), n);
+            }
+        }
         counters.insert(counters::GUEST_RAM_BYTES.into(), ram);
         let touched = session::resident_bytes(m.host_ram.0, m.host_ram.1);
         counters.insert(counters::GUEST_RAM_TOUCHED_BYTES.into(), touched);
@@ -360,9 +407,20 @@ fn vcpu_loop(
     loop {
         let step = enter(m, st, watchdog.kicked())?;
         match step {
-            Step::Resume => {}
+            Step::Resume => {
+                if let Some(stop) = alarm_between(m, st, watchdog)? {
+                    return Ok(stop);
+                }
+            }
             Step::Probe => probe(m, st)?,
-            Step::Return { regs, fs_base } => {
+            Step::Return {
+                mut regs,
+                fs_base,
+                syscall,
+            } => {
+                if let Some(stop) = take_alarm(m, st, &mut regs, syscall, watchdog) {
+                    return Ok(stop);
+                }
                 if st.ring == Some(0) || fs_base.is_some() {
                     let mut s = m.vcpu.get_sregs().map_err(err("get sregs"))?;
                     if st.ring == Some(0) {
@@ -375,12 +433,156 @@ fn vcpu_loop(
                     }
                     m.vcpu.set_sregs(&s).map_err(err("set sregs"))?;
                 }
+                let regs = through_flush(m, st, regs, false)?;
                 set_regs(&mut m.vcpu, m.sync, regs)?;
             }
-            Step::Fault(v) => return fault(&m.vcpu, &m.mem, v),
+            Step::Fault(v) => {
+                if let Some(stop) = on_fault(m, st, v)? {
+                    return Ok(stop);
+                }
+            }
             Step::Stop(s) => return Ok(s),
         }
     }
+}
+
+/// The guest's interval timer fired: SIGALRM, raised at the guest as it stands in `at` (the
+/// return from `syscall`, when given: a call its host side was interrupted in starts again
+/// after an SA_RESTART handler, and at once when no handler runs, as natively nothing would
+/// have interrupted it). Some: the signal ended the run.
+fn take_alarm(
+    m: &mut vm::Machine,
+    st: &mut ExitState,
+    at: &mut kvm_regs,
+    syscall: Option<u64>,
+    watchdog: &Watchdog,
+) -> Option<GuestStop> {
+    // the kick byte first, then the count: an expiry after this one stays counted and kicked
+    clear_kick(m, watchdog);
+    if st.abi.timer_fired() == 0 {
+        return None;
+    }
+    let interrupted = syscall.filter(|_| at.rax as i64 == -i64::from(libc::EINTR));
+    match st.abi.raise(libc::SIGALRM, at.rax as i64) {
+        linux_abi::Action::Deliver(signal, _) => {
+            let mut from = *at;
+            if let Some(nr) = interrupted {
+                let restart = st.abi.signals.actions[signal as usize][1]
+                    & linux_abi::sigframe::SA_RESTART
+                    != 0;
+                if restart && linux_abi::sigframe::RESTARTABLE.contains(&(nr as i64)) {
+                    from.rip -= 2; // the syscall instruction
+                    from.rax = nr;
+                }
+            }
+            let info = linux_abi::sigframe::SigInfo {
+                signal,
+                code: linux_abi::sigframe::SI_KERNEL,
+                addr: 0,
+                info: None,
+            };
+            let gm = Mem::of(m.host_ram, &m.paging);
+            if !exit::deliver(&mut from, &gm, &mut st.abi.signals, &info) {
+                return Some(GuestStop::Crashed {
+                    signal: libc::SIGSEGV,
+                    message: "the guest's stack cannot take the frame of SIGALRM".into(),
+                });
+            }
+            st.bump(exit::Counted::SignalDelivered);
+            *at = from;
+        }
+        linux_abi::Action::Killed(signal) => {
+            return Some(GuestStop::Crashed {
+                signal,
+                message: format!("killed by signal {signal} (its interval timer)"),
+            })
+        }
+        _ => {
+            // ignored, or blocked (now pending): the call goes on
+            if let Some(nr) = interrupted {
+                at.rip -= 2;
+                at.rax = nr;
+                if let Some(mask) = st.abi.signals.saved_mask.take() {
+                    st.abi.signals.mask = mask; // a sigsuspend starts again from the old mask
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The guest's timer kicked the vCPU out (kvm_run.immediate_exit): the byte is cleared so the
+/// guest runs again, unless the watchdog kicked too (its kick must stop the run; it sets its
+/// flag before the byte, so the flag read after the clear tells).
+fn clear_kick(m: &mut vm::Machine, watchdog: &Watchdog) {
+    let run = m.vcpu.get_kvm_run();
+    run.immediate_exit = 0;
+    if watchdog.kicked() {
+        run.immediate_exit = 1;
+    }
+}
+
+/// [`take_alarm`] for a guest interrupted in its own code (a vCPU kicked out of KVM_RUN). In
+/// the guest kernel's ring-0 code the signal waits: the timer fires again 1 ms later.
+fn alarm_between(
+    m: &mut vm::Machine,
+    st: &mut ExitState,
+    watchdog: &Watchdog,
+) -> Result<Option<GuestStop>, BackendError> {
+    if st.ring.is_none() {
+        return Ok(None); // the probe has not run yet
+    }
+    let sregs = m.vcpu.get_sregs().map_err(err("get sregs"))?;
+    if sregs.cs.dpl != 3 {
+        clear_kick(m, watchdog);
+        if st.abi.timer_fired() > 0 {
+            st.abi
+                .timer_again_after(std::time::Duration::from_millis(1));
+        }
+        return Ok(None);
+    }
+    let mut regs = m.vcpu.get_regs().map_err(err("get regs"))?;
+    let before = regs;
+    let stop = take_alarm(m, st, &mut regs, None, watchdog);
+    if stop.is_none() && regs != before {
+        let regs = through_flush(m, st, regs, false)?;
+        m.vcpu.set_regs(&regs).map_err(err("set regs"))?;
+    }
+    Ok(stop)
+}
+
+/// Most runs of changed entries the flush takes from PT_RUNS (a count, then pairs, in a page).
+const MAX_RUNS: usize = 255;
+
+/// Where the VMM took a permission away in the guest's page tables (or `force`), the guest
+/// resumes through its kernel's ring-0 flush of the changed entries, which then goes on to
+/// `regs.rip`.
+fn through_flush(
+    m: &vm::Machine,
+    st: &mut ExitState,
+    mut regs: kvm_regs,
+    force: bool,
+) -> Result<kvm_regs, BackendError> {
+    let runs = m.paging.take_runs(MAX_RUNS, force);
+    if runs.is_empty() {
+        return Ok(regs);
+    }
+    let mut list = Vec::with_capacity(8 + 16 * runs.len());
+    list.extend((runs.len() as u64).to_le_bytes());
+    for (at, n) in runs {
+        list.extend(at.to_le_bytes());
+        list.extend(n.to_le_bytes());
+    }
+    let put = |b: &[u8], at: u64| {
+        m.mem
+            .write_slice(b, GuestAddress(at))
+            .map_err(|e| invalid(format!("guest memory: {e}")))
+    };
+    put(&list, PT_RUNS)?;
+    put(&regs.rip.to_le_bytes(), KDATA + stub::RET)?;
+    regs.rip = STUB + stub::FLUSH;
+    st.flushes += 1;
+    Ok(regs)
 }
 
 /// An exit whose decoding needs the vCPU's registers, read once kvm_run is no longer borrowed.
@@ -396,7 +598,7 @@ enum Deferred {
 /// the trap-and-emulate console) are handled while kvm_run's data is borrowed; the others are
 /// decoded after reading the registers they need.
 fn enter(m: &mut vm::Machine, st: &mut ExitState, kicked: bool) -> Result<Step, BackendError> {
-    let gm = Mem::of(m.host_ram);
+    let gm = Mem::of(m.host_ram, &m.paging);
     let deferred = match m.vcpu.run() {
         Ok(VcpuExit::MmioWrite(addr, data)) if uart::claims(addr) => {
             return Ok(handle_exit(
@@ -469,20 +671,47 @@ fn probe(m: &mut vm::Machine, st: &mut ExitState) -> Result<(), BackendError> {
     m.vcpu.set_regs(&m.program_start).map_err(err("set regs"))
 }
 
-/// Decodes an exception the guest took: vector, guest rip, error code, fault address.
-fn fault(vcpu: &VcpuFd, mem: &GuestMemoryMmap, vector: u8) -> Result<GuestStop, BackendError> {
-    let regs = vcpu.get_regs().map_err(err("get regs"))?;
-    let sregs = vcpu.get_sregs().map_err(err("get sregs"))?;
+/// si_code and si_addr Linux gives the signal of exception `vector` at `rip` (`code`: the
+/// error code, `cr2`: the fault address).
+fn fault_info(vector: u8, code: Option<u64>, rip: u64, cr2: u64) -> (i32, u64) {
+    match vector {
+        // SEGV_ACCERR for a present page, SEGV_MAPERR for an absent one
+        14 => (if code.unwrap_or(0) & 1 != 0 { 2 } else { 1 }, cr2),
+        0 => (1, rip),       // FPE_INTDIV
+        6 => (2, rip),       // ILL_ILLOPN
+        1 => (2, rip),       // TRAP_TRACE
+        17 => (1, cr2),      // BUS_ADRALN
+        16 | 19 => (7, rip), // FPE_FLTINV
+        _ => (linux_abi::sigframe::SI_KERNEL, 0),
+    }
+}
+
+/// An exception the guest took. Its frame on the ring-0 stack gives the user state it
+/// interrupted. A page fault that the page tables now allow was a stale entry: the guest
+/// resumes through a flush. Otherwise the fault's signal goes to the program's handler, as
+/// Linux delivers it (a blocked or ignored fault kills, as natively); with no handler the run
+/// stops with the fault's signal.
+fn on_fault(
+    m: &mut vm::Machine,
+    st: &mut ExitState,
+    vector: u8,
+) -> Result<Option<GuestStop>, BackendError> {
+    let regs = m.vcpu.get_regs().map_err(err("get regs"))?;
+    let mut sregs = m.vcpu.get_sregs().map_err(err("get sregs"))?;
     let mut frame = [0u64; 6];
     for (i, w) in frame.iter_mut().enumerate() {
-        *w = mem
+        *w = m
+            .mem
             .read_obj(GuestAddress(regs.rsp + 8 * i as u64))
             .unwrap_or(0);
     }
-    let (code, rip) = if has_error_code(vector) {
-        (Some(frame[0]), frame[1])
+    let (code, [rip, cs, rflags, rsp, _ss]) = if has_error_code(vector) {
+        (
+            Some(frame[0]),
+            [frame[1], frame[2], frame[3], frame[4], frame[5]],
+        )
     } else {
-        (None, frame[0])
+        (None, [frame[0], frame[1], frame[2], frame[3], frame[4]])
     };
     let (name, signal) = vector_name(vector);
     let mut message = format!("guest crashed: {name} (vector {vector}) at rip {rip:#x}");
@@ -492,5 +721,50 @@ fn fault(vcpu: &VcpuFd, mem: &GuestMemoryMmap, vector: u8) -> Result<GuestStop, 
     if let Some(c) = code {
         message.push_str(&format!(", error code {c:#x}"));
     }
-    Ok(GuestStop::Crashed { signal, message })
+    let crashed = Ok(Some(GuestStop::Crashed { signal, message }));
+    if cs & 3 != 3 {
+        return crashed; // the guest kernel's own fault
+    }
+    let mut user = kvm_regs {
+        rip,
+        rsp,
+        rflags,
+        ..regs
+    };
+    let stale = vector == 14
+        && code.is_some_and(|c| {
+            let gm = Mem::of(m.host_ram, &m.paging);
+            gm.host_range(sregs.cr2, 1, c & 2 != 0).is_ok()
+        });
+    if stale && st.last_stale != Some(rip) {
+        // a retry that faults again at the same place is a real fault
+        st.last_stale = Some(rip);
+        st.stale_faults += 1;
+    } else {
+        st.last_stale = None;
+        let (si_code, addr) = fault_info(vector, code, rip, sregs.cr2);
+        let sigs = &mut st.abi.signals;
+        let bit = 1u64 << (signal - 1);
+        if sigs.mask & bit != 0 || sigs.actions[signal as usize][0] == 1 {
+            return crashed; // blocked or ignored: the kernel forces the default action
+        }
+        let info = linux_abi::sigframe::SigInfo {
+            signal,
+            code: si_code,
+            addr,
+            info: None,
+        };
+        let gm = Mem::of(m.host_ram, &m.paging);
+        if !exit::deliver(&mut user, &gm, sigs, &info) {
+            return crashed;
+        }
+        st.bump(exit::Counted::SignalDelivered);
+    }
+    // back to user mode, as iretq would
+    sregs.cs = vm::user_seg(USER_CS, true);
+    sregs.ss = vm::user_seg(USER_DS, false);
+    m.vcpu.set_sregs(&sregs).map_err(err("set sregs"))?;
+    let user = through_flush(m, st, user, stale)?;
+    set_regs(&mut m.vcpu, m.sync, user)?;
+    Ok(None)
 }

@@ -3,7 +3,7 @@
 //! getpid/gettid are answered in the guest; with the UART console, write(1|2) is done byte by
 //! byte through the emulated UART; everything else jumps to the hypercall page.
 
-use super::layout::{HYPERCALL, KDATA, STUB, UART};
+use super::layout::{FAULT_BASE, GP_VECTOR, HYPERCALL, KCODE, KDATA, PT_RUNS, STUB, UART};
 use super::Console;
 use iced_x86::code_asm::*;
 
@@ -15,6 +15,15 @@ pub const PROBE: u64 = 0xe00;
 
 /// Where in KDATA the VMM publishes the guest's pid (getpid and gettid answer it).
 pub const PID: u64 = 16;
+/// Where in KDATA the VMM leaves the guest's return address when it resumes the guest through
+/// the flush trampoline.
+pub const RET: u64 = 24;
+/// Offset in the stub page of the flush trampoline: a `mov cr3, rax` that raises #GP at CPL3,
+/// whose handler is the ring-0 flush of the page-table entries the VMM changed, then on to the
+/// return address at KDATA + RET.
+pub const FLUSH: u64 = 0xd00;
+/// Length of the trampoline's faulting instruction (`mov cr3, rax`), which the flush skips.
+const FLUSH_INSN: u64 = 3;
 
 /// Machine code for the stub page (code at offset 0, the jump slot at [`SLOT`]).
 pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
@@ -76,7 +85,19 @@ pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
     a.lea(rsp, ptr(rsp + 128))?;
     a.jmp(rcx)?;
     let mut code = a.assemble(STUB)?;
-    assert!(code.len() < PROBE as usize, "stub overlaps the probe");
+    assert!(
+        code.len() < FLUSH as usize,
+        "stub overlaps the flush trampoline"
+    );
+    code.resize(FLUSH as usize, 0xcc);
+    let mut t = CodeAssembler::new(64)?;
+    t.mov(cr3, rax)?;
+    t.jmp(qword_ptr(KDATA + RET))?;
+    code.extend(t.assemble(STUB + FLUSH)?);
+    assert!(
+        code.len() < PROBE as usize,
+        "flush trampoline overlaps the probe"
+    );
     code.resize(PROBE as usize, 0xcc);
     code.extend_from_slice(&[0x0f, 0x05, 0x0f, 0x0b]); // syscall; ud2
     code.resize(SLOT as usize, 0xcc);
@@ -84,18 +105,62 @@ pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
     Ok(code)
 }
 
+/// The guest kernel's ring-0 code: the #GP handler. A #GP raised by the flush trampoline's
+/// instruction is the flush: it writes each run of page-table entries listed at PT_RUNS
+/// again, onto itself (`rep movsq` with source = destination), reloads CR3 and returns after
+/// the instruction. Where the host shadows the guest's page tables (nested KVM here), the
+/// guest's own writes are what the host traps and re-reads (a write the VMM made from outside
+/// is invisible to it); with hardware paging the CR3 reload flushes the guest's TLB. Every
+/// register and the flags are as they were when it returns. Any other #GP goes on to its
+/// exception slot, which exits to the VMM as the guest's fault.
+pub fn assemble_kernel() -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let mut lp = a.create_label();
+    let mut done = a.create_label();
+    let mut flush = a.create_label();
+    // the frame: error code, rip, cs, rflags, rsp, ss
+    a.cmp(qword_ptr(rsp + 8), (STUB + FLUSH) as i32)?;
+    a.je(flush)?;
+    a.jmp(FAULT_BASE + 16 * u64::from(GP_VECTOR))?;
+    a.set_label(&mut flush)?;
+    a.add(rsp, 8)?; // the error code
+    a.add(qword_ptr(rsp), FLUSH_INSN as i32)?;
+    for r in [rax, rcx, rsi, rdi, rbx, rdx] {
+        a.push(r)?;
+    }
+    a.mov(rbx, PT_RUNS + 8)?;
+    a.mov(rdx, qword_ptr(PT_RUNS))?;
+    a.cld()?;
+    a.set_label(&mut lp)?;
+    a.test(rdx, rdx)?;
+    a.jz(done)?;
+    a.mov(rdi, qword_ptr(rbx))?;
+    a.mov(rsi, rdi)?;
+    a.mov(rcx, qword_ptr(rbx + 8))?;
+    a.rep().movsq()?;
+    a.add(rbx, 16)?;
+    a.dec(rdx)?;
+    a.jmp(lp)?;
+    a.set_label(&mut done)?;
+    a.mov(qword_ptr(PT_RUNS), 0)?;
+    a.mov(rax, cr3)?;
+    a.mov(cr3, rax)?;
+    for r in [rdx, rbx, rdi, rsi, rcx, rax] {
+        a.pop(r)?;
+    }
+    a.iretq()?;
+    a.assemble(KCODE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
-    /// The stub's code (up to the int3 padding), decoded.
-    fn decode(code: &[u8]) -> Vec<Instruction> {
-        let end = code[..PROBE as usize]
-            .iter()
-            .rposition(|b| *b != 0xcc)
-            .map_or(0, |p| p + 1);
-        let mut d = Decoder::with_ip(64, &code[..end], STUB, DecoderOptions::NONE);
+    /// The code at `ip` in `code`, up to the int3 padding, decoded.
+    fn decode_at(code: &[u8], ip: u64) -> Vec<Instruction> {
+        let end = code.iter().rposition(|b| *b != 0xcc).map_or(0, |p| p + 1);
+        let mut d = Decoder::with_ip(64, &code[..end], ip, DecoderOptions::NONE);
         let mut out = Vec::new();
         while d.can_decode() {
             let i = d.decode();
@@ -128,7 +193,7 @@ mod tests {
             assert!(code[PROBE as usize + 4..SLOT as usize]
                 .iter()
                 .all(|b| *b == 0xcc));
-            let ins = decode(&code);
+            let ins = decode_at(&code[..FLUSH as usize], STUB);
             // getpid and gettid are answered in the guest: compared first, counted in KDATA
             let cmps: Vec<u64> = ins
                 .iter()
@@ -162,5 +227,44 @@ mod tests {
                 "{c:?}: UART write counter"
             );
         }
+    }
+
+    #[test]
+    fn the_flush_is_entered_by_a_fault_of_the_trampoline_and_keeps_the_registers() {
+        let code = assemble(Console::Hypercall).unwrap();
+        let t = decode_at(&code[FLUSH as usize..PROBE as usize], STUB + FLUSH);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[0].len() as u64, FLUSH_INSN);
+        assert_eq!(
+            (t[0].mnemonic(), t[0].op0_register()),
+            (Mnemonic::Mov, Register::CR3)
+        );
+        assert!(t[1].mnemonic() == Mnemonic::Jmp && touches(&t[1..], KDATA + RET));
+        let k = assemble_kernel().unwrap();
+        let ins = decode_at(&k, KCODE);
+        // only the trampoline's #GP is the flush; any other goes on to the VMM
+        assert_eq!(ins[0].mnemonic(), Mnemonic::Cmp);
+        assert_eq!(ins[0].immediate(1), STUB + FLUSH);
+        let onward = ins.iter().find(|i| i.mnemonic() == Mnemonic::Jmp).unwrap();
+        assert_eq!(
+            onward.near_branch_target(),
+            FAULT_BASE + 16 * u64::from(GP_VECTOR)
+        );
+        assert!(ins
+            .iter()
+            .any(|i| i.mnemonic() == Mnemonic::Movsq && i.has_rep_prefix()));
+        assert!(touches(&ins, PT_RUNS), "the list of runs");
+        assert_eq!(ins.last().unwrap().mnemonic(), Mnemonic::Iretq);
+        // what it pushes it pops, in reverse
+        let regs = |m| {
+            ins.iter()
+                .filter(|i| i.mnemonic() == m)
+                .map(|i| i.op0_register())
+                .collect::<Vec<_>>()
+        };
+        let mut popped = regs(Mnemonic::Pop);
+        popped.reverse();
+        assert_eq!(regs(Mnemonic::Push), popped);
+        assert!(regs(Mnemonic::Push).contains(&Register::RAX));
     }
 }

@@ -27,6 +27,8 @@ pub struct Machine {
     pub stack_lo: u64,
     /// Host address of guest RAM and its size, for measuring what the guest touched.
     pub host_ram: (*const u8, usize),
+    /// The user part of the guest's page tables.
+    pub paging: super::paging::Paging,
 }
 
 /// Checks the configured RAM size.
@@ -89,6 +91,7 @@ pub fn build(
         brk_start: (hi + 0xfff) & !0xfff,
         stack_lo,
         host_ram,
+        paging: super::paging::Paging::new(host_ram.0.cast_mut(), ram),
     })
 }
 
@@ -127,8 +130,12 @@ fn guest_ram(vm: &VmFd, ram: u64) -> Result<(GuestMemoryMmap, (*const u8, usize)
     Ok((mem, (host as *const u8, ram as usize)))
 }
 
-/// The guest kernel: page tables, GDT, TSS, IDT and the syscall stub.
-fn write_kernel(mem: &GuestMemoryMmap, ram: u64, stub_code: &[u8]) -> Result<(), BackendError> {
+/// The guest kernel: page tables, GDT, TSS, IDT, the syscall stub and the ring-0 code.
+fn write_kernel(
+    mem: &GuestMemoryMmap,
+    ram: u64,
+    (stub_code, kernel_code): (&[u8], &[u8]),
+) -> Result<(), BackendError> {
     let mut low = vec![0u8; RSP0 as usize];
     page_tables(&mut low, ram);
     gdt_tss(&mut low);
@@ -139,6 +146,8 @@ fn write_kernel(mem: &GuestMemoryMmap, ram: u64, stub_code: &[u8]) -> Result<(),
             .map_err(|e| invalid(format!("guest memory: {e}")))?;
     }
     mem.write_slice(stub_code, GuestAddress(STUB))
+        .map_err(|e| invalid(format!("guest memory: {e}")))?;
+    mem.write_slice(kernel_code, GuestAddress(KCODE))
         .map_err(|e| invalid(format!("guest memory: {e}")))
 }
 

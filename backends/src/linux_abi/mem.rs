@@ -266,8 +266,18 @@ pub(super) fn brk(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     let m = &mut abi.mem;
     let want = a[0];
     if want >= m.brk_start && want <= m.break_limit() {
-        if want > m.brk && mem.zero(m.brk, want - m.brk).is_err() {
-            return Ok(m.brk as i64);
+        if want > m.brk {
+            // the break's new pages are read-write, also where a mapping was unmapped
+            // (kvm's pages stay in place, with its protection of them)
+            let (from, to) = (page_up(m.brk), page_up(want));
+            if let (Some(from), Some(to)) = (from, to) {
+                if to > from {
+                    mem.protect(from, to - from, libc::PROT_READ | libc::PROT_WRITE);
+                }
+            }
+            if mem.zero(m.brk, want - m.brk).is_err() {
+                return Ok(m.brk as i64);
+            }
         }
         m.brk = want;
     }

@@ -26,7 +26,9 @@ mod fs;
 mod io;
 mod mem;
 mod process;
+pub mod sigframe;
 pub mod table;
+pub mod timer;
 
 pub use errno::Errno;
 pub use exec::{aux_ids, shebang, ExecRequest};
@@ -339,6 +341,9 @@ pub struct Setup {
     pub own_process: bool,
     /// The guest program's file, when it has one: what `/proc/self/exe` means to the guest.
     pub exe: Option<PathBuf>,
+    /// For a guest sharing the backend's process: the address of a byte its interval timer
+    /// sets to 1 when it fires (kvm_run.immediate_exit), 0 for none ([`timer`]).
+    pub timer_kick: u64,
 }
 
 /// The guest's signal state: dispositions (handler, flags, restorer, mask per signal), the
@@ -356,6 +361,20 @@ pub struct SignalState {
     /// The mask rt_sigsuspend replaced, restored when the handler that ended it returns (it
     /// goes into that handler's signal frame).
     pub saved_mask: Option<u64>,
+}
+
+impl Default for SignalState {
+    /// A new process's: every disposition SIG_DFL, nothing blocked or pending, no alternate
+    /// stack.
+    fn default() -> Self {
+        SignalState {
+            actions: [[0; 4]; 65],
+            mask: 0,
+            pending: 0,
+            altstack: [0, 2, 0], // SS_DISABLE
+            saved_mask: None,
+        }
+    }
 }
 
 /// Signals the guest's mask never blocks in the host process: the faults a translator must
@@ -402,6 +421,9 @@ pub struct Abi {
     pub signals: SignalState,
     delivers_signals: bool,
     own_process: bool,
+    /// ITIMER_REAL of a guest sharing the backend's process, made at its first use.
+    timer: Option<timer::RealTimer>,
+    timer_kick: u64,
     /// The guest program's file (`/proc/self/exe` to the guest).
     exe: Option<PathBuf>,
     /// The program execve asked for, until the backend takes it.
@@ -470,15 +492,11 @@ impl Abi {
             cwd,
             mem: mem::Map::new(s.layout),
             misc: process::Misc::default(),
-            signals: SignalState {
-                actions: [[0; 4]; 65],
-                mask: 0,
-                pending: 0,
-                altstack: [0, 2, 0], // SS_DISABLE
-                saved_mask: None,
-            },
+            signals: SignalState::default(),
             delivers_signals: s.delivers_signals,
             own_process: s.own_process,
+            timer: None,
+            timer_kick: s.timer_kick,
             exe: s.exe,
             exec: None,
             calls: Box::new([0; COUNTED_NRS]),
@@ -603,6 +621,19 @@ impl Abi {
     /// The running thread's set_tid_address word.
     pub fn clear_tid(&self) -> u64 {
         self.clear_tid
+    }
+
+    /// How many times the guest's interval timer fired since the last call (a guest sharing
+    /// the backend's process: the backend raises SIGALRM for it, [`Abi::raise`]).
+    pub fn timer_fired(&self) -> u32 {
+        self.timer.as_ref().map_or(0, timer::RealTimer::take_fired)
+    }
+
+    /// An expiry the backend could not deliver yet is tried again after `after`.
+    pub fn timer_again_after(&self, after: std::time::Duration) {
+        if let Some(t) = &self.timer {
+            t.again_after(after);
+        }
     }
 
     /// The guest's process id (getpid, gettid).

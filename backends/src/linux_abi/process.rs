@@ -3,6 +3,7 @@
 
 use super::errno::host;
 use super::{buf_out, get, opt_out, put, Abi, Action, Errno, GuestMem, Policy, ThreadSpec};
+use std::time::Duration;
 
 type A = [u64; 6];
 type Sys = Result<i64, Errno>;
@@ -499,10 +500,115 @@ pub(super) fn host_sigsuspend(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
     abi.host_call_with(libc::SYS_rt_sigsuspend, args, [kernel_set, 0], Some(0))
 }
 
-/// pause and rt_sigsuspend: wait for a signal (EINTR).
+/// pause: wait for a signal (EINTR).
 pub(super) fn pause(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
     abi.host_call(libc::SYS_pause, [0; 6])?;
     Err(Errno::EINTR)
+}
+
+const NEVER_BLOCKED: u64 = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+
+/// rt_sigsuspend(mask, size) of a guest sharing the backend's process: the guest's mask
+/// becomes `mask` until a signal's handler returns (the frame restores the old one). A
+/// pending signal the new mask lets through is taken at once; else the VMM waits for a host
+/// signal (the guest's timer, whose SIGALRM the backend then delivers, or the watchdog's kick).
+pub(super) fn sigsuspend(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Action, Errno> {
+    if a[1] != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let new: u64 = get(mem, a[0])?;
+    let old = abi.signals.mask;
+    abi.signals.mask = new & !NEVER_BLOCKED;
+    abi.signals.saved_mask = Some(old);
+    let ready = abi.signals.pending & !abi.signals.mask;
+    if ready != 0 {
+        let sig = ready.trailing_zeros() as i32 + 1;
+        abi.signals.pending &= !(1u64 << (sig - 1));
+        let act = abi.raise(sig, -i64::from(libc::EINTR));
+        if !matches!(act, Action::Deliver(..)) {
+            abi.signals.mask = old;
+            abi.signals.saved_mask = None;
+        }
+        return Ok(act);
+    }
+    abi.host_call(libc::SYS_pause, [0; 6])?;
+    Err(Errno::EINTR)
+}
+
+/// The guest's interval timer, made at its first use.
+fn real_timer(abi: &mut Abi) -> Result<&super::timer::RealTimer, Errno> {
+    if abi.timer.is_none() {
+        abi.timer = Some(super::timer::RealTimer::new(abi.timer_kick)?);
+    }
+    Ok(abi.timer.as_ref().expect("made"))
+}
+
+fn timeval_of(d: Duration) -> [i64; 2] {
+    [d.as_secs() as i64, i64::from(d.subsec_micros())]
+}
+
+fn duration_of(tv: [i64; 2]) -> Result<Duration, Errno> {
+    if tv[0] < 0 || !(0..1_000_000).contains(&tv[1]) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(Duration::new(tv[0] as u64, tv[1] as u32 * 1000))
+}
+
+/// alarm(seconds): a guest that is a process of its own has the host's; one sharing the
+/// backend's process, its ITIMER_REAL, one-shot. The seconds that were left (rounded as Linux
+/// does).
+pub(super) fn alarm(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if abi.own_process {
+        return host_ints(abi, mem, libc::SYS_alarm, a); // its own process's timer
+    }
+    let secs = a[0] as u32;
+    let (left, _) = real_timer(abi)?.set(Duration::from_secs(u64::from(secs)), Duration::ZERO);
+    let mut s = left.as_secs();
+    if left.subsec_micros() >= 500_000 || (s == 0 && !left.is_zero()) {
+        s += 1;
+    }
+    Ok(s as i64)
+}
+
+/// setitimer(which, new, old) of a guest sharing the backend's process: ITIMER_REAL only (its
+/// virtual and profiling timers count CPU time the VMM cannot tell apart: EINVAL).
+pub(super) fn setitimer(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if abi.own_process {
+        return host_setitimer(abi, mem, a);
+    }
+    if a[0] != libc::ITIMER_REAL as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let new: [i64; 4] = if a[1] != 0 { get(mem, a[1])? } else { [0; 4] };
+    let (interval, value) = (
+        duration_of([new[0], new[1]])?,
+        duration_of([new[2], new[3]])?,
+    );
+    let (left, old_interval) = real_timer(abi)?.set(value, interval);
+    if a[2] != 0 {
+        let [i0, i1] = timeval_of(old_interval);
+        let [v0, v1] = timeval_of(left);
+        put(mem, a[2], &[i0, i1, v0, v1])?;
+    }
+    Ok(0)
+}
+
+/// getitimer(which, value) of a guest sharing the backend's process.
+pub(super) fn getitimer(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
+    if abi.own_process {
+        return host_getitimer(abi, mem, a);
+    }
+    if a[0] != libc::ITIMER_REAL as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let (left, interval) = match &abi.timer {
+        Some(t) => t.get(),
+        None => (Duration::ZERO, Duration::ZERO),
+    };
+    let [i0, i1] = timeval_of(interval);
+    let [v0, v1] = timeval_of(left);
+    put(mem, a[1], &[i0, i1, v0, v1])?;
+    Ok(0)
 }
 
 /// futex of a single-threaded guest: WAIT on a changed word is EAGAIN, WAIT on its value
@@ -557,9 +663,10 @@ pub fn terminates(sig: i32) -> bool {
 }
 
 impl Abi {
-    /// A signal raised at the guest itself (kill, tgkill, a write to a closed pipe): blocked or
-    /// ignored, delivered to its handler, or its default action.
-    pub(super) fn raise(&mut self, sig: i32, ret: i64) -> Action {
+    /// A signal raised at the guest itself (kill, tgkill, a write to a closed pipe, its timer):
+    /// blocked (then pending) or ignored, delivered to its handler (the call returns `ret`
+    /// first), or its default action.
+    pub fn raise(&mut self, sig: i32, ret: i64) -> Action {
         let [handler, ..] = self.signals.actions[sig as usize];
         let bit = 1u64 << (sig - 1);
         if sig == libc::SIGKILL {

@@ -108,7 +108,7 @@ const EXEC: Level = Level::Refused(
     "replaces the program: a confined guest, and one sharing its VMM's process, runs one program",
 );
 const ASYNC: Level = Level::Refused(
-    "asynchronous signals (timers): delivered only to a guest that is a process of its own",
+    "POSIX timers: only for a guest that is a process of its own (alarm and setitimer are emulated)",
 );
 const IDENTITY: Level =
     Level::Refused("changes the identity of the process the guest shares with vbench");
@@ -324,10 +324,10 @@ pub static TABLE: &[Entry] = &[
     e!(SYS_sigaltstack, E, E, Val p::sigaltstack),
     e!(SYS_rt_sigreturn, E, E, Act p::rt_sigreturn),
     e!(SYS_pause, H, H, Val p::pause),
-    e!(SYS_rt_sigsuspend, H, H, Val p::pause; own Val p::host_sigsuspend),
-    e!(SYS_alarm, refused ASYNC; own Nr p::host_ints),
-    e!(SYS_setitimer, refused ASYNC; own Val p::host_setitimer),
-    e!(SYS_getitimer, refused ASYNC; own Val p::host_getitimer),
+    e!(SYS_rt_sigsuspend, E, E, Act p::sigsuspend; own Val p::host_sigsuspend),
+    e!(SYS_alarm, E, E, Val p::alarm; own Nr p::host_ints),
+    e!(SYS_setitimer, E, E, Val p::setitimer; own Val p::host_setitimer),
+    e!(SYS_getitimer, E, E, Val p::getitimer; own Val p::host_getitimer),
     e!(SYS_timer_create, refused ASYNC),
     // ---- clocks and sleeps
     e!(SYS_clock_gettime, H, H, Val p::clock_gettime),

@@ -29,6 +29,7 @@ fn abi_with(policy: Policy, allowed: Vec<PathBuf>) -> (Abi, TestMem) {
         delivers_signals: false,
         own_process: false,
         exe: None,
+        timer_kick: 0,
     });
     (abi, TestMem::new(0x40000))
 }
