@@ -14,9 +14,6 @@ pub enum ElfError {
     /// Not an executable (ET_EXEC or a static-pie ET_DYN).
     #[error("ELF type {0} is not an executable")]
     NotExecutable(u16),
-    /// Has a PT_INTERP: a dynamically linked program.
-    #[error("dynamically linked (has an interpreter): only static executables can run here")]
-    Dynamic,
     /// A header or segment lies outside the file or overflows.
     #[error("malformed ELF: {0}")]
     Malformed(String),
@@ -212,14 +209,26 @@ impl Elf {
         })
     }
 
-    /// [`Elf::parse`] of a static executable: a program with an interpreter is
-    /// [`ElfError::Dynamic`].
-    pub fn parse_static(bytes: &[u8], pie_base: u64) -> Result<Elf, ElfError> {
-        let e = Elf::parse(bytes, pie_base)?;
-        if e.interp.is_some() {
-            return Err(ElfError::Dynamic);
+    /// The ELF interpreter this program names (PT_INTERP), read and checked to be what the
+    /// kernel loads as one: a shared object (ET_DYN) with no interpreter of its own. Its
+    /// bytes; None for a static program.
+    pub fn read_interpreter(&self) -> Result<Option<Vec<u8>>, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(path) = &self.interp else {
+            return Ok(None);
+        };
+        let shown = String::from_utf8_lossy(path).into_owned();
+        let bytes = std::fs::read(std::ffi::OsStr::from_bytes(path))
+            .map_err(|e| format!("its ELF interpreter {shown}: {e}"))?;
+        // any base: an ET_EXEC keeps a bias of 0
+        let ie =
+            Elf::parse(&bytes, 1 << 30).map_err(|e| format!("its ELF interpreter {shown}: {e}"))?;
+        if ie.interp.is_some() || ie.bias == 0 {
+            return Err(format!(
+                "its ELF interpreter {shown} is not a self-contained shared object"
+            ));
         }
-        Ok(e)
+        Ok(Some(bytes))
     }
 
     /// The lowest and highest (exclusive) addresses the segments occupy.
@@ -399,7 +408,20 @@ mod tests {
             Elf::parse(&b, 0).unwrap().interp.as_deref(),
             Some(&b"/ld.so"[..])
         );
-        assert_eq!(Elf::parse_static(&b, 0), Err(ElfError::Dynamic));
+        let missing = Elf::parse(&b, 0).unwrap().read_interpreter().unwrap_err();
+        assert!(
+            missing.contains("its ELF interpreter /ld.so") && missing.contains("No such file"),
+            "{missing}"
+        );
+        // an interpreter that is itself a program with an interpreter is refused
+        let dir = tempfile::tempdir().unwrap();
+        let ld = dir.path().join("ld.so");
+        std::fs::write(&ld, &b).unwrap();
+        let path = ld.to_str().unwrap().as_bytes();
+        let mut named = Elf::parse(&b, 0).unwrap();
+        named.interp = Some(path.to_vec());
+        let e = named.read_interpreter().unwrap_err();
+        assert!(e.contains("not a self-contained shared object"), "{e}");
         let mut b = tiny();
         b[56..58].copy_from_slice(&100u16.to_le_bytes());
         assert!(matches!(Elf::parse(&b, 0), Err(ElfError::Malformed(_))));

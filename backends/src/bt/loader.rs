@@ -44,19 +44,12 @@ pub(super) const INTERP_BASE: u64 = 0x3800_0000;
 /// The interpreter a program names, read and checked (a static-pie ELF without an interpreter
 /// of its own that fits above [`INTERP_BASE`]).
 fn interpreter(elf: &Elf) -> Result<Option<Vec<u8>>, String> {
-    let Some(path) = &elf.interp else {
+    let Some(bytes) = elf.read_interpreter()? else {
         return Ok(None);
     };
-    let shown = String::from_utf8_lossy(path).into_owned();
-    let bytes = std::fs::read(std::ffi::OsStr::from_bytes(path))
-        .map_err(|e| format!("its ELF interpreter {shown}: {e}"))?;
+    let shown = String::from_utf8_lossy(elf.interp.as_deref().unwrap_or_default()).into_owned();
     let ie =
         Elf::parse(&bytes, INTERP_BASE).map_err(|e| format!("its ELF interpreter {shown}: {e}"))?;
-    if ie.interp.is_some() || ie.bias == 0 {
-        return Err(format!(
-            "its ELF interpreter {shown} is not a self-contained shared object"
-        ));
-    }
     check_extent(&ie).map_err(|e| format!("its ELF interpreter {shown}: {e}"))?;
     Ok(Some(bytes))
 }

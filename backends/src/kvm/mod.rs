@@ -33,6 +33,7 @@ use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd};
 use layout::*;
 use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Once;
 use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress};
@@ -307,26 +308,35 @@ impl Backend for KvmBackend {
             backend: "kvm",
             reason,
         })?;
+        let argv = session::guest_argv(inv);
+        let execfn = inv
+            .program
+            .path()
+            .map_or_else(|| argv[0].clone(), |p| p.as_os_str().as_bytes().to_vec());
         let mut m = vm::build(
             self,
             kvm,
             ram,
             &inv.program.name(),
             &bytes,
-            &session::guest_argv(inv),
+            &argv,
             &session::guest_env(inv)
                 .iter()
                 .map(Vec::as_slice)
                 .collect::<Vec<_>>(),
+            &vm::ProgramAux {
+                execfn: &execfn,
+                ids: linux_abi::aux_ids(inv.abi),
+            },
         )?;
         // the break grows up and mappings down through one range: either may take what the
         // other has not
         let abi = Abi::new(linux_abi::Setup {
             layout: linux_abi::Layout {
                 brk_start: m.brk_start,
-                brk_limit: m.stack_lo,
+                brk_limit: m.mmap_hi,
                 mmap_lo: m.brk_start,
-                mmap_hi: m.stack_lo,
+                mmap_hi: m.mmap_hi,
                 mmap_near: 0,
             },
             outputs: GuestOutputs::for_stdio(inv.stdio),
@@ -335,7 +345,11 @@ impl Backend for KvmBackend {
             allowed: session::allowed_paths(inv),
             delivers_signals: true,
             own_process: false,
-            exe: None,
+            // as the kernel names it: the resolved path
+            exe: inv
+                .program
+                .path()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
             timer_kick: std::ptr::addr_of_mut!(m.vcpu.get_kvm_run().immediate_exit) as u64,
         });
         // getpid and gettid are answered in the guest, from the pid the stub reads here

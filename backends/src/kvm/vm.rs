@@ -23,8 +23,8 @@ pub struct Machine {
     pub program_start: kvm_regs,
     /// End of the loaded image (page aligned): the program break starts here.
     pub brk_start: u64,
-    /// Lowest address of the stack.
-    pub stack_lo: u64,
+    /// Top of the mapping area: the lowest address of the ELF interpreter, or of the stack.
+    pub mmap_hi: u64,
     /// Host address of guest RAM and its size, for measuring what the guest touched.
     pub host_ram: (*const u8, usize),
     /// The user part of the guest's page tables.
@@ -41,8 +41,19 @@ pub fn check_ram(bytes: u64) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// Builds a VM with `ram` bytes of RAM around the program `bytes` (parsed as `elf`), its
-/// stack holding `argv` and `envp`.
+/// What the program's auxiliary vector tells it beyond its headers.
+pub struct ProgramAux<'a> {
+    /// AT_EXECFN: the path it was started by.
+    pub execfn: &'a [u8],
+    /// AT_UID, AT_EUID, AT_GID, AT_EGID.
+    pub ids: [u64; 4],
+}
+
+/// Builds a VM with `ram` bytes of RAM around the program `bytes` (an ELF executable, static
+/// or with an ELF interpreter, which is loaded as the kernel loads it: below the stack, its
+/// entry the first instruction, AT_BASE and AT_ENTRY in the auxiliary vector), its stack
+/// holding `argv` and `envp`.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     be: &KvmBackend,
     kvm: &Kvm,
@@ -51,26 +62,58 @@ pub fn build(
     bytes: &[u8],
     argv: &[Vec<u8>],
     envp: &[&[u8]],
+    pa: &ProgramAux,
 ) -> Result<Machine, BackendError> {
-    let elf = Elf::parse_static(bytes, PIE_BASE).map_err(|e| invalid(format!("{name}: {e}")))?;
+    let elf = Elf::parse(bytes, PIE_BASE).map_err(|e| invalid(format!("{name}: {e}")))?;
+    let interp = elf
+        .read_interpreter()
+        .map_err(|e| invalid(format!("{name}: {e}")))?;
     let (lo, hi) = elf.extent();
     let stack_lo = ram - STACK_SIZE;
-    if lo < LOAD_MIN || hi > stack_lo / 2 {
+    // the interpreter sits below the stack, 2 MiB aligned; the mappings go below it
+    let ie = match &interp {
+        Some(ib) => {
+            let (l, h) = Elf::parse(ib, 0)
+                .map_err(|e| invalid(format!("{name}'s interpreter: {e}")))?
+                .extent();
+            let base = (stack_lo - (h - l) - (2 << 20)) & !((2 << 20) - 1);
+            Some(Elf::parse(ib, base).map_err(|e| invalid(format!("{name}'s interpreter: {e}")))?)
+        }
+        None => None,
+    };
+    let top = ie.as_ref().map_or(stack_lo, |ie| ie.extent().0);
+    if lo < LOAD_MIN || hi > top / 2 {
         return Err(invalid(format!(
             "{name}: segments at {lo:#x}..{hi:#x} do not fit the guest ({LOAD_MIN:#x}..{:#x} with {} MiB of RAM)",
-            stack_lo / 2,
+            top / 2,
             ram >> 20
         )));
     }
     let vm = kvm.create_vm().map_err(err("create VM"))?;
     let (mem, host_ram) = guest_ram(&vm, ram)?;
     write_kernel(&mem, ram, be.stub_code()?)?;
-    for s in &elf.segments {
-        let data = &bytes[s.offset as usize..(s.offset + s.filesz) as usize];
-        mem.write_slice(data, GuestAddress(s.vaddr))
-            .map_err(|e| invalid(format!("loading segment: {e}")))?;
+    let images = std::iter::once((&elf, bytes)).chain(ie.as_ref().zip(interp.as_deref()));
+    for (e, b) in images {
+        for s in &e.segments {
+            let data = &b[s.offset as usize..(s.offset + s.filesz) as usize];
+            mem.write_slice(data, GuestAddress(s.vaddr))
+                .map_err(|e| invalid(format!("loading segment: {e}")))?;
+        }
     }
-    let aux = crate::elf::Aux::default();
+    // SAFETY: getauxval has no preconditions.
+    let hwcap = unsafe {
+        [
+            libc::getauxval(libc::AT_HWCAP),
+            libc::getauxval(libc::AT_HWCAP2),
+        ]
+    };
+    let aux = crate::elf::Aux {
+        base: ie.as_ref().map_or(0, |ie| ie.bias),
+        entry: elf.entry,
+        execfn: Some(pa.execfn),
+        ids: pa.ids,
+        hwcap,
+    };
     let rsp = crate::elf::initial_stack(ram, &elf, argv, envp, &aux, &mut |at, b| {
         mem.write_slice(b, GuestAddress(at))
             .map_err(|e| e.to_string())
@@ -83,13 +126,13 @@ pub fn build(
         mem,
         sync,
         program_start: kvm_regs {
-            rip: elf.entry,
+            rip: ie.as_ref().map_or(elf.entry, |ie| ie.entry),
             rsp,
             rflags: 0x2, // IF clear: no interrupts are ever injected
             ..Default::default()
         },
         brk_start: (hi + 0xfff) & !0xfff,
-        stack_lo,
+        mmap_hi: top & !0xfff,
         host_ram,
         paging: super::paging::Paging::new(host_ram.0.cast_mut(), ram),
     })
