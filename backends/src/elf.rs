@@ -247,6 +247,8 @@ impl Elf {
 /// What the auxiliary vector says beyond the program's own headers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Aux<'a> {
+    /// AT_SYSINFO_EHDR: where the vDSO is (0: none).
+    pub sysinfo_ehdr: u64,
     /// AT_BASE: where the ELF interpreter is loaded (0: none).
     pub base: u64,
     /// AT_ENTRY: the program's entry (0: the `elf` one's).
@@ -302,7 +304,11 @@ pub fn initial_stack(
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd));
     let random = push(write, &mut sp, &rnd, false)?;
     let entry = if aux.entry != 0 { aux.entry } else { elf.entry };
-    let mut auxv: Vec<(u64, u64)> = vec![
+    let mut auxv: Vec<(u64, u64)> = Vec::new();
+    if aux.sysinfo_ehdr != 0 {
+        auxv.push((33, aux.sysinfo_ehdr)); // first, as Linux's ARCH_DLINFO puts it
+    }
+    auxv.extend([
         (16, aux.hwcap[0]),
         (6, 4096),
         (17, 100),
@@ -319,7 +325,7 @@ pub fn initial_stack(
         (23, 0),
         (25, random),
         (26, aux.hwcap[1]),
-    ];
+    ]);
     if execfn != 0 {
         auxv.push((31, execfn));
     }

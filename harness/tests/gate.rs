@@ -384,7 +384,7 @@ fn the_committed_ci_baseline_is_gateable() {
         .assert()
         .code(0)
         .stdout(predicate::str::contains(
-            "PASS: no regression in 14 gated metric(s)",
+            "PASS: no regression in 15 gated metric(s)",
         ))
         .stdout(predicate::str::contains("note:").not());
 }

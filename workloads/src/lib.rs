@@ -337,6 +337,13 @@ pub const TASKS: &[Task] = &[
         params: &[iters(500_000, 50_000, "calls")],
     },
     Task {
+        name: "clock_vdso",
+        class: Class::Sys,
+        summary: "clock_gettime(CLOCK_MONOTONIC) through the vDSO the auxiliary vector names, as libc calls it (the system call where there is none)",
+        op: "call",
+        params: &[iters(5_000_000, 500_000, "calls")],
+    },
+    Task {
         name: "mmap",
         class: Class::Sys,
         summary: "mmap and munmap of anonymous memory, never touched; one op is both calls",
@@ -923,6 +930,130 @@ impl SplitMix64 {
     }
 }
 
+/// Finding a function in the vDSO, the ELF image the kernel (or a VMM's guest kernel) maps
+/// into a process and names in AT_SYSINFO_EHDR, as libc does: the dynamic section through the
+/// program headers, then DT_HASH's chains, matching the name and, when the image has
+/// versions, LINUX_2.6.
+pub mod vdso {
+    fn at<T: Copy>(base: usize, off: usize) -> T {
+        // SAFETY: the caller of `symbol` vouches that `base` is a mapped ELF image; every
+        // offset read comes from its own headers and tables.
+        unsafe { core::ptr::read_unaligned((base + off) as *const T) }
+    }
+
+    fn name_is(base: usize, strtab: usize, off: u32, want: &[u8]) -> bool {
+        (0..=want.len()).all(|i| {
+            let c: u8 = at(base, strtab + off as usize + i);
+            if i == want.len() {
+                c == 0
+            } else {
+                c == want[i]
+            }
+        })
+    }
+
+    /// The address of function `name` in the vDSO image at `base`, when it exports it.
+    ///
+    /// # Safety
+    /// `base` must be the process's AT_SYSINFO_EHDR: a mapped, well-formed ELF image.
+    pub unsafe fn symbol(base: usize, name: &[u8]) -> Option<usize> {
+        if at::<[u8; 4]>(base, 0) != *b"\x7fELF" {
+            return None;
+        }
+        let (phoff, phnum): (u64, u16) = (at(base, 32), at(base, 56));
+        let mut load = None;
+        let mut dynamic = None;
+        for i in 0..phnum.min(16) as usize {
+            let ph = phoff as usize + 56 * i;
+            let (kind, off, vaddr): (u32, u64, u64) =
+                (at(base, ph), at(base, ph + 8), at(base, ph + 16));
+            match kind {
+                1 if load.is_none() => {
+                    load = Some(base.wrapping_add(off as usize).wrapping_sub(vaddr as usize))
+                }
+                2 => dynamic = Some(off as usize),
+                _ => {}
+            }
+        }
+        let (bias, dynamic) = (load?, dynamic?);
+        let (mut hash, mut symtab, mut strtab, mut versym, mut verdef) = (0, 0, 0, 0, 0);
+        for i in 0..64 {
+            let (tag, val): (u64, u64) =
+                (at(base, dynamic + 16 * i), at(base, dynamic + 16 * i + 8));
+            let v = (bias + val as usize).wrapping_sub(base);
+            match tag {
+                0 => break,
+                4 => hash = v,
+                5 => strtab = v,
+                6 => symtab = v,
+                0x6fff_fff0 => versym = v,
+                0x6fff_fffc => verdef = v,
+                _ => {}
+            }
+        }
+        if hash == 0 || symtab == 0 || strtab == 0 {
+            return None;
+        }
+        // the index of LINUX_2.6 among the version definitions, when there are any
+        let mut version = None;
+        if verdef != 0 {
+            let mut d = verdef;
+            for _ in 0..16 {
+                let (flags, ndx, aux, next): (u16, u16, u32, u32) = (
+                    at(base, d + 2),
+                    at(base, d + 4),
+                    at(base, d + 12),
+                    at(base, d + 16),
+                );
+                let vname: u32 = at(base, d + aux as usize);
+                if flags & 1 == 0 && name_is(base, strtab, vname, b"LINUX_2.6") {
+                    version = Some(ndx);
+                    break;
+                }
+                if next == 0 {
+                    break;
+                }
+                d += next as usize;
+            }
+        }
+        let (nbucket, nchain): (u32, u32) = (at(base, hash), at(base, hash + 4));
+        if nbucket == 0 {
+            return None;
+        }
+        let mut h: u32 = 0;
+        for &c in name {
+            h = (h << 4).wrapping_add(u32::from(c));
+            let g = h & 0xf000_0000;
+            if g != 0 {
+                h ^= g >> 24;
+            }
+            h &= !g;
+        }
+        let mut i: u32 = at(base, hash + 8 + 4 * (h % nbucket) as usize);
+        for _ in 0..nchain {
+            if i == 0 || i >= nchain {
+                break;
+            }
+            let sym = symtab + 24 * i as usize;
+            let (st_name, info, shndx, value): (u32, u8, u16, u64) = (
+                at(base, sym),
+                at(base, sym + 4),
+                at(base, sym + 6),
+                at(base, sym + 8),
+            );
+            let ver_ok = match (versym, version) {
+                (0, _) | (_, None) => true,
+                (vs, Some(v)) => at::<u16>(base, vs + 2 * i as usize) & 0x7fff == v,
+            };
+            if info & 0xf == 2 && shndx != 0 && ver_ok && name_is(base, strtab, st_name, name) {
+                return Some(bias + value as usize);
+            }
+            i = at(base, hash + 8 + 4 * nbucket as usize + 4 * i as usize);
+        }
+        None
+    }
+}
+
 /// SHA-256 (FIPS 180-4), written here because the ELF has no dependencies.
 pub mod sha256 {
     const K: [u32; 64] = [
@@ -1078,6 +1209,39 @@ pub mod kernel {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn the_hosts_vdso_clock_is_found_and_answers() {
+        // AT_SYSINFO_EHDR from /proc/self/auxv: (type, value) pairs of u64
+        let auxv = std::fs::read("/proc/self/auxv").unwrap();
+        let base = auxv
+            .chunks_exact(16)
+            .map(|p| {
+                let w = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().unwrap());
+                (w(0), w(8))
+            })
+            .find(|(t, _)| *t == 33)
+            .map(|(_, v)| v as usize)
+            .expect("Linux gives every process a vDSO");
+        // SAFETY: the kernel's AT_SYSINFO_EHDR of this process.
+        let f = unsafe { vdso::symbol(base, b"__vdso_clock_gettime") }.expect("exported");
+        // SAFETY: as above.
+        let none = unsafe { vdso::symbol(base, b"__vdso_nothing_like_it") };
+        assert_eq!(none, None);
+        type Cgt = unsafe extern "C" fn(i32, *mut [i64; 2]) -> i32;
+        // SAFETY: the vDSO's clock_gettime has clock_gettime(2)'s C signature.
+        let f: Cgt = unsafe { std::mem::transmute::<usize, Cgt>(f) };
+        let (mut a, mut b) = ([0i64; 2], [0i64; 2]);
+        // SAFETY: writable timespecs; CLOCK_MONOTONIC is 1.
+        let (ra, rb) = unsafe { (f(1, &mut a), f(1, &mut b)) };
+        assert_eq!((ra, rb), (0, 0));
+        assert!(b >= a && a[0] > 0, "{a:?} {b:?}");
+        // not an ELF: nothing found
+        let junk = [0u8; 256];
+        // SAFETY: a readable buffer that is not an ELF image (only its magic is read).
+        let none = unsafe { vdso::symbol(junk.as_ptr() as usize, b"__vdso_time") };
+        assert_eq!(none, None);
+    }
 
     #[test]
     fn names_are_unique_and_params_sound() {

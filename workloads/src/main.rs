@@ -1,7 +1,8 @@
 //! `vbench-workload`: the freestanding static x86-64 Linux ELF that every vbench backend runs.
 //!
-//! No libc, no allocator, no TLS, no vDSO: its own `_start`, raw `syscall` instructions, and
-//! only these system calls: read, write, openat, close, mmap, munmap, getpid, clock_gettime,
+//! No libc, no allocator, no TLS: its own `_start`, raw `syscall` instructions (the vDSO only
+//! in `clock_vdso`, found through the auxiliary vector as libc finds it), and only these system
+//! calls: read, write, openat, close, mmap, munmap, getpid, clock_gettime,
 //! exit_group. The only paths it opens are `/dev/null`, `/dev/zero` and the `path` of the
 //! `openclose` task. See the library crate for the command line and the result line.
 //! The probes (`vbench_workloads::probes`, implemented in `probe/`, one file per kind) are the
@@ -32,6 +33,12 @@ global_asm!(
     ".size _start, . - _start",
     entry = sym rust_start,
 );
+
+/// The auxiliary vector's entry that names the vDSO.
+const AT_SYSINFO_EHDR: usize = 33;
+
+/// Where the vDSO is (0: the auxiliary vector named none).
+static VDSO: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Seed of all generated data; changing it changes every checksum.
 const SEED: u64 = 0x7662_656e_6368_2d31; // "vbench-1"
@@ -412,6 +419,21 @@ unsafe extern "C" fn rust_start(sp: *const usize) -> ! {
     let argc = unsafe { sp.read() };
     // SAFETY: argv follows argc on the initial stack.
     let argv = unsafe { sp.add(1) } as *const *const u8;
+    // SAFETY: the initial stack holds argv's argc pointers and NULL, then envp up to its NULL,
+    // then the auxiliary vector's (type, value) pairs up to AT_NULL.
+    unsafe {
+        let mut p = sp.add(argc + 2);
+        while p.read() != 0 {
+            p = p.add(1);
+        }
+        p = p.add(1);
+        while p.read() != 0 {
+            if p.read() == AT_SYSINFO_EHDR {
+                VDSO.store(p.add(1).read(), core::sync::atomic::Ordering::Relaxed);
+            }
+            p = p.add(2);
+        }
+    }
     let arg = |i: usize| -> Option<&'static str> {
         // SAFETY: i < argc, so argv[i] is a pointer to a NUL-terminated string that lives
         // (unchanged, since nothing here writes it) until the process exits.
@@ -546,6 +568,7 @@ fn run(inv: &Invocation<'_>) -> (u64, u64) {
         "devzero_read" => devzero_read(usize_param(inv, "size"), iters),
         "openclose" => openclose(inv.str("path"), iters),
         "clock" => clock(iters),
+        "clock_vdso" => clock_vdso(iters),
         "mmap" => mmap(usize_param(inv, "size"), iters),
         other => panic!("task {other} is in the catalogue but not implemented"),
     }
@@ -788,6 +811,47 @@ fn clock(iters: u64) -> (u64, u64) {
     let mut readings = fold::Clock::new(t0);
     for _ in 0..iters {
         readings.add(sys::clock_gettime(sys::CLOCK_MONOTONIC).or_die());
+    }
+    let ns = now_ns() - t0;
+    let mut c = Checksum::new();
+    readings.fold(&mut c);
+    (ns, c.value())
+}
+
+/// clock_gettime as libc makes it: through the vDSO's `__vdso_clock_gettime` when the
+/// auxiliary vector names a vDSO that has it (no system call), else the system call.
+fn clock_vdso(iters: u64) -> (u64, u64) {
+    type ClockGettime = unsafe extern "C" fn(i32, *mut [i64; 2]) -> i32;
+    let base = VDSO.load(core::sync::atomic::Ordering::Relaxed);
+    let f = (base != 0)
+        // SAFETY: base is the AT_SYSINFO_EHDR the kernel (or the VMM) gave this process.
+        .then(|| unsafe { vbench_workloads::vdso::symbol(base, b"__vdso_clock_gettime") })
+        .flatten()
+        // SAFETY: the vDSO's clock_gettime has the C signature of clock_gettime(2).
+        .map(|a| unsafe { core::mem::transmute::<usize, ClockGettime>(a) });
+    let read = || match f {
+        Some(f) => {
+            let mut ts = [0i64; 2];
+            // SAFETY: a writable timespec; the vDSO function is the C library's clock_gettime.
+            if unsafe { f(sys::CLOCK_MONOTONIC as i32, &mut ts) } != 0 {
+                die(
+                    sys::Error {
+                        call: "__vdso_clock_gettime",
+                        errno: 22,
+                    },
+                    "CLOCK_MONOTONIC",
+                );
+            }
+            (ts[0] as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(ts[1] as u64)
+        }
+        None => sys::clock_gettime(sys::CLOCK_MONOTONIC).or_die(),
+    };
+    let t0 = now_ns();
+    let mut readings = fold::Clock::new(read());
+    for _ in 0..iters {
+        readings.add(read());
     }
     let ns = now_ns() - t0;
     let mut c = Checksum::new();

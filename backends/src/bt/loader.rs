@@ -151,6 +151,7 @@ pub(super) fn load(space: &mut Space, job: &Job) -> Result<Guest, BackendError> 
         ]
     };
     let aux = crate::elf::Aux {
+        sysinfo_ehdr: 0, // no vDSO: its clock calls are the host's, through the ABI
         base,
         entry: elf.entry,
         execfn: Some(&job.execfn),

@@ -32,6 +32,12 @@ pub const KCODE: u64 = 0xE000;
 /// trampoline raises on purpose (nested KVM here answers a software interrupt from CPL3 with
 /// #UD). A #GP anywhere else goes on to the VMM as the guest's fault.
 pub const GP_VECTOR: u8 = 13;
+/// The clock page the VMM publishes for the vDSO ([`super::vdso`]): user-readable.
+pub const CLOCK: u64 = 0xF000;
+/// The vDSO (two pages, user-readable and executable), named by AT_SYSINFO_EHDR.
+pub const VDSO: u64 = 0x10000;
+/// Pages the vDSO may take.
+pub const VDSO_PAGES: u64 = 2;
 /// Top of the ring-0 stack exceptions are delivered on.
 pub const RSP0: u64 = 0x20000;
 /// Page-table pages for 2 MiB user pages split into 4 KiB ones ([`super::paging`]):
@@ -84,13 +90,14 @@ pub fn page_tables(img: &mut [u8], ram: u64) {
     put(img, PD0, PT0 | P | RW | US);
     for i in 1..512u64 {
         let addr = i * 4096;
-        let flags = if addr == STUB {
-            P | US // user may execute, not write
-        } else if addr == KDATA || addr >= LOAD_MIN {
-            P | RW | US
-        } else {
-            P | RW // page tables, GDT, IDT, TSS, ring-0 stack, table pool: supervisor only
-        };
+        let flags =
+            if addr == STUB || addr == CLOCK || (VDSO..VDSO + VDSO_PAGES * 4096).contains(&addr) {
+                P | US // user may read and execute, not write
+            } else if addr == KDATA || addr >= LOAD_MIN {
+                P | RW | US
+            } else {
+                P | RW // page tables, GDT, IDT, TSS, ring-0 stack, table pool: supervisor only
+            };
         put(img, PT0 + i * 8, addr | flags);
     }
     for i in 1..ram.div_ceil(2 << 20) {

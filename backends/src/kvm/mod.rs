@@ -14,14 +14,16 @@
 //! tested with synthetic exits), [`uart`] is the emulated serial port, [`layout`] and `stub`
 //! are the guest kernel's tables and code; this file runs the vCPU loop.
 
-/// The system calls the guest kernel answers inside the guest, without a VM exit.
-pub const IN_GUEST: [i64; 2] = [libc::SYS_getpid, libc::SYS_gettid];
+/// The system calls the guest kernel answers inside the guest, without a VM exit (where
+/// `syscall` stays at CPL3; clock_gettime for the clocks the clock page keeps).
+pub const IN_GUEST: [i64; 3] = [libc::SYS_getpid, libc::SYS_gettid, libc::SYS_clock_gettime];
 
 pub mod exit;
 pub mod layout;
 mod paging;
 mod stub;
 mod uart;
+pub mod vdso;
 mod vm;
 
 use crate::linux_abi::{self, Abi, GuestMem, OutsideGuest};
@@ -65,8 +67,17 @@ impl Default for KvmConfig {
     }
 }
 
-/// The guest kernel's code, assembled: the stub page and the ring-0 page.
-type GuestCode = (Vec<u8>, Vec<u8>);
+/// The guest kernel's code, assembled once per backend: the stub page, the ring-0 page and the
+/// vDSO.
+#[derive(Debug)]
+pub struct GuestCode {
+    /// The `syscall` entry page.
+    pub stub: stub::Stub,
+    /// The ring-0 page (the flush).
+    pub kernel: Vec<u8>,
+    /// The vDSO image, for [`layout::VDSO`].
+    pub vdso: Vec<u8>,
+}
 
 /// The KVM backend.
 #[derive(Debug, Default)]
@@ -79,6 +90,8 @@ pub struct KvmBackend {
     /// The assembled guest stub for the configured console and the guest kernel's ring-0 code
     /// (assembling costs about 0.7 ms).
     stub: std::sync::OnceLock<Result<GuestCode, String>>,
+    /// KVM's TSC frequency, kHz.
+    tsc_khz: std::sync::OnceLock<Option<u32>>,
 }
 
 impl KvmBackend {
@@ -89,6 +102,7 @@ impl KvmBackend {
             kvm: std::sync::OnceLock::new(),
             cpuid: std::sync::OnceLock::new(),
             stub: std::sync::OnceLock::new(),
+            tsc_khz: std::sync::OnceLock::new(),
         }
     }
 
@@ -107,16 +121,29 @@ impl KvmBackend {
             })
     }
 
-    fn stub_code(&self) -> Result<(&[u8], &[u8]), BackendError> {
+    fn guest_code(&self) -> Result<&GuestCode, BackendError> {
         self.stub
             .get_or_init(|| {
-                Ok((stub::assemble(self.config.console), stub::assemble_kernel()))
-                    .and_then(|(s, k)| Ok((s?, k?)))
-                    .map_err(|e: iced_x86::IcedError| format!("assembling the guest stub: {e}"))
+                let make = || -> Result<GuestCode, iced_x86::IcedError> {
+                    let (vdso, entries) = vdso::image(VDSO)?;
+                    Ok(GuestCode {
+                        stub: stub::assemble(self.config.console, VDSO + entries.read_clock)?,
+                        kernel: stub::assemble_kernel()?,
+                        vdso,
+                    })
+                };
+                make().map_err(|e| format!("assembling the guest kernel: {e}"))
             })
             .as_ref()
-            .map(|(s, k)| (s.as_slice(), k.as_slice()))
             .map_err(|e| invalid(e.clone()))
+    }
+
+    /// KVM's TSC frequency (kHz), asked once: the clock page's scale (None: the guest's clock
+    /// calls leave the guest).
+    fn tsc_khz(&self, vcpu: &VcpuFd) -> Option<u32> {
+        *self
+            .tsc_khz
+            .get_or_init(|| vcpu.get_tsc_khz().ok().filter(|k| *k > 0))
     }
 
     fn kvm(&self) -> Result<&Kvm, String> {
@@ -141,6 +168,10 @@ pub mod counters {
     pub const COLD_START_NS: &str = "kvm.cold_start_ns";
     /// Syscalls the guest stub answered inside the guest.
     pub const GUEST_SYSCALLS: &str = "kvm.guest_syscalls";
+    /// Of them, clock_gettime (from the clock page; the vDSO's calls make no syscall at all).
+    pub const GUEST_CLOCK_GETTIME: &str = "kvm.guest_syscalls.clock_gettime";
+    /// 1: the VMM published the clock page (the vDSO and the stub answer clocks in the guest).
+    pub const CLOCK_PAGE: &str = "kvm.clock_page";
     /// Guest RAM configured, bytes.
     pub const GUEST_RAM_BYTES: &str = "kvm.guest_ram_bytes";
     /// Returns to the guest through its kernel's ring-0 flush of changed page-table entries.
@@ -371,10 +402,17 @@ impl Backend for KvmBackend {
         if let Some(ring) = st.ring {
             counters.insert(counters::SYSCALL_RING.into(), u64::from(ring));
         }
-        let mut k = [0u8; 8];
-        if m.mem.read_slice(&mut k, GuestAddress(KDATA)).is_ok() {
-            counters.insert(counters::GUEST_SYSCALLS.into(), u64::from_le_bytes(k));
-        }
+        // the guest kernel's own counts (the guest could overwrite them: they are its own)
+        let kdata = |off: u64| {
+            let mut k = [0u8; 8];
+            m.mem
+                .read_slice(&mut k, GuestAddress(KDATA + off))
+                .map_or(0, |_| u64::from_le_bytes(k))
+        };
+        let (pids, clocks) = (kdata(0), kdata(stub::CLOCK_CALLS));
+        counters.insert(counters::GUEST_SYSCALLS.into(), pids.wrapping_add(clocks));
+        counters.insert(counters::GUEST_CLOCK_GETTIME.into(), clocks);
+        counters.insert(counters::CLOCK_PAGE.into(), u64::from(m.clock));
         counters.extend(st.abi.counters());
         counters.insert(counters::COLD_START_NS.into(), startup.as_nanos() as u64);
         let (splits, unsplit) = m.paging.stats();
@@ -745,12 +783,17 @@ fn on_fault(
         rflags,
         ..regs
     };
+    let ((stores, stores_end), efault) = m.fixup;
+    let fixup = matches!(vector, 13 | 14) && (stores..stores_end).contains(&rip);
     let stale = vector == 14
         && code.is_some_and(|c| {
             let gm = Mem::of(m.host_ram, &m.paging);
             gm.host_range(sregs.cr2, 1, c & 2 != 0).is_ok()
         });
-    if stale && st.last_stale != Some(rip) {
+    if fixup {
+        // the stub's store to the caller's buffer: the call returns EFAULT (its exception table)
+        user.rip = efault;
+    } else if stale && st.last_stale != Some(rip) {
         // a retry that faults again at the same place is a real fault
         st.last_stale = Some(rip);
         st.stale_faults += 1;

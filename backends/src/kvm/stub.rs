@@ -1,11 +1,15 @@
 //! The guest kernel's `syscall` entry, assembled with iced-x86 at VM start. It runs where
 //! `syscall` lands on hosts where the instruction stays at CPL3 (nested KVM through kvm_pvm):
-//! getpid/gettid are answered in the guest; with the UART console, write(1|2) is done byte by
-//! byte through the emulated UART; everything else jumps to the hypercall page.
+//! getpid/gettid are answered in the guest, and clock_gettime from the clock page (through the
+//! vDSO's reading routine; a store to a bad pointer faults, and the VMM resumes the stub at its
+//! EFAULT return, as a kernel's exception table does for a copy to user memory); with the UART
+//! console, write(1|2) is done byte by byte through the emulated UART; everything else jumps to
+//! the hypercall page.
 
 use super::layout::{FAULT_BASE, GP_VECTOR, HYPERCALL, KCODE, KDATA, PT_RUNS, STUB, UART};
 use super::Console;
 use iced_x86::code_asm::*;
+use iced_x86::BlockEncoderOptions;
 
 /// Offset in the stub page of the hypercall target the stub jumps through.
 const SLOT: u64 = 0xf00;
@@ -18,6 +22,20 @@ pub const PID: u64 = 16;
 /// Where in KDATA the VMM leaves the guest's return address when it resumes the guest through
 /// the flush trampoline.
 pub const RET: u64 = 24;
+/// Where in KDATA the stub counts the clock_gettime calls it answered.
+pub const CLOCK_CALLS: u64 = 32;
+
+/// The assembled stub page and where its clock path's stores are.
+#[derive(Debug, Clone)]
+pub struct Stub {
+    /// The page's bytes.
+    pub code: Vec<u8>,
+    /// Guest addresses [start, end) of the stores of clock_gettime's result to the caller's
+    /// timespec: a fault there is the call's EFAULT.
+    pub stores: (u64, u64),
+    /// Where the stub returns EFAULT from.
+    pub efault: u64,
+}
 /// Offset in the stub page of the flush trampoline: a `mov cr3, rax` that raises #GP at CPL3,
 /// whose handler is the ring-0 flush of the page-table entries the VMM changed, then on to the
 /// return address at KDATA + RET.
@@ -25,16 +43,20 @@ pub const FLUSH: u64 = 0xd00;
 /// Length of the trampoline's faulting instruction (`mov cr3, rax`), which the flush skips.
 const FLUSH_INSN: u64 = 3;
 
-/// Machine code for the stub page (code at offset 0, the jump slot at [`SLOT`]).
-pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
+/// Machine code for the stub page (code at offset 0, the jump slot at [`SLOT`]); `read_clock`
+/// is the guest address of the vDSO's reading routine.
+pub fn assemble(console: Console, read_clock: u64) -> Result<Stub, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let mut fast = a.create_label();
     let mut fwd = a.create_label();
     let mut ret = a.create_label();
-    for nr in super::IN_GUEST {
-        a.cmp(rax, nr as i32)?; // getpid, gettid
+    let mut clock = a.create_label();
+    for nr in [libc::SYS_getpid, libc::SYS_gettid] {
+        a.cmp(rax, nr as i32)?;
         a.je(fast)?;
     }
+    a.cmp(rax, libc::SYS_clock_gettime as i32)?;
+    a.je(clock)?;
     if console == Console::Uart {
         let mut uart = a.create_label();
         let mut lp = a.create_label();
@@ -74,6 +96,45 @@ pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
     }
     a.set_label(&mut fwd)?;
     a.jmp(qword_ptr(STUB + SLOT))?;
+    // clock_gettime(clockid, ts): only rax, rcx and r11 may change, as across a syscall
+    let mut stores = a.create_label();
+    let mut stores_end = a.create_label();
+    let mut out = a.create_label();
+    let mut efault = a.create_label();
+    let mut not_here = a.create_label();
+    let saved = [rdx, r8, r9, rcx, r11];
+    a.set_label(&mut clock)?;
+    a.lea(rsp, ptr(rsp - 128))?; // keep the red zone
+    for r in saved {
+        a.push(r)?;
+    }
+    a.call(read_clock)?;
+    a.jc(not_here)?;
+    a.xor(edx, edx)?;
+    a.mov(ecx, 1_000_000_000)?;
+    a.div(rcx)?;
+    a.set_label(&mut stores)?;
+    a.mov(qword_ptr(rsi), rax)?;
+    a.mov(qword_ptr(rsi + 8), rdx)?;
+    a.set_label(&mut stores_end)?;
+    a.xor(eax, eax)?;
+    a.set_label(&mut out)?;
+    for r in saved.iter().rev() {
+        a.pop(*r)?;
+    }
+    a.lea(rsp, ptr(rsp + 128))?;
+    a.inc(qword_ptr(KDATA + CLOCK_CALLS))?;
+    a.jmp(ret)?;
+    a.set_label(&mut efault)?;
+    a.mov(rax, -i64::from(libc::EFAULT))?;
+    a.jmp(out)?;
+    a.set_label(&mut not_here)?; // a clock the page does not answer: the VMM's
+    for r in saved.iter().rev() {
+        a.pop(*r)?;
+    }
+    a.lea(rsp, ptr(rsp + 128))?;
+    a.mov(eax, libc::SYS_clock_gettime as u32)?;
+    a.jmp(fwd)?;
     a.set_label(&mut fast)?;
     a.mov(rax, qword_ptr(KDATA + PID))?; // the guest's pid, as the VMM published it
     a.inc(qword_ptr(KDATA))?;
@@ -84,7 +145,12 @@ pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
     a.popfq()?;
     a.lea(rsp, ptr(rsp + 128))?;
     a.jmp(rcx)?;
-    let mut code = a.assemble(STUB)?;
+    let r = a.assemble_options(STUB, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let (stores, efault) = (
+        (r.label_ip(&stores)?, r.label_ip(&stores_end)?),
+        r.label_ip(&efault)?,
+    );
+    let mut code = r.inner.code_buffer;
     assert!(
         code.len() < FLUSH as usize,
         "stub overlaps the flush trampoline"
@@ -102,7 +168,11 @@ pub fn assemble(console: Console) -> Result<Vec<u8>, IcedError> {
     code.extend_from_slice(&[0x0f, 0x05, 0x0f, 0x0b]); // syscall; ud2
     code.resize(SLOT as usize, 0xcc);
     code.extend_from_slice(&HYPERCALL.to_le_bytes());
-    Ok(code)
+    Ok(Stub {
+        code,
+        stores,
+        efault,
+    })
 }
 
 /// The guest kernel's ring-0 code: the #GP handler. A #GP raised by the flush trampoline's
@@ -182,7 +252,7 @@ mod tests {
     #[test]
     fn the_stub_page_is_laid_out_and_decodes_as_intended() {
         for c in [Console::Hypercall, Console::Uart] {
-            let code = assemble(c).unwrap();
+            let code = assemble(c, 0x10400).unwrap().code;
             assert_eq!(code.len(), SLOT as usize + 8, "{c:?}");
             // the jump slot holds the hypercall page, the probe is `syscall; ud2`
             assert_eq!(&code[SLOT as usize..], &HYPERCALL.to_le_bytes());
@@ -231,7 +301,7 @@ mod tests {
 
     #[test]
     fn the_flush_is_entered_by_a_fault_of_the_trampoline_and_keeps_the_registers() {
-        let code = assemble(Console::Hypercall).unwrap();
+        let code = assemble(Console::Hypercall, 0x10400).unwrap().code;
         let t = decode_at(&code[FLUSH as usize..PROBE as usize], STUB + FLUSH);
         assert_eq!(t.len(), 2, "{t:?}");
         assert_eq!(t[0].len() as u64, FLUSH_INSN);
@@ -266,5 +336,35 @@ mod tests {
         popped.reverse();
         assert_eq!(regs(Mnemonic::Push), popped);
         assert!(regs(Mnemonic::Push).contains(&Register::RAX));
+    }
+
+    #[test]
+    fn clock_gettime_is_answered_through_the_vdso_routine_with_an_efault_return() {
+        let st = assemble(Console::Hypercall, 0x10400).unwrap();
+        let ins = decode_at(&st.code[..FLUSH as usize], STUB);
+        let cmps: Vec<u64> = ins
+            .iter()
+            .filter(|i| i.mnemonic() == Mnemonic::Cmp && i.op0_register() == Register::RAX)
+            .map(|i| i.immediate(1))
+            .collect();
+        assert_eq!(cmps, [39, 186, 228]);
+        assert!(ins
+            .iter()
+            .any(|i| i.mnemonic() == Mnemonic::Call && i.near_branch_target() == 0x10400));
+        // the stores to the caller's timespec are exactly the fault range
+        let stores: Vec<_> = ins
+            .iter()
+            .filter(|i| (st.stores.0..st.stores.1).contains(&i.ip()))
+            .collect();
+        assert_eq!(stores.len(), 2);
+        assert!(stores
+            .iter()
+            .all(|i| i.mnemonic() == Mnemonic::Mov && i.memory_base() == Register::RSI));
+        let e = ins.iter().find(|i| i.ip() == st.efault).unwrap();
+        assert_eq!(e.immediate(1) as i64, -i64::from(libc::EFAULT));
+        assert!(
+            touches(&ins, KDATA + CLOCK_CALLS),
+            "the in-guest clock counter"
+        );
     }
 }

@@ -29,6 +29,10 @@ pub struct Machine {
     pub host_ram: (*const u8, usize),
     /// The user part of the guest's page tables.
     pub paging: super::paging::Paging,
+    /// The stub's clock stores ([start, end)) and the EFAULT return a fault there resumes at.
+    pub fixup: ((u64, u64), u64),
+    /// The clock page was published (the vDSO and the stub answer the clock in the guest).
+    pub clock: bool,
 }
 
 /// Checks the configured RAM size.
@@ -91,7 +95,8 @@ pub fn build(
     }
     let vm = kvm.create_vm().map_err(err("create VM"))?;
     let (mem, host_ram) = guest_ram(&vm, ram)?;
-    write_kernel(&mem, ram, be.stub_code()?)?;
+    let code = be.guest_code()?;
+    write_kernel(&mem, ram, code)?;
     let images = std::iter::once((&elf, bytes)).chain(ie.as_ref().zip(interp.as_deref()));
     for (e, b) in images {
         for s in &e.segments {
@@ -108,6 +113,7 @@ pub fn build(
         ]
     };
     let aux = crate::elf::Aux {
+        sysinfo_ehdr: VDSO,
         base: ie.as_ref().map_or(0, |ie| ie.bias),
         entry: elf.entry,
         execfn: Some(pa.execfn),
@@ -120,6 +126,7 @@ pub fn build(
     })
     .map_err(invalid)?;
     let (vcpu, sync) = vcpu(be, kvm, &vm, rsp)?;
+    let clock = publish_clock(&mem, &vcpu, be.tsc_khz(&vcpu))?;
     Ok(Machine {
         vcpu,
         _vm: vm,
@@ -135,7 +142,55 @@ pub fn build(
         mmap_hi: top & !0xfff,
         host_ram,
         paging: super::paging::Paging::new(host_ram.0.cast_mut(), ram),
+        fixup: (code.stub.stores, code.stub.efault),
+        clock,
     })
+}
+
+fn clock_ns(id: libc::clockid_t) -> u64 {
+    // SAFETY: a zeroed timespec is a valid out-parameter.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and out-parameter.
+    unsafe { libc::clock_gettime(id, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Publishes the clock page: the guest's TSC now (IA32_TSC, read between two host readings of
+/// CLOCK_MONOTONIC), scaled by KVM's TSC frequency; the offsets of CLOCK_REALTIME and
+/// CLOCK_BOOTTIME. False (the page stays invalid: the guest's clock calls leave it) when KVM
+/// gives no TSC frequency or no TSC.
+fn publish_clock(
+    mem: &GuestMemoryMmap,
+    vcpu: &VcpuFd,
+    khz: Option<u32>,
+) -> Result<bool, BackendError> {
+    let Some(khz) = khz else {
+        return Ok(false);
+    };
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: 0x10, // IA32_TSC
+        ..Default::default()
+    }])
+    .map_err(|e| invalid(format!("MSR list: {e:?}")))?;
+    let before = clock_ns(libc::CLOCK_MONOTONIC);
+    let n = vcpu.get_msrs(&mut msrs).map_err(err("get IA32_TSC"))?;
+    let after = clock_ns(libc::CLOCK_MONOTONIC);
+    if n != 1 {
+        return Ok(false);
+    }
+    let mono = clock_ns(libc::CLOCK_MONOTONIC);
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    let boot = clock_ns(libc::CLOCK_BOOTTIME);
+    let page = super::vdso::ClockPage {
+        base_tsc: msrs.as_slice()[0].data,
+        base_ns: before + (after - before) / 2,
+        mult: super::vdso::ClockPage::mult_of(khz),
+        realtime: real.wrapping_sub(mono),
+        boottime: boot.saturating_sub(mono),
+    };
+    mem.write_slice(&page.bytes(), GuestAddress(CLOCK))
+        .map_err(|e| invalid(format!("guest memory: {e}")))?;
+    Ok(true)
 }
 
 /// Guest RAM, registered as memory slot 0.
@@ -177,7 +232,7 @@ fn guest_ram(vm: &VmFd, ram: u64) -> Result<(GuestMemoryMmap, (*const u8, usize)
 fn write_kernel(
     mem: &GuestMemoryMmap,
     ram: u64,
-    (stub_code, kernel_code): (&[u8], &[u8]),
+    code: &super::GuestCode,
 ) -> Result<(), BackendError> {
     let mut low = vec![0u8; RSP0 as usize];
     page_tables(&mut low, ram);
@@ -188,10 +243,21 @@ fn write_kernel(
         mem.write_slice(&low[from as usize..to as usize], GuestAddress(from))
             .map_err(|e| invalid(format!("guest memory: {e}")))?;
     }
-    mem.write_slice(stub_code, GuestAddress(STUB))
-        .map_err(|e| invalid(format!("guest memory: {e}")))?;
-    mem.write_slice(kernel_code, GuestAddress(KCODE))
-        .map_err(|e| invalid(format!("guest memory: {e}")))
+    if code.vdso.len() as u64 > VDSO_PAGES * 4096 {
+        return Err(invalid(format!(
+            "the vDSO takes {} bytes, more than its {VDSO_PAGES} pages",
+            code.vdso.len()
+        )));
+    }
+    for (bytes, at) in [
+        (&code.stub.code, STUB),
+        (&code.kernel, KCODE),
+        (&code.vdso, VDSO),
+    ] {
+        mem.write_slice(bytes, GuestAddress(at))
+            .map_err(|e| invalid(format!("guest memory: {e}")))?;
+    }
+    Ok(())
 }
 
 /// A user code or data segment (flat, DPL 3).
