@@ -454,6 +454,34 @@ fn getpid_keeps_the_flags_and_sets_rcx_and_r11_as_syscall_does() {
     });
 }
 
+/// rt_sigaction(sig, {handler, SA_SIGINFO|SA_RESTORER, restorer}, NULL, 8), the sigaction
+/// built at DATA.
+fn sigaction(
+    a: &mut CodeAssembler,
+    sig: u32,
+    handler: CodeLabel,
+    restorer: CodeLabel,
+) -> Result<(), IcedError> {
+    a.lea(rax, ptr(handler))?;
+    a.mov(qword_ptr(DATA), rax)?;
+    a.mov(qword_ptr(DATA + 8), 0x0400_0004)?;
+    a.lea(rax, ptr(restorer))?;
+    a.mov(qword_ptr(DATA + 16), rax)?;
+    a.mov(eax, 13)?;
+    a.mov(edi, sig)?;
+    a.mov(esi, DATA as u32)?;
+    a.xor(edx, edx)?;
+    a.mov(r10d, 8)?;
+    a.syscall()
+}
+
+/// The restorer at `label`: rt_sigreturn.
+fn rt_sigreturn(a: &mut CodeAssembler, label: &mut CodeLabel) -> Result<(), IcedError> {
+    a.set_label(label)?;
+    a.mov(eax, 15)?;
+    a.syscall()
+}
+
 #[test]
 fn a_guest_signal_handler_sees_the_fault_and_resumes() {
     on_each(|l| {
@@ -466,17 +494,7 @@ fn a_guest_signal_handler_sees_the_fault_and_resumes() {
                     let mut handler = a.create_label();
                     let mut restorer = a.create_label();
                     let mut resume = a.create_label();
-                    a.lea(rax, ptr(handler))?;
-                    a.mov(qword_ptr(DATA), rax)?;
-                    a.mov(qword_ptr(DATA + 8), 0x0400_0004)?;
-                    a.lea(rax, ptr(restorer))?;
-                    a.mov(qword_ptr(DATA + 16), rax)?;
-                    a.mov(eax, 13)?;
-                    a.mov(edi, 11)?;
-                    a.mov(esi, DATA as u32)?;
-                    a.xor(edx, edx)?;
-                    a.mov(r10d, 8)?;
-                    a.syscall()?;
+                    sigaction(a, 11, handler, restorer)?;
                     a.mov(rax, qword_ptr(0x10))?;
                     a.set_label(&mut resume)?;
                     exit_with(a, rbx)?;
@@ -487,9 +505,7 @@ fn a_guest_signal_handler_sees_the_fault_and_resumes() {
                     a.lea(rax, ptr(resume))?;
                     a.mov(qword_ptr(rdx + 40 + 16 * 8), rax)?;
                     a.ret()?;
-                    a.set_label(&mut restorer)?;
-                    a.mov(eax, 15)?;
-                    a.syscall()
+                    rt_sigreturn(a, &mut restorer)
                 },
                 &[0u8; 32],
             ),
@@ -518,17 +534,7 @@ fn popf_setting_the_trap_flag_traps_once_after_the_next_instruction() {
                 |a| {
                     let mut handler = a.create_label();
                     let mut restorer = a.create_label();
-                    a.lea(rax, ptr(handler))?;
-                    a.mov(qword_ptr(DATA), rax)?;
-                    a.mov(qword_ptr(DATA + 8), 0x0400_0004)?;
-                    a.lea(rax, ptr(restorer))?;
-                    a.mov(qword_ptr(DATA + 16), rax)?;
-                    a.mov(eax, 13)?;
-                    a.mov(edi, 5)?;
-                    a.mov(esi, DATA as u32)?;
-                    a.xor(edx, edx)?;
-                    a.mov(r10d, 8)?;
-                    a.syscall()?;
+                    sigaction(a, 5, handler, restorer)?;
                     a.xor(ebx, ebx)?;
                     a.pushfq()?;
                     a.or(qword_ptr(rsp), 0x100)?;
@@ -541,9 +547,7 @@ fn popf_setting_the_trap_flag_traps_once_after_the_next_instruction() {
                     a.add(qword_ptr(rdx + 40 + 11 * 8), 1)?;
                     a.and(qword_ptr(rdx + 40 + 17 * 8), !0x100)?;
                     a.ret()?;
-                    a.set_label(&mut restorer)?;
-                    a.mov(eax, 15)?;
-                    a.syscall()
+                    rt_sigreturn(a, &mut restorer)
                 },
                 &[0u8; 32],
             ),

@@ -952,6 +952,20 @@ pub mod vdso {
         })
     }
 
+    /// The SysV ELF hash, DT_HASH's.
+    pub fn elf_hash(name: &[u8]) -> u32 {
+        let mut h: u32 = 0;
+        for &c in name {
+            h = (h << 4).wrapping_add(u32::from(c));
+            let g = h & 0xf000_0000;
+            if g != 0 {
+                h ^= g >> 24;
+            }
+            h &= !g;
+        }
+        h
+    }
+
     /// The address of function `name` in the vDSO image at `base`, when it exports it.
     ///
     /// # Safety
@@ -1020,16 +1034,7 @@ pub mod vdso {
         if nbucket == 0 {
             return None;
         }
-        let mut h: u32 = 0;
-        for &c in name {
-            h = (h << 4).wrapping_add(u32::from(c));
-            let g = h & 0xf000_0000;
-            if g != 0 {
-                h ^= g >> 24;
-            }
-            h &= !g;
-        }
-        let mut i: u32 = at(base, hash + 8 + 4 * (h % nbucket) as usize);
+        let mut i: u32 = at(base, hash + 8 + 4 * (elf_hash(name) % nbucket) as usize);
         for _ in 0..nchain {
             if i == 0 || i >= nchain {
                 break;

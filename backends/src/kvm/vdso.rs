@@ -283,19 +283,7 @@ fn code(base: u64) -> Result<Code, IcedError> {
     })
 }
 
-/// The SysV ELF hash (DT_HASH's).
-pub fn elf_hash(name: &[u8]) -> u32 {
-    let mut h: u32 = 0;
-    for &c in name {
-        h = (h << 4).wrapping_add(u32::from(c));
-        let g = h & 0xf000_0000;
-        if g != 0 {
-            h ^= g >> 24;
-        }
-        h &= !g;
-    }
-    h
-}
+pub use vbench_workloads::vdso::elf_hash;
 
 /// The vDSO image for guest address `base` (one page-aligned PT_LOAD at offset 0 = vaddr 0,
 /// so every address in it is an offset from where it is mapped): its bytes and entries.
