@@ -261,6 +261,17 @@ pub struct Aux<'a> {
     pub hwcap: [u64; 2],
 }
 
+/// The host's AT_HWCAP and AT_HWCAP2: the guest runs on the same CPU.
+pub fn host_hwcap() -> [u64; 2] {
+    // SAFETY: getauxval has no preconditions.
+    unsafe {
+        [
+            libc::getauxval(libc::AT_HWCAP),
+            libc::getauxval(libc::AT_HWCAP2),
+        ]
+    }
+}
+
 /// Stores bytes into guest memory at a guest address (for [`initial_stack`]).
 pub type WriteGuest<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<(), String>;
 

@@ -65,10 +65,7 @@ impl Job {
         let interp = interpreter(&elf).map_err(|e| invalid(format!("{name}: {e}")))?;
         let argv = crate::session::guest_argv(inv);
         Ok(Job {
-            execfn: inv
-                .program
-                .path()
-                .map_or_else(|| argv[0].clone(), |p| p.as_os_str().as_bytes().to_vec()),
+            execfn: crate::session::guest_execfn(inv, &argv),
             name,
             bytes,
             argv,
@@ -143,20 +140,13 @@ pub(super) fn load(space: &mut Space, job: &Job) -> Result<Guest, BackendError> 
     space.map(MMAP_LO, MMAP_HI - MMAP_LO, libc::PROT_NONE)?;
     space.set_perm(image_end, brk_end, R | W);
     space.set_perm(STACK_TOP - STACK_SIZE, STACK_TOP, R | W);
-    // SAFETY: getauxval has no preconditions.
-    let hwcap = unsafe {
-        [
-            libc::getauxval(libc::AT_HWCAP),
-            libc::getauxval(libc::AT_HWCAP2),
-        ]
-    };
     let aux = crate::elf::Aux {
         sysinfo_ehdr: 0, // no vDSO: its clock calls are the host's, through the ABI
         base,
         entry: elf.entry,
         execfn: Some(&job.execfn),
         ids: job.ids,
-        hwcap,
+        hwcap: crate::elf::host_hwcap(),
     };
     let rsp = crate::elf::initial_stack(
         STACK_TOP,

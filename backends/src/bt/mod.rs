@@ -110,11 +110,7 @@ impl Backend for BtBackend {
             allowed: session::allowed_paths(inv),
             delivers_signals: true,
             own_process: true,
-            // as the kernel names it: the resolved path (/bin/busybox is /usr/bin/busybox)
-            exe: inv
-                .program
-                .path()
-                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
+            exe: session::guest_exe(inv),
             timer_kick: 0,
         };
         linux_abi::table::entry(0); // its index is built before the fork

@@ -403,13 +403,7 @@ unsafe fn stamp(s: &Spec, tag: &[u8]) {
 
 /// CLOCK_MONOTONIC now, nanoseconds (in the caller's time namespace).
 pub(super) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::session::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Container init. Never returns.

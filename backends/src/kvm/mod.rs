@@ -35,7 +35,6 @@ use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd};
 use layout::*;
 use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Once;
 use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress};
@@ -87,9 +86,8 @@ pub struct KvmBackend {
     kvm: std::sync::OnceLock<Result<Kvm, String>>,
     /// KVM's supported CPUID table, asked once (the ioctl costs about 0.35 ms here).
     cpuid: std::sync::OnceLock<Result<CpuId, i32>>,
-    /// The assembled guest stub for the configured console and the guest kernel's ring-0 code
-    /// (assembling costs about 0.7 ms).
-    stub: std::sync::OnceLock<Result<GuestCode, String>>,
+    /// The guest kernel's code for the configured console (assembling costs about 0.7 ms).
+    code: std::sync::OnceLock<Result<GuestCode, String>>,
     /// KVM's TSC frequency, kHz.
     tsc_khz: std::sync::OnceLock<Option<u32>>,
 }
@@ -101,7 +99,7 @@ impl KvmBackend {
             config,
             kvm: std::sync::OnceLock::new(),
             cpuid: std::sync::OnceLock::new(),
-            stub: std::sync::OnceLock::new(),
+            code: std::sync::OnceLock::new(),
             tsc_khz: std::sync::OnceLock::new(),
         }
     }
@@ -122,7 +120,7 @@ impl KvmBackend {
     }
 
     fn guest_code(&self) -> Result<&GuestCode, BackendError> {
-        self.stub
+        self.code
             .get_or_init(|| {
                 let make = || -> Result<GuestCode, iced_x86::IcedError> {
                     let (vdso, entries) = vdso::image(VDSO)?;
@@ -132,7 +130,14 @@ impl KvmBackend {
                         vdso,
                     })
                 };
-                make().map_err(|e| format!("assembling the guest kernel: {e}"))
+                let code = make().map_err(|e| format!("assembling the guest kernel: {e}"))?;
+                if code.vdso.len() as u64 > VDSO_PAGES * 4096 {
+                    return Err(format!(
+                        "the vDSO takes {} bytes, more than its {VDSO_PAGES} pages",
+                        code.vdso.len()
+                    ));
+                }
+                Ok(code)
             })
             .as_ref()
             .map_err(|e| invalid(e.clone()))
@@ -340,10 +345,7 @@ impl Backend for KvmBackend {
             reason,
         })?;
         let argv = session::guest_argv(inv);
-        let execfn = inv
-            .program
-            .path()
-            .map_or_else(|| argv[0].clone(), |p| p.as_os_str().as_bytes().to_vec());
+        let execfn = session::guest_execfn(inv, &argv);
         let mut m = vm::build(
             self,
             kvm,
@@ -376,11 +378,7 @@ impl Backend for KvmBackend {
             allowed: session::allowed_paths(inv),
             delivers_signals: true,
             own_process: false,
-            // as the kernel names it: the resolved path
-            exe: inv
-                .program
-                .path()
-                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
+            exe: session::guest_exe(inv),
             timer_kick: std::ptr::addr_of_mut!(m.vcpu.get_kvm_run().immediate_exit) as u64,
         });
         // getpid and gettid are answered in the guest, from the pid the stub reads here
@@ -476,9 +474,7 @@ fn vcpu_loop(
                 if st.ring == Some(0) || fs_base.is_some() {
                     let mut s = m.vcpu.get_sregs().map_err(err("get sregs"))?;
                     if st.ring == Some(0) {
-                        // back to user mode, as sysret would
-                        s.cs = vm::user_seg(USER_CS, true);
-                        s.ss = vm::user_seg(USER_DS, false);
+                        vm::to_user_mode(&mut s); // as sysret would
                     }
                     if let Some(base) = fs_base {
                         s.fs.base = base;
@@ -716,8 +712,7 @@ fn probe(m: &mut vm::Machine, st: &mut ExitState) -> Result<(), BackendError> {
     if s.cs.dpl == 3 {
         vm::set_msrs(&m.vcpu, STUB)?;
     } else {
-        s.cs = vm::user_seg(USER_CS, true);
-        s.ss = vm::user_seg(USER_DS, false);
+        vm::to_user_mode(&mut s);
         m.vcpu.set_sregs(&s).map_err(err("set sregs"))?;
     }
     m.vcpu.set_regs(&m.program_start).map_err(err("set regs"))
@@ -817,9 +812,7 @@ fn on_fault(
         }
         st.bump(exit::Counted::SignalDelivered);
     }
-    // back to user mode, as iretq would
-    sregs.cs = vm::user_seg(USER_CS, true);
-    sregs.ss = vm::user_seg(USER_DS, false);
+    vm::to_user_mode(&mut sregs); // as iretq would
     m.vcpu.set_sregs(&sregs).map_err(err("set sregs"))?;
     let user = through_flush(m, st, user, stale)?;
     set_regs(&mut m.vcpu, m.sync, user)?;

@@ -5,7 +5,7 @@ use super::layout::*;
 use super::{err, invalid, stub, KvmBackend, PIE_BASE, STACK_SIZE};
 use crate::elf::Elf;
 use crate::BackendError;
-use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_xcrs, Msrs};
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_xcrs, Msrs};
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -105,20 +105,13 @@ pub fn build(
                 .map_err(|e| invalid(format!("loading segment: {e}")))?;
         }
     }
-    // SAFETY: getauxval has no preconditions.
-    let hwcap = unsafe {
-        [
-            libc::getauxval(libc::AT_HWCAP),
-            libc::getauxval(libc::AT_HWCAP2),
-        ]
-    };
     let aux = crate::elf::Aux {
         sysinfo_ehdr: VDSO,
         base: ie.as_ref().map_or(0, |ie| ie.bias),
         entry: elf.entry,
         execfn: Some(pa.execfn),
         ids: pa.ids,
-        hwcap,
+        hwcap: crate::elf::host_hwcap(),
     };
     let rsp = crate::elf::initial_stack(ram, &elf, argv, envp, &aux, &mut |at, b| {
         mem.write_slice(b, GuestAddress(at))
@@ -147,14 +140,6 @@ pub fn build(
     })
 }
 
-fn clock_ns(id: libc::clockid_t) -> u64 {
-    // SAFETY: a zeroed timespec is a valid out-parameter.
-    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid clock id and out-parameter.
-    unsafe { libc::clock_gettime(id, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
 /// Publishes the clock page: the guest's TSC now (IA32_TSC, read between two host readings of
 /// CLOCK_MONOTONIC), scaled by KVM's TSC frequency; the offsets of CLOCK_REALTIME and
 /// CLOCK_BOOTTIME. False (the page stays invalid: the guest's clock calls leave it) when KVM
@@ -172,15 +157,15 @@ fn publish_clock(
         ..Default::default()
     }])
     .map_err(|e| invalid(format!("MSR list: {e:?}")))?;
-    let before = clock_ns(libc::CLOCK_MONOTONIC);
+    let before = crate::session::clock_ns(libc::CLOCK_MONOTONIC);
     let n = vcpu.get_msrs(&mut msrs).map_err(err("get IA32_TSC"))?;
-    let after = clock_ns(libc::CLOCK_MONOTONIC);
+    let after = crate::session::clock_ns(libc::CLOCK_MONOTONIC);
     if n != 1 {
         return Ok(false);
     }
-    let mono = clock_ns(libc::CLOCK_MONOTONIC);
-    let real = clock_ns(libc::CLOCK_REALTIME);
-    let boot = clock_ns(libc::CLOCK_BOOTTIME);
+    let mono = crate::session::clock_ns(libc::CLOCK_MONOTONIC);
+    let real = crate::session::clock_ns(libc::CLOCK_REALTIME);
+    let boot = crate::session::clock_ns(libc::CLOCK_BOOTTIME);
     let page = super::vdso::ClockPage {
         base_tsc: msrs.as_slice()[0].data,
         base_ns: before + (after - before) / 2,
@@ -243,12 +228,6 @@ fn write_kernel(
         mem.write_slice(&low[from as usize..to as usize], GuestAddress(from))
             .map_err(|e| invalid(format!("guest memory: {e}")))?;
     }
-    if code.vdso.len() as u64 > VDSO_PAGES * 4096 {
-        return Err(invalid(format!(
-            "the vDSO takes {} bytes, more than its {VDSO_PAGES} pages",
-            code.vdso.len()
-        )));
-    }
     for (bytes, at) in [
         (&code.stub.code, STUB),
         (&code.kernel, KCODE),
@@ -258,6 +237,12 @@ fn write_kernel(
             .map_err(|e| invalid(format!("guest memory: {e}")))?;
     }
     Ok(())
+}
+
+/// CPL3 again after the guest kernel's ring 0 (the user code and stack segments).
+pub fn to_user_mode(sregs: &mut kvm_sregs) {
+    sregs.cs = user_seg(USER_CS, true);
+    sregs.ss = user_seg(USER_DS, false);
 }
 
 /// A user code or data segment (flat, DPL 3).

@@ -377,6 +377,9 @@ impl Default for SignalState {
     }
 }
 
+/// SIGKILL and SIGSTOP, which no mask blocks (bit n-1 = signal n).
+pub const UNBLOCKABLE: u64 = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
+
 /// Signals the guest's mask never blocks in the host process: the faults a translator must
 /// see to tell the guest's faults from its own.
 pub const NEVER_BLOCKED_IN_HOST: [i32; 5] = [

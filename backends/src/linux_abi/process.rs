@@ -489,10 +489,9 @@ pub(super) fn host_sigsuspend(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Sys {
         return Err(Errno::EINVAL);
     }
     let new: u64 = get(mem, a[0])?;
-    let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
     let set = super::host_sigset(new);
     abi.signals.saved_mask = Some(abi.signals.mask);
-    abi.signals.mask = new & !never;
+    abi.signals.mask = new & !super::UNBLOCKABLE;
     // SAFETY: sigset_t's first 8 bytes are the kernel's 64-signal set.
     let kernel_set: u64 = unsafe { std::ptr::read((&set as *const libc::sigset_t).cast()) };
     // returns when a handler has run: EINTR, always
@@ -506,8 +505,6 @@ pub(super) fn pause(abi: &mut Abi, _: &dyn GuestMem, _: A) -> Sys {
     Err(Errno::EINTR)
 }
 
-const NEVER_BLOCKED: u64 = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
-
 /// rt_sigsuspend(mask, size) of a guest sharing the backend's process: the guest's mask
 /// becomes `mask` until a signal's handler returns (the frame restores the old one). A
 /// pending signal the new mask lets through is taken at once; else the VMM waits for a host
@@ -518,7 +515,7 @@ pub(super) fn sigsuspend(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<Acti
     }
     let new: u64 = get(mem, a[0])?;
     let old = abi.signals.mask;
-    abi.signals.mask = new & !NEVER_BLOCKED;
+    abi.signals.mask = new & !super::UNBLOCKABLE;
     abi.signals.saved_mask = Some(old);
     let ready = abi.signals.pending & !abi.signals.mask;
     if ready != 0 {
@@ -757,13 +754,12 @@ pub(super) fn rt_sigprocmask(abi: &mut Abi, mem: &dyn GuestMem, a: A) -> Result<
         put(mem, a[2], &abi.signals.mask)?;
     }
     if let Some(s) = set {
-        let never = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
         abi.signals.mask = match a[0] as i32 {
             libc::SIG_BLOCK => abi.signals.mask | s,
             libc::SIG_UNBLOCK => abi.signals.mask & !s,
             libc::SIG_SETMASK => s,
             _ => return Err(Errno::EINVAL),
-        } & !never;
+        } & !super::UNBLOCKABLE;
     }
     let ready = abi.signals.pending & !abi.signals.mask;
     if ready != 0 {

@@ -9,7 +9,7 @@
 //! the siginfo. It sits below the 128-byte red zone, 16-byte aligned as a call would leave it,
 //! or at the top of the alternate stack for an SA_ONSTACK handler.
 
-use super::{GuestMem, SignalState};
+use super::{GuestMem, SignalState, UNBLOCKABLE};
 
 /// The guest's user registers at the point a signal interrupts it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,7 +58,6 @@ const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
 /// SA_RESTART: a call the handler interrupted starts again when it returns.
 pub const SA_RESTART: u64 = 0x1000_0000;
-const NEVER: u64 = (1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1));
 
 /// Calls a handler interrupted with EINTR starts again after an SA_RESTART handler (the
 /// kernel's ERESTARTSYS ones; poll, select, sleeps and waits for signals return EINTR).
@@ -163,7 +162,7 @@ pub fn deliver(
     } else {
         1u64 << (f.signal - 1)
     };
-    sigs.mask = (old_mask | sa_mask | own) & !NEVER;
+    sigs.mask = (old_mask | sa_mask | own) & !UNBLOCKABLE;
     if flags & SA_RESETHAND != 0 {
         sigs.actions[f.signal as usize] = [0; 4];
     }
@@ -198,7 +197,7 @@ pub fn sigreturn(
     }
     regs.rip = w(16);
     regs.rflags = w(17);
-    sigs.mask = u64::from_le_bytes(m) & !NEVER;
+    sigs.mask = u64::from_le_bytes(m) & !UNBLOCKABLE;
     Ok(())
 }
 

@@ -53,6 +53,34 @@ pub fn guest_argv(inv: &Invocation) -> Vec<Vec<u8>> {
     argv
 }
 
+/// Clock `id` now, nanoseconds. Async-signal-safe (one clock_gettime), so a forked or cloned
+/// child may call it.
+pub fn clock_ns(id: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// AT_EXECFN: the path the guest program was started by (its file's, else its argv[0]).
+pub fn guest_execfn(inv: &Invocation, argv: &[Vec<u8>]) -> Vec<u8> {
+    inv.program.path().map_or_else(
+        || argv[0].clone(),
+        |p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec(),
+    )
+}
+
+/// What `/proc/self/exe` names for the guest: its program's file, resolved as the kernel
+/// names it (/bin/busybox is /usr/bin/busybox).
+pub fn guest_exe(inv: &Invocation) -> Option<PathBuf> {
+    inv.program
+        .path()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+}
+
 /// The files a confined guest may read: its arguments that name regular files.
 pub fn allowed_paths(inv: &Invocation) -> Vec<PathBuf> {
     inv.args
